@@ -1,0 +1,3 @@
+"""robustbench_geo: geometric adversarial robustness for image and graph models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from robustbench_geo.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""Checkpoints: ``<name>.safetensors`` (weights) + ``<name>.json`` (metadata). Loading never unpickles.
+
+The JSON records the model name and kwargs, the dataset and its transform, seed, epochs, clean
+accuracy, package and torch versions, the deformable backend, and the SHA-256 of the weights file.
+Loading checks that hash (a truncated or edited file is a clear error) and rebuilds the model
+from the recorded name and kwargs, loading the weights strictly. Files are written to temporary
+names and renamed into place, so a failed save never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import robustbench_geo
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not match the model it describes."""
+
+
+def versions() -> dict:
+    import kornia
+    import torchvision
+
+    out = {"robustbench_geo": robustbench_geo.__version__, "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "kornia": kornia.__version__, "python": platform.python_version()}
+    try:
+        import torch_geometric
+
+        out["torch_geometric"] = torch_geometric.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
+    """Save ``model``'s state dict and ``meta`` (must hold ``model`` and ``model_kwargs``).
+
+    Args:
+        path: checkpoint stem (``out/cnn_mnist`` -> ``out/cnn_mnist.safetensors`` + ``.json``).
+
+    Returns:
+        The path of the JSON file.
+    """
+    for key in ("model", "model_kwargs"):
+        if key not in meta:
+            raise ValueError(f"meta: expected key {key!r} (needed to rebuild the model), got keys {sorted(meta)}")
+    weights, meta_path = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp_w = weights.with_name(weights.name + ".tmp")
+    tmp_m = meta_path.with_name(meta_path.name + ".tmp")
+    try:
+        save_file(state, str(tmp_w))
+        full = {"format_version": FORMAT_VERSION, **meta, "versions": meta.get("versions", versions()),
+                "weights_file": weights.name, "weights_sha256": _sha256(tmp_w),
+                "num_parameters": int(sum(p.numel() for p in model.parameters()))}
+        tmp_m.write_text(json.dumps(_jsonable(full), indent=2, sort_keys=True))
+        os.replace(tmp_w, weights)
+        os.replace(tmp_m, meta_path)
+    finally:
+        tmp_w.unlink(missing_ok=True)
+        tmp_m.unlink(missing_ok=True)
+    return meta_path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Read and validate a checkpoint's JSON metadata (no weights)."""
+    weights, meta_path = _paths(path)
+    if not meta_path.exists():
+        raise CheckpointError(f"checkpoint metadata {meta_path} not found (a checkpoint is {weights.name} + {meta_path.name})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({e}); the file is truncated or edited") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint metadata {meta_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in ("model", "model_kwargs", "weights_sha256") if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint metadata {meta_path} lacks {missing}; not a robustbench_geo checkpoint?")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {meta_path} has format {meta['format_version']}, newer than this package reads ({FORMAT_VERSION})")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", **override_kwargs) -> tuple[nn.Module, dict]:
+    """Rebuild the model from a checkpoint; returns ``(model in eval mode, metadata)``."""
+    from robustbench_geo.models import create_model
+
+    weights, meta_path = _paths(path)
+    meta = read_metadata(meta_path)
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint weights {weights} not found (next to {meta_path.name})")
+    digest = _sha256(weights)
+    if digest != meta["weights_sha256"]:
+        raise CheckpointError(f"checkpoint weights {weights} do not match their metadata (sha256 {digest[:12]}... != "
+                              f"{meta['weights_sha256'][:12]}...): the file was truncated, edited or replaced")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint weights {weights} cannot be read: {e}") from None
+    kwargs = _restore(meta["model_kwargs"])
+    kwargs.update(override_kwargs)
+    model = create_model(meta["model"], **kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {weights} does not fit model {meta['model']!r} built with {kwargs}: {e}") from None
+    return model.to(device).eval(), meta
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _restore(kwargs: dict) -> dict:
+    # JSON turns tuples into lists; factories accept both, but image_size is compared as a tuple
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}

@@ -1,0 +1,26 @@
+"""The ``rbgeo`` command line: a thin shell over the Python API (one module per command group)."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+
+import robustbench_geo
+from robustbench_geo.cli.listing import list_group
+from robustbench_geo.cli.train import evaluate, train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(robustbench_geo.__version__, prog_name="rbgeo")
+def main():
+    """robustbench_geo: geometric adversarial robustness of image and graph models."""
+    # torch_geometric triggers torch's own deprecation warning at import; it is noise for CLI users
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+
+
+main.add_command(train)
+main.add_command(evaluate)
+main.add_command(list_group)
+
+__all__ = ["main"]

@@ -1,0 +1,39 @@
+"""``rbgeo list models|datasets`` (later issues add attacks)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("list")
+def list_group():
+    """List registered models, datasets, ...
+
+    \b
+    Examples:
+      rbgeo list models
+      rbgeo list models --pattern 'deform*'
+      rbgeo list datasets
+    """
+
+
+@list_group.command("models")
+@click.option("--pattern", default="*", show_default=True, help="Glob over model names.")
+def list_models_cmd(pattern):
+    """Registered models with their task and description."""
+    from robustbench_geo.models import get_model_entry, list_models
+
+    for name in list_models(pattern):
+        e = get_model_entry(name)
+        click.echo(f"{name:18s} {e.task:6s} {e.description}")
+
+
+@list_group.command("datasets")
+def list_datasets_cmd():
+    """Registered datasets with their task and shape."""
+    from robustbench_geo.data import dataset_info, list_datasets
+
+    for name in list_datasets():
+        i = dataset_info(name)
+        shape = f"{i.in_channels}x{i.image_size[0]}x{i.image_size[1]}" if i.task == "image" else "graph"
+        click.echo(f"{name:15s} {i.task:6s} {shape:9s} {i.num_classes:3d} classes  {i.description}")

@@ -1,0 +1,135 @@
+"""Datasets: one registry for image and graph data.
+
+>>> from robustbench_geo.data import load_dataset
+>>> test = load_dataset("mnist-scaled", split="test", seed=0)      # doctest: +SKIP
+>>> cora = load_dataset("cora")                                      # doctest: +SKIP
+
+A dataset *spec* string may carry options after a colon: ``cora:public`` (graph split),
+``mnist-rotated:max_angle_deg=30``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from robustbench_geo.check import unknown_name_error
+from robustbench_geo.data.base import GraphDataset, ImageDataset, split_hash
+from robustbench_geo.data.geometric import load_mnist_rotated, load_mnist_scaled
+from robustbench_geo.data.graphs import load_graph, load_prognn_perturbed
+from robustbench_geo.data.images import load_cifar10, load_fashion_mnist, load_mnist
+from robustbench_geo.data.root import ChecksumError, DataMissingError, resolve_data_root
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is, known without loading it (used to check a model fits before training)."""
+
+    name: str
+    task: str  # "image" or "graph"
+    num_classes: int
+    in_channels: int | None = None
+    image_size: tuple[int, int] | None = None
+    description: str = ""
+
+
+_IMAGE: dict[str, tuple[DatasetInfo, Callable]] = {
+    "mnist": (DatasetInfo("mnist", "image", 10, 1, (28, 28), "MNIST digits (torchvision)"), load_mnist),
+    "fashion-mnist": (DatasetInfo("fashion-mnist", "image", 10, 1, (28, 28), "Fashion-MNIST (torchvision)"), load_fashion_mnist),
+    "cifar10": (DatasetInfo("cifar10", "image", 10, 3, (32, 32), "CIFAR-10 (torchvision)"), load_cifar10),
+    "mnist-scaled": (DatasetInfo("mnist-scaled", "image", 10, 1, (28, 28),
+                                 "MNIST zoomed by Keras zoom in [1, 2.5] and shifted <= 20 % (seeded)"), load_mnist_scaled),
+    "mnist-rotated": (DatasetInfo("mnist-rotated", "image", 10, 1, (28, 28),
+                                  "MNIST rotated uniformly in +-max_angle_deg (default 45, seeded)"), load_mnist_rotated),
+}
+_GRAPH: dict[str, DatasetInfo] = {
+    "cora": DatasetInfo("cora", "graph", 7, description="Cora: literature LCC (prognn/nettack splits) or Planetoid (public)"),
+    "citeseer": DatasetInfo("citeseer", "graph", 6, description="CiteSeer: literature LCC or Planetoid (public)"),
+    "pubmed": DatasetInfo("pubmed", "graph", 3, description="PubMed: Planetoid (public) or literature LCC"),
+    "cora_ml": DatasetInfo("cora_ml", "graph", 7, description="Cora-ML: literature LCC"),
+    "polblogs": DatasetInfo("polblogs", "graph", 2, description="Political blogs: literature LCC, identity features"),
+}
+
+
+def list_datasets(task: str | None = None) -> list[str]:
+    """Registered dataset names, optionally only ``image`` or ``graph`` ones."""
+    names = [n for n, (i, _) in _IMAGE.items() if task in (None, "image")]
+    names += [n for n in _GRAPH if task in (None, "graph")]
+    return sorted(names)
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Split ``name:key=value,key=value`` (or ``graph:split``) into a name and options."""
+    name, _, rest = spec.partition(":")
+    opts: dict = {}
+    for part in filter(None, rest.split(",")):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            opts[k.strip()] = _coerce(v.strip())
+        elif name in _GRAPH:
+            opts["split"] = part.strip()
+        else:
+            raise ValueError(f"dataset spec {spec!r}: expected name:key=value[,key=value], got {part!r}")
+    return name, opts
+
+
+def dataset_info(spec: str) -> DatasetInfo:
+    name, _ = parse_spec(spec)
+    if name in _IMAGE:
+        return _IMAGE[name][0]
+    if name in _GRAPH:
+        return _GRAPH[name]
+    raise unknown_name_error("dataset", name, list_datasets())
+
+
+def load_dataset(spec: str, *, split: str | None = None, root=None, download: bool = True, seed: int = 0,
+                 subset: int | None = None, **options):
+    """Load an image or graph dataset by spec.
+
+    Args:
+        spec: registry name, optionally with options (see module docstring).
+        split: ``train``/``test`` for images; ``prognn``/``nettack``/``public`` for graphs.
+        root: data root (``--data-root``; else ``RBGEO_DATA``; else ``~/.cache/robustbench_geo``).
+        download: try to download missing files (offline: a clear error names the files).
+        seed: seed of geometric variants / random graph splits / subsets.
+        subset: for images, a seeded random subset of this many samples.
+        options: dataset-specific options (``max_angle_deg``, ``isotropic``, ...).
+
+    Returns:
+        :class:`ImageDataset` or :class:`GraphDataset`.
+    """
+    name, opts = parse_spec(spec)
+    opts.update(options)
+    info = dataset_info(name)
+    if info.task == "graph":
+        if split is None:
+            split = opts.pop("split", None)
+        if opts:
+            raise ValueError(f"dataset {name!r}: unknown options {sorted(opts)}; graph datasets take split only")
+        return load_graph(name, split, root=root, download=download, seed=seed)
+    split = split or "train"
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test' for image dataset {name!r}, got {split!r}")
+    loader = _IMAGE[name][1]
+    if name in ("mnist-scaled", "mnist-rotated"):
+        opts["seed"] = seed
+    try:
+        ds = loader(split, root, download, **opts)
+    except TypeError as e:
+        raise ValueError(f"dataset {name!r}: bad options {opts}: {e}") from None
+    return ds.subset(subset, seed)
+
+
+def _coerce(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+__all__ = [
+    "ChecksumError", "DataMissingError", "DatasetInfo", "GraphDataset", "ImageDataset", "dataset_info", "list_datasets",
+    "load_dataset", "load_graph", "load_prognn_perturbed", "parse_spec", "resolve_data_root", "split_hash",
+]

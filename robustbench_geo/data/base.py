@@ -1,0 +1,149 @@
+"""Dataset containers shared by the image and graph loaders."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch.utils.data import Dataset
+
+
+class ImageDataset(Dataset):
+    """In-memory image classification data: ``images`` ``(N, C, H, W)`` float32 in ``[0, 1]``.
+
+    Attributes:
+        name: registry name (``mnist-scaled``, ...).
+        images: ``(N, C, H, W)`` float32 in ``[0, 1]``.
+        labels: ``(N,)`` int64.
+        classes: class names.
+        meta: how the data was made (split, subset, seed, variant parameters): recorded in results.
+    """
+
+    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor, classes: list[str], meta: dict):
+        if images.dim() != 4:
+            raise ValueError(f"images: expected shape (N, C, H, W), got {tuple(images.shape)}")
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"labels: expected {images.shape[0]} labels, got {labels.shape[0]}")
+        self.name, self.images, self.labels, self.classes, self.meta = name, images, labels.long(), list(classes), meta
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+    def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
+        """A seeded random subset of ``n`` samples (all when ``n`` is None or >= len)."""
+        if n is None or n >= len(self):
+            return self
+        if n < 0:
+            raise ValueError(f"subset: expected a non-negative sample count, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)[:n].sort().values
+        meta = {**self.meta, "subset": n, "subset_seed": seed}
+        return ImageDataset(self.name, self.images[idx], self.labels[idx], self.classes, meta)
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.name!r}, n={len(self)}, shape={tuple(self.images.shape[1:])}, classes={self.num_classes})"
+
+
+@dataclass(frozen=True)
+class GraphDataset:
+    """One graph for node classification.
+
+    Attributes:
+        name: dataset name (``cora``, ...).
+        split: split name (``prognn``, ``nettack``, ``public``).
+        x: ``(N, F)`` float32 node features.
+        edge_index: ``(2, E)`` int64, both directions of every undirected edge, no self-loops,
+            sorted and coalesced.
+        y: ``(N,)`` int64 labels.
+        idx_train, idx_val, idx_test: int64 node ids.
+        meta: provenance (source files, LCC, split seed and hash).
+    """
+
+    name: str
+    split: str
+    x: torch.Tensor
+    edge_index: torch.Tensor
+    y: torch.Tensor
+    idx_train: torch.Tensor
+    idx_val: torch.Tensor
+    idx_test: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def num_features(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.y.max()) + 1
+
+    @property
+    def num_edges(self) -> int:
+        """Number of undirected edges."""
+        return self.edge_index.shape[1] // 2
+
+    @property
+    def split_hash(self) -> str:
+        return split_hash(self.idx_train, self.idx_val, self.idx_test)
+
+    def with_edges(self, edge_index: torch.Tensor, x: torch.Tensor | None = None, **meta) -> "GraphDataset":
+        """A copy with another structure (and optionally other features)."""
+        return replace(self, edge_index=edge_index, x=self.x if x is None else x, meta={**self.meta, **meta})
+
+    def to(self, device) -> "GraphDataset":
+        return replace(
+            self, x=self.x.to(device), edge_index=self.edge_index.to(device), y=self.y.to(device),
+            idx_train=self.idx_train.to(device), idx_val=self.idx_val.to(device), idx_test=self.idx_test.to(device),
+        )
+
+    def dense_adjacency(self) -> torch.Tensor:
+        a = torch.zeros(self.num_nodes, self.num_nodes, device=self.x.device)
+        a[self.edge_index[0], self.edge_index[1]] = 1.0
+        return a
+
+    def to_pyg(self):
+        from torch_geometric.data import Data
+
+        n = self.num_nodes
+
+        def mask(idx):
+            m = torch.zeros(n, dtype=torch.bool, device=self.x.device)
+            m[idx] = True
+            return m
+
+        return Data(x=self.x, edge_index=self.edge_index, y=self.y, train_mask=mask(self.idx_train),
+                    val_mask=mask(self.idx_val), test_mask=mask(self.idx_test))
+
+    def __repr__(self) -> str:
+        return (f"GraphDataset({self.name!r}, split={self.split!r}, nodes={self.num_nodes}, edges={self.num_edges}, "
+                f"features={self.num_features}, classes={self.num_classes}, train/val/test="
+                f"{len(self.idx_train)}/{len(self.idx_val)}/{len(self.idx_test)})")
+
+
+def split_hash(*indices: torch.Tensor) -> str:
+    """Short hash of a split's node ids, recorded with graph results."""
+    h = hashlib.sha256()
+    for idx in indices:
+        h.update(idx.detach().cpu().to(torch.int64).numpy().tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:12]

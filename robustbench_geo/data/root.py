@@ -1,0 +1,153 @@
+"""Where data lives: one data root, a writable cache beside it, checksums, clear missing-data errors.
+
+Resolution order for the data root: explicit ``root`` argument (``--data-root``), else the
+``RBGEO_DATA`` environment variable, else ``~/.cache/robustbench_geo``. Inside the root, folders use
+torchvision's and PyG's own layouts (``MNIST/raw``, ``Cora/raw``, ...) plus ``npz/`` and ``prognn/``
+for the attack-literature files, so existing downloads are reused.
+
+A read-only root (permission bits without write access, a read-only mount, or
+``RBGEO_DATA_READONLY=1``) is never written to: the raw files a loader needs are checksummed and
+copied into the cache (``RBGEO_CACHE``, else ``~/.cache/robustbench_geo``) and loaded from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterable
+
+DEFAULT_ROOT = Path("~/.cache/robustbench_geo")
+
+
+class DataMissingError(FileNotFoundError):
+    """A dataset's files are missing and could not be downloaded; the message names them."""
+
+
+class ChecksumError(ValueError):
+    """A known raw file does not match its published checksum."""
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root``, else ``$RBGEO_DATA``, else ``~/.cache/robustbench_geo``."""
+    if root is None:
+        root = os.environ.get("RBGEO_DATA") or DEFAULT_ROOT
+    return Path(root).expanduser().resolve()
+
+
+def cache_root() -> Path:
+    """Writable cache for processed files and for copies out of read-only roots."""
+    return Path(os.environ.get("RBGEO_CACHE") or DEFAULT_ROOT).expanduser().resolve()
+
+
+def is_writable(path: Path) -> bool:
+    """Whether we may write below ``path``.
+
+    Root passes ``os.access`` on read-only permission bits, so the bits are checked too: a folder
+    marked read-only for everyone is treated as read-only even for root.
+    """
+    if os.environ.get("RBGEO_DATA_READONLY", "") not in ("", "0"):
+        return False
+    p = Path(path)
+    while not p.exists():
+        if p.parent == p:
+            return False
+        p = p.parent
+    try:
+        st = p.stat()
+        if hasattr(os, "statvfs") and os.statvfs(p).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    return os.access(p, os.W_OK)
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, md5: str | None) -> None:
+    """Raise :class:`ChecksumError` if ``path`` does not have checksum ``md5`` (``None`` skips)."""
+    if md5 is None:
+        return
+    got = md5sum(path)
+    if got != md5:
+        raise ChecksumError(
+            f"checksum mismatch for {path}: expected md5 {md5}, got {got}. The file is corrupt or a "
+            f"different version; delete it and let it be downloaded again, or replace it with the original."
+        )
+
+
+def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``dest`` atomically, then verify its checksum."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+        shutil.copyfileobj(r, f)
+    try:
+        verify(tmp, md5)
+    except ChecksumError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dest)
+
+
+def prepare_files(
+    dataset: str,
+    root: Path,
+    files: Iterable[tuple[str, str | None, str | None]],
+    *,
+    download_missing: bool = True,
+) -> Path:
+    """Make ``files`` available under a writable working root and return that root.
+
+    Args:
+        dataset: name used in error messages.
+        root: the data root (may be read-only).
+        files: ``(relative path, md5 or None, url or None)`` for every raw file needed.
+        download_missing: try to download files that are nowhere to be found.
+
+    Returns:
+        ``root`` itself when writable, else the cache root into which the raw files were copied.
+    """
+    files = list(files)
+    work = root if is_writable(root) else cache_root()
+    missing = []
+    for rel, md5, url in files:
+        src, dst = root / rel, work / rel
+        if dst.exists():
+            verify(dst, md5)
+            continue
+        if src.exists():  # read-only root: copy into the cache, checked
+            verify(src, md5)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+            continue
+        if download_missing and url:
+            try:
+                download(url, dst, md5)
+                continue
+            except (urllib.error.URLError, OSError, TimeoutError) as e:
+                missing.append((rel, f"download failed: {e}"))
+                continue
+        missing.append((rel, "not found" + ("" if download_missing else " (downloads disabled)")))
+    if missing:
+        lines = "\n".join(f"  {root / rel}  ({why})" for rel, why in missing)
+        raise DataMissingError(
+            f"dataset {dataset!r}: missing files under the data root {root}:\n{lines}\n"
+            f"Put these files there (or point --data-root / RBGEO_DATA at a folder that has them), "
+            f"or run once with network access so they can be downloaded."
+        )
+    return work

@@ -1,0 +1,54 @@
+"""Clean evaluation: predictions and accuracy for image and graph models."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from robustbench_geo.data.base import GraphDataset, ImageDataset
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits ``(N, num_classes)`` of ``images`` ``(N, C, H, W)``, batched, in eval mode (on CPU)."""
+    model.eval()
+    dev = model_device(model)
+    outs = [model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0, 0)
+
+
+def image_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:
+    """Top-1 accuracy in ``[0, 1]``."""
+    if len(dataset) == 0:
+        raise ValueError("dataset: expected at least one sample to compute accuracy, got 0")
+    pred = predict_logits(model, dataset.images, batch_size).argmax(1)
+    return (pred == dataset.labels).float().mean().item()
+
+
+@torch.inference_mode()
+def graph_logits(model: nn.Module, graph: GraphDataset, edge_index: torch.Tensor | None = None,
+                 edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    model.eval()
+    dev = model_device(model)
+    ei = graph.edge_index if edge_index is None else edge_index
+    return model(graph.x.to(dev), ei.to(dev), None if edge_weight is None else edge_weight.to(dev)).cpu()
+
+
+def graph_accuracy(model: nn.Module, graph: GraphDataset, nodes: str | torch.Tensor = "test",
+                   edge_index: torch.Tensor | None = None) -> float:
+    """Accuracy on ``nodes`` (``"train"``, ``"val"``, ``"test"`` or a tensor of ids) in ``[0, 1]``."""
+    idx = getattr(graph, f"idx_{nodes}") if isinstance(nodes, str) else nodes
+    pred = graph_logits(model, graph, edge_index).argmax(1)
+    return (pred[idx.cpu()] == graph.y.cpu()[idx.cpu()]).float().mean().item()
+
+
+def evaluate(model: nn.Module, dataset) -> float:
+    """Clean accuracy for either kind of dataset (test nodes for graphs)."""
+    if isinstance(dataset, GraphDataset):
+        return graph_accuracy(model, dataset)
+    return image_accuracy(model, dataset)

@@ -1,0 +1,93 @@
+"""The 4-layer CNN of the Scaled MNIST experiment, and its atrous and deformable variants.
+
+Backbone (the reference Keras model of the deformable-convolution Scaled MNIST experiment)::
+
+    conv11  3x3,  32, stride 1 -> BN -> ReLU
+    conv12  3x3,  64, stride 2 -> BN -> ReLU
+    conv21  3x3, 128, stride 1 -> BN -> ReLU
+    conv22  3x3, 128, stride 2 -> BN -> ReLU
+    global average pooling -> linear (num_classes)
+
+``deform_cnn`` replaces the last ``num_deform`` convolutions (default 3, as the reference
+placed offset layers before conv12, conv21 and conv22) by deformable ones; ``atrous_cnn`` uses
+dilation 2 in those layers instead (the fixed-receptive-field baseline of the deformable
+ConvNets paper, Table 3).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from robustbench_geo.models.deformable import DeformableConv
+from robustbench_geo.models.registry import register_model
+
+CHANNELS = (32, 64, 128, 128)
+STRIDES = (1, 2, 1, 2)
+
+
+class ConvNet(nn.Module):
+    """Conv -> BN -> ReLU stack with per-layer kind ``conv``, ``atrous`` or ``deform``; GAP + linear head.
+
+    Args:
+        in_channels, num_classes: input channels and classes.
+        image_size: ``(H, W)``; unused by the layers (global pooling) but kept for the protocol.
+        channels, strides: per-layer widths and strides.
+        kinds: per-layer kind.
+        deform: ``"v1"`` (offsets only) or ``"v2"`` (modulated, with a mask).
+        offset_groups: offset groups of the deformable layers.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size=(28, 28),
+                 channels: Sequence[int] = CHANNELS, strides: Sequence[int] = STRIDES,
+                 kinds: Sequence[str] = ("conv",) * 4, deform: str = "v1", offset_groups: int = 1):
+        super().__init__()
+        if not len(channels) == len(strides) == len(kinds):
+            raise ValueError(f"channels, strides and kinds must have equal lengths, got {len(channels)}, {len(strides)}, {len(kinds)}")
+        layers, cin = [], in_channels
+        for cout, stride, kind in zip(channels, strides, kinds):
+            if kind == "conv":
+                conv = nn.Conv2d(cin, cout, 3, stride, padding=1)
+            elif kind == "atrous":
+                conv = nn.Conv2d(cin, cout, 3, stride, padding=2, dilation=2)
+            elif kind == "deform":
+                conv = DeformableConv(cin, cout, 3, stride, padding=1, version=deform, offset_groups=offset_groups)
+            else:
+                raise ValueError(f"kinds: expected 'conv', 'atrous' or 'deform', got {kind!r}")
+            layers += [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _kinds(num_special: int, kind: str, n: int = 4) -> tuple[str, ...]:
+    if not 0 <= num_special <= n:
+        raise ValueError(f"expected between 0 and {n} {kind} layers, got {num_special}")
+    return ("conv",) * (n - num_special) + (kind,) * num_special
+
+
+@register_model("cnn", task="image")
+def cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES) -> ConvNet:
+    """4-conv CNN (32-64-128-128, 3x3, ReLU/BN, global pooling) of the Scaled MNIST experiment."""
+    return ConvNet(in_channels, num_classes, image_size, channels, strides)
+
+
+@register_model("deform_cnn", task="image")
+def deform_cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES,
+               num_deform: int = 3, deform: str = "v1", offset_groups: int = 1) -> ConvNet:
+    """``cnn`` with the last ``num_deform`` convs deformable (v1, or modulated v2); offsets start at zero."""
+    if deform not in ("v1", "v2"):
+        raise ValueError(f"deform: expected 'v1' or 'v2', got {deform!r}")
+    return ConvNet(in_channels, num_classes, image_size, channels, strides, _kinds(num_deform, "deform"), deform, offset_groups)
+
+
+@register_model("atrous_cnn", task="image")
+def atrous_cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES,
+               num_atrous: int = 3) -> ConvNet:
+    """``cnn`` with dilation 2 in the last ``num_atrous`` convs (the atrous baseline of DCN Table 3)."""
+    return ConvNet(in_channels, num_classes, image_size, channels, strides, _kinds(num_atrous, "atrous"))

@@ -1,0 +1,99 @@
+"""Deformable convolution layers with their own offset (and mask) predictors.
+
+:class:`DeformableConv` is a drop-in ``nn.Conv2d`` replacement: a regular convolution predicts
+per-pixel, per-tap offsets ``(dy, dx)`` in pixels (and, for DCNv2, a modulation mask), then
+:func:`robustbench_geo.ops.deform_conv2d` samples the input at the shifted taps. The offset and
+mask predictors are zero-initialised and the mask is ``2 * sigmoid(.)`` so that a fresh layer
+computes exactly the regular convolution (offset 0, mask 1); training starts from there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.utils import _pair
+
+from robustbench_geo.ops import DeformConv2d, resolve_backend
+
+
+class DeformableConv(nn.Module):
+    """Offset/mask predictor + deformable convolution.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as ``nn.Conv2d``.
+        version: ``"v1"`` (Dai et al. 2017) or ``"v2"`` (modulated, Zhu et al. 2019).
+        offset_groups: channel groups sharing one offset field.
+        backend: deformable-convolution backend (``auto``, ``native``, ``torchvision``).
+
+    Attributes:
+        record: when True, ``last_offset``/``last_mask`` keep the latest offsets for visualisation.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
+                 bias=True, version: str = "v1", offset_groups: int = 1, backend: str = "auto"):
+        super().__init__()
+        if version not in ("v1", "v2"):
+            raise ValueError(f"version: expected 'v1' or 'v2', got {version!r}")
+        if in_channels % offset_groups:
+            raise ValueError(f"offset_groups: expected a divisor of in_channels ({in_channels}), got {offset_groups}")
+        kh, kw = _pair(kernel_size)
+        self.version, self.offset_groups = version, offset_groups
+        taps = offset_groups * kh * kw
+        self.offset_conv = nn.Conv2d(in_channels, (3 if version == "v2" else 2) * taps, (kh, kw), stride, padding, dilation)
+        nn.init.zeros_(self.offset_conv.weight)
+        nn.init.zeros_(self.offset_conv.bias)
+        self.conv = DeformConv2d(in_channels, out_channels, (kh, kw), stride, padding, dilation, groups, bias, backend)
+        self.record = False
+        self.last_offset: torch.Tensor | None = None
+        self.last_mask: torch.Tensor | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.conv.backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        resolve_backend(value)  # validates the name
+        self.conv.backend = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.offset_conv(x)
+        taps = self.offset_groups * self.conv.kernel_size[0] * self.conv.kernel_size[1]
+        offset, mask = out[:, : 2 * taps], None
+        if self.version == "v2":
+            mask = 2.0 * torch.sigmoid(out[:, 2 * taps:])
+        if self.record:
+            self.last_offset = offset.detach()
+            self.last_mask = None if mask is None else mask.detach()
+        return self.conv(x, offset, mask)
+
+    def sampling_locations(self, offset: torch.Tensor) -> torch.Tensor:
+        """Absolute input coordinates of every tap: ``(B, G, kh*kw, 2 [y, x], H_out, W_out)`` in pixels."""
+        b, _, ho, wo = offset.shape
+        kh, kw = self.conv.kernel_size
+        (sh, sw), (ph, pw), (dh, dw) = self.conv.stride, self.conv.padding, self.conv.dilation
+        dev, dt = offset.device, offset.dtype
+        ky, kx = torch.meshgrid(torch.arange(kh, device=dev, dtype=dt), torch.arange(kw, device=dev, dtype=dt), indexing="ij")
+        oy = torch.arange(ho, device=dev, dtype=dt) * sh - ph
+        ox = torch.arange(wo, device=dev, dtype=dt) * sw - pw
+        base_y = oy.view(1, ho, 1) + (ky.reshape(-1) * dh).view(-1, 1, 1)
+        base_x = ox.view(1, 1, wo) + (kx.reshape(-1) * dw).view(-1, 1, 1)
+        base = torch.stack([base_y.expand(-1, ho, wo), base_x.expand(-1, ho, wo)], dim=1)  # (K, 2, Ho, Wo)
+        off = offset.view(b, self.offset_groups, kh * kw, 2, ho, wo)
+        return base.unsqueeze(0).unsqueeze(0) + off
+
+
+def deformable_layers(model: nn.Module) -> list[tuple[str, DeformableConv]]:
+    """All deformable layers of a model, with their qualified names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, DeformableConv)]
+
+
+def set_deform_backend(model: nn.Module, backend: str) -> str | None:
+    """Switch every deformable layer of ``model`` to ``backend``; returns the resolved name (None if none)."""
+    layers = deformable_layers(model)
+    for _, layer in layers:
+        layer.backend = backend
+    if not layers:
+        return None
+    p = next(model.parameters())
+    return resolve_backend(backend, p.device)

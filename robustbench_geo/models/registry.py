@@ -1,0 +1,186 @@
+"""Model registry (timm-style): ``register_model``, ``create_model``, ``list_models``, plug-ins.
+
+Every factory is called with keyword arguments only. Image factories receive
+``in_channels``, ``num_classes`` and ``image_size`` (``(H, W)``) and return a module mapping
+``(B, C, H, W)`` float images in ``[0, 1]`` to ``(B, num_classes)`` logits. Graph factories
+receive ``in_features`` and ``num_classes`` and return a module with
+``forward(x, edge_index, edge_weight=None)`` mapping ``(N, F)`` features to ``(N, num_classes)``
+logits; it must be differentiable in ``edge_weight`` for gradient structure attacks.
+
+Plug-ins follow the same protocol and are named ``package.module:factory``,
+``path/to/file.py:factory`` or registered under the entry-point group ``robustbench_geo.models``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.util
+import inspect
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from robustbench_geo.check import unknown_name_error
+
+ENTRY_POINT_GROUP = "robustbench_geo.models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    task: str  # "image", "graph", or "any" (plug-ins that did not say)
+    description: str = ""
+    defaults: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, task: str, description: str = "", **defaults):
+    """Decorator registering a factory (function or class) under ``name``."""
+    if task not in ("image", "graph"):
+        raise ValueError(f"task: expected 'image' or 'graph', got {task!r}")
+
+    def wrap(factory):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+        _REGISTRY[name] = ModelEntry(name, factory, task, doc, dict(defaults))
+        return factory
+
+    return wrap
+
+
+def _ensure_builtin() -> None:
+    import robustbench_geo.models  # noqa: F401  (registers the built-in models)
+
+
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered names matching a glob ``pattern`` (e.g. ``"deform*"``), optionally of one task."""
+    _ensure_builtin()
+    _load_entry_points()
+    return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or e.task in (task, "any")))
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``, or a plug-in entry for ``module:factory`` specs."""
+    _ensure_builtin()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return _plugin_entry(name)
+    _load_entry_points()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    raise unknown_name_error("model", name, _REGISTRY)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model (or a ``module:factory`` plug-in) with ``kwargs``."""
+    entry = get_model_entry(name)
+    model = entry.factory(**{**entry.defaults, **kwargs})
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r}: the factory must return a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_task(name: str, info) -> str:
+    """Check that model ``name`` fits the task of ``info`` (a ``DatasetInfo`` or loaded dataset); returns the task."""
+    entry = get_model_entry(name)
+    task = getattr(info, "task", None) or ("graph" if hasattr(info, "edge_index") else "image")
+    if entry.task not in (task, "any"):
+        raise ValueError(f"model {name!r} is for {entry.task} data but dataset {getattr(info, 'name', '?')!r} is {task} data; "
+                         f"{entry.task} datasets: {', '.join(_datasets_of(entry.task))}")
+    return task
+
+
+def _datasets_of(task: str) -> list[str]:
+    from robustbench_geo.data import list_datasets
+
+    return list_datasets(task)
+
+
+def model_kwargs_for(name: str, info, **kwargs) -> dict:
+    """The kwargs a factory receives for a loaded dataset plus ``kwargs``."""
+    task = check_task(name, info)
+    if task == "image":
+        base = {"in_channels": int(info.in_channels), "num_classes": int(info.num_classes),
+                "image_size": tuple(int(s) for s in info.image_size)}
+    else:
+        base = {"in_features": int(info.num_features), "num_classes": int(info.num_classes)}
+    return {**base, **kwargs}
+
+
+def build_model(name: str, dataset, **kwargs) -> tuple[nn.Module, dict]:
+    """Build ``name`` for a loaded dataset, check its output shape, and return ``(model, kwargs used)``."""
+    full = model_kwargs_for(name, dataset, **kwargs)
+    model = create_model(name, **full)
+    check_model_output(model, name, "image" if "image_size" in full else "graph", full)
+    return model, full
+
+
+def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> None:
+    """Run a tiny forward pass and check the logits' shape; raises with what was expected."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p = next(iter(model.parameters()), None)
+            dev = p.device if p is not None else torch.device("cpu")
+            if task == "image":
+                x = torch.rand(2, kwargs["in_channels"], *kwargs["image_size"], device=dev)
+                out = model(x)
+                want = (2, kwargs["num_classes"])
+                what = f"(B, {kwargs['num_classes']}) logits for (B, C, H, W) = {tuple(x.shape)} images"
+            else:
+                x = torch.rand(3, kwargs["in_features"], device=dev)
+                ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]], device=dev)
+                out = model(x, ei)
+                want = (3, kwargs["num_classes"])
+                what = f"(num_nodes, {kwargs['num_classes']}) logits for forward(x, edge_index, edge_weight=None)"
+    except Exception as e:  # a plug-in that cannot even run on valid input
+        raise ValueError(f"model {name!r} failed on a {task} input of the expected shape: {type(e).__name__}: {e}") from e
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model {name!r}: expected output {what}, i.e. shape {want}, got {got}")
+
+
+def _plugin_entry(spec: str) -> ModelEntry:
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ValueError(f"plug-in model {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"plug-in model {spec!r}: file {path} not found")
+        mod_name = f"rbgeo_plugin_{abs(hash(str(path.resolve())))}"
+        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"plug-in model {spec!r}: cannot import {target!r}: {e}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"plug-in model {spec!r}: {target!r} has no callable {attr!r}")
+    task = getattr(factory, "task", "any")  # a plug-in serves the task of the dataset it is built for
+    return ModelEntry(spec, factory, task, (inspect.getdoc(factory) or "plug-in").split("\n")[0])
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        factory = ep.load()
+        _REGISTRY[ep.name] = ModelEntry(ep.name, factory, getattr(factory, "task", "any"),
+                                        (inspect.getdoc(factory) or "entry-point plug-in").split("\n")[0])

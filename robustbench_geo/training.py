@@ -1,0 +1,240 @@
+"""Training loops: mini-batch for images, full-batch with early stopping for graphs.
+
+One protocol each, used everywhere (CLI, sweeps, benchmarks), because model selection alone moves
+robustness results by points:
+
+* images: Adam (``lr`` 1e-3), batch 128, cross-entropy, optional geometric augmentation drawn by
+  the same samplers as the dataset variants, fixed number of epochs, last epoch kept;
+* graphs: Adam (``lr`` 0.01, weight decay 5e-4), full batch, up to ``epochs`` (1000) epochs,
+  early stopping on the validation loss with ``patience`` (100) and the weights of the epoch with
+  the lowest validation loss restored (ties keep the earlier epoch).
+
+Training is deterministic on the CPU for a fixed seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from robustbench_geo.data.base import GraphDataset, ImageDataset
+from robustbench_geo.geometry import get_augmentation
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings recorded in checkpoints (defaults per task are filled by :func:`default_config`)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: str = "none"
+    patience: int = 100  # graphs only
+    trainable: str = "all"  # "all" or "offsets" (deformable offset/mask predictors only)
+
+    def __post_init__(self):
+        if self.epochs < 0:
+            raise ValueError(f"epochs: expected a non-negative number of epochs, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size: expected a positive batch size, got {self.batch_size}")
+        if self.trainable not in ("all", "offsets"):
+            raise ValueError(f"trainable: expected 'all' or 'offsets', got {self.trainable!r}")
+        get_augmentation(self.augment)  # validates the name
+
+
+def default_config(task: str, **overrides) -> TrainConfig:
+    base = {"epochs": 1000, "lr": 0.01, "weight_decay": 5e-4} if task == "graph" else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
+
+
+def _trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
+    if which == "all":
+        return [p for p in model.parameters() if p.requires_grad]
+    params = [p for n, p in model.named_parameters() if "offset_conv" in n]
+    if not params:
+        raise ValueError("trainable='offsets' needs a model with deformable layers (offset predictors); this one has none")
+    return params
+
+
+def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *, device="cpu",
+                      progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Train in place; returns per-epoch history (loss, accuracy, seconds)."""
+    seed_everything(cfg.seed)
+    model.to(device)
+    opt = torch.optim.Adam(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = get_augmentation(cfg.augment)
+    g_order = torch.Generator().manual_seed(cfg.seed)
+    g_aug = torch.Generator().manual_seed(cfg.seed + 1)
+    n, history = len(train), []
+    for epoch in range(cfg.epochs):
+        model.train()
+        if cfg.trainable == "offsets":  # fine-tune offsets only: keep BN statistics fixed
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        order = torch.randperm(n, generator=g_order)
+        t0, tot_loss, correct = time.perf_counter(), 0.0, 0
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for i in bar:
+            idx = order[i:i + cfg.batch_size]
+            x, y = train.images[idx], train.labels[idx]
+            if sampler is not None:
+                x = sampler(x, g_aug).clamp_(0, 1)
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        rec = {"epoch": epoch + 1, "loss": tot_loss / max(n, 1), "train_accuracy": correct / max(n, 1),
+               "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.4f}, train acc {rec['train_accuracy']:.4f} ({rec['seconds']:.1f} s)")
+        if on_epoch:
+            on_epoch(epoch, rec)
+    model.eval()
+    return history
+
+
+def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *, device="cpu",
+                      edge_index: torch.Tensor | None = None, edge_weight: torch.Tensor | None = None,
+                      progress: bool = True) -> list[dict]:
+    """Full-batch training with early stopping on validation loss; restores the best weights."""
+    seed_everything(cfg.seed)
+    model.to(device)
+    g = graph.to(device)
+    ei = g.edge_index if edge_index is None else edge_index.to(device)
+    ew = None if edge_weight is None else edge_weight.to(device)
+    opt = torch.optim.Adam(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_state, since, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    bar = tqdm(range(cfg.epochs), desc="train", disable=not progress, leave=False, unit="epoch")
+    for epoch in bar:
+        model.train()
+        out = model(g.x, ei, ew)
+        loss = F.cross_entropy(out[g.idx_train], g.y[g.idx_train])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            out = model(g.x, ei, ew)
+            val_loss = F.cross_entropy(out[g.idx_val], g.y[g.idx_val]).item()
+            val_acc = (out[g.idx_val].argmax(1) == g.y[g.idx_val]).float().mean().item()
+        history.append({"epoch": epoch + 1, "loss": loss.item(), "val_loss": val_loss, "val_accuracy": val_acc})
+        bar.set_postfix(loss=f"{loss.item():.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        if val_loss < best:
+            best, best_state, since = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            since += 1
+            if since >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` produced: the model, its checkpoint metadata and where it was saved."""
+
+    model: nn.Module
+    meta: dict
+    checkpoint: Path | None = None
+    history: list = field(default_factory=list)
+
+
+def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+        seed: int = 0, augment: str = "none", device: str = "cpu", out: str | Path | None = None,
+        data_root=None, subset: int | None = None, test_subset: int | None = None, deform_backend: str = "auto",
+        trainable: str = "all", init_from: str | Path | None = None, model_kwargs: dict | None = None,
+        progress: bool = True, download: bool = True) -> TrainResult:
+    """Train a registered (or plug-in) model on a dataset and optionally save a checkpoint.
+
+    This is what ``rbgeo train`` runs. The model/dataset fit (channels, classes, image size, task)
+    is checked before any training.
+
+    Args:
+        model: registry name or plug-in spec.
+        dataset: dataset spec (``mnist``, ``mnist-scaled``, ``cora``, ``cora:public``, ...).
+        epochs, lr, batch_size: override the task's defaults (see module docstring).
+        seed: seed of initialisation, batch order, augmentation and dataset variants.
+        augment: ``none``, ``scale``, ``rotate`` or ``affine`` (images).
+        out: checkpoint stem to save to (``None``: do not save).
+        subset, test_subset: seeded random subsets of the train/test images.
+        deform_backend: deformable-convolution backend for deformable models.
+        trainable: ``all`` or ``offsets`` (fine-tune only deformable offsets).
+        init_from: checkpoint to start from (same model name and kwargs).
+        model_kwargs: extra factory kwargs (``num_deform``, ``deform``, ``hidden``, ...).
+    """
+    from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
+    from robustbench_geo.data import dataset_info, load_dataset
+    from robustbench_geo.evaluation import evaluate
+    from robustbench_geo.models import build_model, set_deform_backend
+    from robustbench_geo.models.registry import check_task
+
+    info = dataset_info(dataset)
+    check_task(model, info)  # fails before loading data on a task mismatch
+    cfg = default_config(info.task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
+                         trainable=trainable)
+    if info.task == "graph" and augment != "none":
+        raise ValueError("augment: geometric augmentation applies to image datasets only")
+    t0 = time.perf_counter()
+    if info.task == "image":
+        train = load_dataset(dataset, split="train", root=data_root, seed=seed, subset=subset, download=download)
+        test = load_dataset(dataset, split="test", root=data_root, seed=seed, subset=test_subset, download=download)
+    else:
+        train = test = load_dataset(dataset, root=data_root, seed=seed, download=download)
+    seed_everything(seed)  # the initialisation depends on the seed only, not on what ran before
+    net, kwargs = build_model(model, train, **(model_kwargs or {}))
+    if init_from is not None:
+        net, init_meta = load_checkpoint(init_from)
+        if init_meta["model"] != model:
+            raise ValueError(f"init_from: checkpoint is a {init_meta['model']!r}, not a {model!r}")
+        kwargs = init_meta["model_kwargs"]
+    backend = set_deform_backend(net, deform_backend)
+    if info.task == "image":
+        history = train_image_model(net, train, cfg, device=device, progress=progress)
+    else:
+        history = train_graph_model(net, train, cfg, device=device, progress=progress)
+    net.cpu()
+    acc = evaluate(net, test)
+    meta = {
+        "model": model, "model_kwargs": kwargs, "task": info.task, "dataset": dataset,
+        "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),
+        "seed": seed, "epochs": cfg.epochs, "epochs_run": len(history), "clean_accuracy": acc,
+        "deform_backend": backend, "device": str(device), "train_seconds": time.perf_counter() - t0,
+        "init_from": str(init_from) if init_from else None, "versions": versions(),
+    }
+    if info.task == "graph":
+        meta["split"] = train.split
+        meta["split_hash"] = train.split_hash
+    path = save_checkpoint(out, net, meta) if out is not None else None
+    return TrainResult(net, meta, path, history)

@@ -1,0 +1,70 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from robustbench_geo.data import DataMissingError, load_dataset
+from robustbench_geo.data.root import ChecksumError, is_writable
+
+
+def test_mnist_from_readonly_mirror(mnist_root, mnist_test):
+    assert mnist_test.images.shape == (10000, 1, 28, 28)
+    assert mnist_test.images.dtype == torch.float32
+    assert 0.0 <= mnist_test.images.min() and mnist_test.images.max() <= 1.0
+    assert mnist_test.labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    if not is_writable(mnist_root):  # the mirror is read-only: nothing may have been written there
+        assert sorted(p.name for p in (mnist_root / "MNIST").iterdir()) == ["raw"]
+
+
+def test_subset_is_seeded(mnist_test):
+    a, b, c = mnist_test.subset(50, seed=1), mnist_test.subset(50, seed=1), mnist_test.subset(50, seed=2)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert a.meta["subset"] == 50
+
+
+def test_scaled_mnist_is_deterministic_and_in_range(mnist_root):
+    a = load_dataset("mnist-scaled", split="test", root=mnist_root, seed=3, subset=200)
+    b = load_dataset("mnist-scaled", split="test", root=mnist_root, seed=3, subset=200)
+    assert torch.equal(a.images, b.images)
+    p = a.meta["params"]
+    # Keras zoom in [1, 2.5] -> content scale in [0.4, 1]; shifts up to 20 % of 28 px
+    for s in (p["scale_x"], p["scale_y"]):
+        assert s.min() >= 0.4 - 1e-6 and s.max() <= 1.0 + 1e-6
+    assert p["tx_px"].abs().max() <= 0.2 * 28 + 1e-6 and p["ty_px"].abs().max() <= 0.2 * 28 + 1e-6
+    assert a.meta["transform"]["keras_zoom"] == [1.0, 2.5]
+    # digits shrink: less ink on average than the originals
+    base = load_dataset("mnist", split="test", root=mnist_root, subset=200, seed=3)
+    assert a.images.sum() < 0.9 * base.images.sum()
+
+
+def test_rotated_mnist_records_range(mnist_root):
+    r = load_dataset("mnist-rotated:max_angle_deg=30", split="test", root=mnist_root, subset=100)
+    assert r.meta["params"]["angle_deg"].abs().max() <= 30
+    assert r.meta["transform"]["angle_deg"] == [-30.0, 30.0]
+
+
+def test_missing_data_offline_names_files(tmp_path):
+    with pytest.raises(DataMissingError, match=r"MNIST/raw/train-images-idx3-ubyte\.gz"):
+        load_dataset("mnist", root=tmp_path, download=False)
+
+
+def test_checksum_mismatch_is_an_error(tmp_path, mnist_root):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (mnist_root / "MNIST" / "raw").iterdir():
+        shutil.copy(f, raw / f.name)
+    with gzip.open(raw / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"not mnist")
+    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", split="test", root=tmp_path, download=False)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(KeyError, match="Did you mean 'mnist'.*Valid datasets:.*mnist-scaled"):
+        load_dataset("mnsit")
+
+
+def test_bad_split():
+    with pytest.raises(ValueError, match="expected 'train' or 'test'"):
+        load_dataset("mnist", split="val")
