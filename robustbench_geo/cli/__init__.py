@@ -7,6 +7,7 @@ import warnings
 import click
 
 import robustbench_geo
+from robustbench_geo.cli.attack import attack
 from robustbench_geo.cli.listing import list_group
 from robustbench_geo.cli.train import evaluate, train
 
@@ -22,5 +23,6 @@ def main():
 main.add_command(train)
 main.add_command(evaluate)
 main.add_command(list_group)
+main.add_command(attack)
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""``rbgeo list models|datasets`` (later issues add attacks)."""
+"""``rbgeo list models|datasets|attacks``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def list_group():
       rbgeo list models
       rbgeo list models --pattern 'deform*'
       rbgeo list datasets
+      rbgeo list attacks
     """
 
 
@@ -37,3 +38,16 @@ def list_datasets_cmd():
         i = dataset_info(name)
         shape = f"{i.in_channels}x{i.image_size[0]}x{i.image_size[1]}" if i.task == "image" else "graph"
         click.echo(f"{name:15s} {i.task:6s} {shape:9s} {i.num_classes:3d} classes  {i.description}")
+
+
+@list_group.command("attacks")
+@click.option("--domain", type=click.Choice(["image", "graph"]), default=None, help="Only image or graph attacks.")
+def list_attacks_cmd(domain):
+    """Registered attacks with their parameters, defaults and units."""
+    from robustbench_geo.attacks import get_attack, list_attacks
+
+    for name in list_attacks(domain):
+        e = get_attack(name)
+        click.echo(f"{name} [{e.domain}]: {e.description}")
+        for line in e.describe_params():
+            click.echo(f"    {line}")
