@@ -126,6 +126,8 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
     model = model.to(device).eval()
     seed_everything(seed)
     attacker = entry.cls(model, **full)
+    if hasattr(attacker, "progress"):
+        attacker.progress = progress
     t0 = time.perf_counter()
     clean_logits = _predict(model, graph, graph.edge_index)
     y, test = graph.y, graph.idx_test

@@ -18,7 +18,7 @@ def test_evasion_outcome_contract_and_independent_recheck(small_graph, small_gcn
     model, meta = small_gcn
     o = evaluate_attack(model, small_graph, "pgd", {"steps": 20}, seed=1, budget=0.2, progress=False)
     assert METRICS <= set(o.metrics) and all(isinstance(v, (int, float)) for v in o.metrics.values())
-    assert o.params["budget_edge_fraction"] == 0.2 and o.params["loss"] == "ce"
+    assert o.params["budget_edge_fraction"] == 0.2 and o.params["loss"] == "prob_margin"
     assert o.metrics["flips"] == o.metrics["insertions"] + o.metrics["deletions"] <= o.metrics["budget"]
     assert len(o.rows) == len(small_graph.idx_test)
     a = o.artefacts
