@@ -59,7 +59,7 @@ def _sample(graph: GraphDataset, budget: int, g: torch.Generator, want_del, want
     return torch.tensor(chosen, dtype=torch.long).reshape(-1, 2).T.contiguous()
 
 
-@register_attack("random", domain="graph")
+@register_attack("random_edges", domain="graph")
 class RandomAttack(GraphAttack):
     """Uniformly random edge insertions (``add``), deletions (``remove``) or either (``flip``)."""
 

@@ -32,7 +32,7 @@ def reference_check(graph, res: GraphPerturbation, budget: int) -> None:
     assert all(d > 0 for d in deg), "a node was left without edges"
 
 
-GLOBAL = [("random", {"kind": "flip"}), ("random", {"kind": "add"}), ("random", {"kind": "remove"}), ("dice", {}),
+GLOBAL = [("random_edges", {"kind": "flip"}), ("random_edges", {"kind": "add"}), ("random_edges", {"kind": "remove"}), ("dice", {}),
           ("pgd", {"steps": 5, "samples": 3}), ("pgd", {"steps": 5, "samples": 3, "loss": "cw"})]
 
 
@@ -45,9 +45,9 @@ def test_global_attacks_respect_budget_and_validity(name, params, fraction, smal
         res = create_attack(name, model, budget_edge_fraction=fraction, **params)(graph, seed=seed)
         budget = edge_budget(graph, fraction)
         reference_check(graph, res, budget)
-        if name == "random" and params["kind"] == "add":
+        if name == "random_edges" and params["kind"] == "add":
             assert res.deletions.shape[1] == 0 and res.insertions.shape[1] == budget
-        if name == "random" and params["kind"] == "remove":
+        if name == "random_edges" and params["kind"] == "remove":
             assert res.insertions.shape[1] == 0
         if name == "dice":
             y = graph.y
@@ -61,7 +61,7 @@ def test_attacks_are_deterministic_by_seed(name, params, small_graph, small_gcn)
     a = create_attack(name, model, budget_edge_fraction=0.2, **params)
     r1, r2 = a(small_graph, seed=3), a(small_graph, seed=3)
     assert torch.equal(r1.edge_index, r2.edge_index)
-    if name in ("random", "dice"):
+    if name in ("random_edges", "dice"):
         assert not torch.equal(r1.edge_index, a(small_graph, seed=4).edge_index)
 
 
@@ -108,15 +108,15 @@ def test_bad_budgets_are_clear_errors(small_graph):
 
 
 def test_unknown_names_list_valid_ones(small_gcn):
-    with pytest.raises(KeyError, match="Valid attacks: .*dice.*pgd.*random"):
+    with pytest.raises(KeyError, match="Valid attacks: .*dice.*pgd.*random_edges"):
         get_attack("pgdd")
     with pytest.raises(KeyError, match="Did you mean 'cw'"):
         create_attack("pgd", small_gcn[0], loss="cww")
     with pytest.raises(KeyError, match="Valid random attack kinds: add, flip, remove"):
-        create_attack("random", None, kind="swap")
+        create_attack("random_edges", None, kind="swap")
     with pytest.raises(ValueError, match="unknown parameter\\(s\\) \\['budget'\\]"):
         create_attack("dice", None, budget=0.1)
-    assert {"random", "dice", "pgd"} <= set(list_attacks("graph"))
+    assert {"random_edges", "dice", "pgd"} <= set(list_attacks("graph"))
 
 
 def test_dense_attack_refuses_large_graphs_naming_prbcd(small_graph, small_gcn):

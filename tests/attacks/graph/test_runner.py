@@ -88,5 +88,5 @@ def test_cli_graph_attack_on_cora(cora_root, cora_checkpoint, tmp_path):
     assert r.exit_code == 2 and "expected a fraction of edges in [0, 1]" in r.output
     r = _run("attack", cora_checkpoint, "cora", "--attack", "dcie", "--data-root", cora_root)
     assert r.exit_code == 2 and "Did you mean 'dice'" in r.output
-    r = _run("attack", cora_checkpoint, "cora", "--attack", "random", "--param", "kind=swap", "--data-root", cora_root)
+    r = _run("attack", cora_checkpoint, "cora", "--attack", "random_edges", "--param", "kind=swap", "--data-root", cora_root)
     assert r.exit_code == 2 and "Valid random attack kinds" in r.output
