@@ -127,6 +127,7 @@ class Metattack(GraphAttack):
                 chosen.append((i, j))
         flips = torch.tensor(chosen, dtype=torch.long).reshape(-1, 2).T
         work = {"flips_chosen": len(chosen), "meta_gradients": len(chosen), "train_iters": self.train_iters,
+                "flip_sequence": chosen,  # greedy order: a prefix is the attack with a smaller budget
                 "variant": "A-Meta-Self" if self.approximate else ("Meta-Self" if self.lambda_train == 0 else
                                                                     f"Meta(lambda={self.lambda_train:g})"),
                 "dense_memory_gib": mem, "seconds": time.perf_counter() - t0}
