@@ -60,15 +60,18 @@ def margin(logits: torch.Tensor, label: int) -> torch.Tensor:
     return other.max(1).values - logits[:, label]
 
 
-def flip_logits(adj: torch.Tensor, h: torch.Tensor, u: int, a: int) -> torch.Tensor:
+def flip_logits(adj: torch.Tensor, h: torch.Tensor, u: int, a: int, adj_sparse: torch.Tensor | None = None,
+                deg: torch.Tensor | None = None) -> torch.Tensor:
     """Exact surrogate logits ``(A'_hat^2 H)_u`` ``(N, C)`` after flipping ``(a, v)``, for every ``v``.
 
-    ``adj``: current dense adjacency (no self-loops); ``h = X W`` ``(N, C)``. Rows ``v = a`` (and
-    ``v = u`` when ``a != u``) are meaningless and must be masked by the caller.
+    ``adj``: current dense adjacency (no self-loops); ``h = X W`` ``(N, C)``; ``adj_sparse`` and
+    ``deg``: the same adjacency as a sparse tensor and its degrees (computed when not given). Rows
+    ``v = a`` (and ``v = u`` when ``a != u``) are meaningless and must be masked by the caller.
     """
-    d = adj.sum(1) + 1
+    sp_adj = adj.to_sparse() if adj_sparse is None else adj_sparse
+    d = (adj.sum(1) if deg is None else deg) + 1
     s = d.rsqrt()
-    t = adj @ (s[:, None] * h) + s[:, None] * h  # T_k = sum_j A~_kj s_j H_j
+    t = torch.sparse.mm(sp_adj, s[:, None] * h) + s[:, None] * h  # T_k = sum_j A~_kj s_j H_j
     row_a = adj[a]
     delta = 1 - 2 * row_a  # +1 inserts (a, v), -1 deletes it
     sa_new = (d[a] + delta).rsqrt()  # (N,) s'_a for each candidate v
@@ -79,7 +82,7 @@ def flip_logits(adj: torch.Tensor, h: torch.Tensor, u: int, a: int) -> torch.Ten
         a_uv = row_a
         p = (a_uv * s2) @ t  # sum_{k in N(u)} s_k^2 T_k
         sigma = (a_uv * s2).sum()
-        q = (a_uv * s2) @ adj  # q_v = sum_{k in N(u)} s_k^2 A_kv
+        q = torch.sparse.mm(sp_adj, (a_uv * s2)[:, None]).squeeze(1)  # q_v = sum_{k in N(u)} s_k^2 A_kv (A symmetric)
         inner = (p[None, :] - (a_uv * s2)[:, None] * t + (da * (sigma - a_uv * s2))[:, None] * h[u][None, :]
                  + (dv * q)[:, None] * h)
         self_term = (sa_new ** 2)[:, None] * (t[u][None, :] + da[:, None] * h[u][None, :] + (a_uv * dv)[:, None] * h
@@ -89,7 +92,7 @@ def flip_logits(adj: torch.Tensor, h: torch.Tensor, u: int, a: int) -> torch.Ten
     # influencer flip (a, v), a != u: logits_u = s_u sum_{k in N~(u)} s'_k^2 T'_k
     in_u = adj[u].clone()
     in_u[u] = 1.0  # N~(u) indicator
-    r = (in_u * s2) @ adj + in_u * s2  # r_w = sum_{k in N~(u)} s_k^2 A~_kw
+    r = torch.sparse.mm(sp_adj, (in_u * s2)[:, None]).squeeze(1) + in_u * s2  # r_w = sum_{k in N~(u)} s_k^2 A~_kw
     base = (in_u * s2) @ t
     a_av = row_a
     t_a = t[a][None, :] + da[:, None] * h[a][None, :] + (a_av * dv)[:, None] * h + (delta * sv_new)[:, None] * h
@@ -161,16 +164,17 @@ class Nettack(GraphAttack):
         flipped = torch.zeros(n, n, dtype=torch.bool)
         fflipped = torch.zeros_like(x, dtype=torch.bool)
         chosen, fchosen, margins, evaluated = [], [], [], 0
+        adj_sp = adj.to_sparse()
         for _ in range(budget):
             h = x @ w
             best = (float("-inf"), None)
+            deg = adj.sum(1)
             for a in attackers:
                 if self.structure:
-                    new = margin(flip_logits(adj, h, u, a), label)
+                    new = margin(flip_logits(adj, h, u, a, adj_sp, deg), label)
                     ok = ~flipped[a] & ~flipped[:, a]
                     ok[a] = False
                     ok[u] = ok[u] & (a == u)
-                    deg = adj.sum(1)
                     ok &= ~((adj[a] > 0) & ((deg <= 1) | (deg[a] <= 1)))  # no singletons
                     if self.ll_constraint:
                         ok &= loglik_mask(deg0, adj, rows=torch.tensor([a]), ll_cutoff=self.ll_cutoff)[0]
@@ -196,6 +200,7 @@ class Nettack(GraphAttack):
             kind, a, b = best[1]
             if kind == "edge":
                 adj[a, b] = adj[b, a] = 1 - adj[a, b]
+                adj_sp = adj.to_sparse()
                 flipped[a, b] = flipped[b, a] = True
                 chosen.append((a, b))
             else:
