@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from robustbench_geo.ops import _deform_kernel as _kernel
+
 _DEFAULT_BUDGET = 1 << 30
 _column_budget = [_DEFAULT_BUDGET]
 
@@ -59,7 +61,7 @@ def set_column_budget(nbytes: int | None) -> int:
 class _Geometry:
     """Static geometry of one call: sizes, strides and the per-tap base coordinates."""
 
-    def __init__(self, input, offset, weight, stride, padding, dilation):
+    def __init__(self, input, offset, weight, stride, padding, dilation, has_mask):
         self.b, self.c, self.h, self.w = input.shape
         self.co, cpg, self.kh, self.kw = weight.shape
         self.k = self.kh * self.kw
@@ -68,6 +70,8 @@ class _Geometry:
         self.cg = self.c // self.g
         self.ho, self.wo = offset.shape[2], offset.shape[3]
         self.l = self.ho * self.wo
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.has_mask = has_mask
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
         dev, dt = input.device, offset.dtype
         ky = torch.arange(self.kh, device=dev).repeat_interleave(self.kw) * dh  # (K,)
@@ -99,8 +103,8 @@ def _corners(geo: _Geometry, off_rows: torch.Tensor, mask_rows, r0: int, r1: int
     y0f, x0f = torch.floor(py), torch.floor(px)
     ly, lx = (py - y0f).reshape(-1), (px - x0f).reshape(-1)
     # corners outside [-1, H] x [-1, W] land on the zero border: the value is 0 there anyway
-    y0, y1 = y0f.clamp(-1, geo.h).long(), (y0f + 1).clamp(-1, geo.h).long()
-    x0, x1 = x0f.clamp(-1, geo.w).long(), (x0f + 1).clamp(-1, geo.w).long()
+    y0, y1 = _clamp_index(y0f, geo.h), _clamp_index(y0f + 1, geo.h)
+    x0, x1 = _clamp_index(x0f, geo.w), _clamp_index(x0f + 1, geo.w)
     wp = geo.w + 2
     plane = (rows // geo.l) * (geo.h + 2) * wp  # (n_rows,)
     gidx = torch.arange(geo.g, device=rows.device)
@@ -117,6 +121,11 @@ def _corners(geo: _Geometry, off_rows: torch.Tensor, mask_rows, r0: int, r1: int
         m = mask_rows[r0:r1].reshape(-1)
         wts = [w * m for w in wts]
     return idx, [w.unsqueeze(1) for w in wts], ly, lx, m
+
+
+def _clamp_index(v: torch.Tensor, hi: int) -> torch.Tensor:
+    """Integer corner coordinate clamped to ``[-1, hi]`` (NaN -> -1, a zero-border read)."""
+    return v.clamp(-1, hi).nan_to_num_(-1.0).long()
 
 
 def _columns(src: torch.Tensor, idx, wts) -> torch.Tensor:
@@ -153,40 +162,38 @@ def _chunk_rows(geo: _Geometry, elem: int) -> int:
     return max(1, get_column_budget() // max(1, geo.k * geo.c * elem))
 
 
-def _prepare(input, offset, mask, geo: _Geometry):
-    off_rows = offset.reshape(geo.b, geo.g, geo.k, 2, geo.l).permute(0, 4, 2, 1, 3).reshape(geo.b * geo.l, geo.k, geo.g, 2)
-    mask_rows = None
-    if mask is not None:
-        mask_rows = mask.reshape(geo.b, geo.g, geo.k, geo.l).permute(0, 3, 2, 1).reshape(geo.b * geo.l, geo.k, geo.g)
-    return _padded_rows(input, geo.g), off_rows, mask_rows
+def _use_kernel(impl: str, input: torch.Tensor) -> bool:
+    if impl not in ("auto", "kernel", "torch"):
+        raise ValueError(f"impl: expected 'auto', 'kernel' or 'torch', got {impl!r}")
+    if impl == "torch":
+        return False
+    ok = input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64) and _kernel.available()
+    if impl == "kernel" and not ok:
+        raise RuntimeError("impl='kernel': the compiled CPU kernel needs a C++ compiler and float32/float64 CPU tensors")
+    return ok
 
 
 class DeformConv2dFunction(torch.autograd.Function):
     """Autograd function of the native backend (see the module docstring for the algorithm)."""
 
     @staticmethod
-    def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation):
-        geo = _Geometry(input, offset, weight, stride, padding, dilation)
-        ctx.geo = geo
-        ctx.has_mask, ctx.has_bias = mask is not None, bias is not None
+    def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, impl):
+        geo = _Geometry(input, offset, weight, stride, padding, dilation, mask is not None)
+        ctx.geo, ctx.has_bias = geo, bias is not None
+        ctx.kernel = _use_kernel(impl, input)
         ctx.save_for_backward(input, offset, mask, weight)
         out = input.new_empty(geo.b, geo.l, geo.co)
-        if out.numel() == 0:
-            return out.view(geo.b, geo.ho, geo.wo, geo.co).permute(0, 3, 1, 2).contiguous()
-        src, off_rows, mask_rows = _prepare(input, offset, mask, geo)
-        wmat = _weight_matrix(weight, geo.groups)
-        out_rows = out.view(geo.b * geo.l, geo.groups, geo.co // geo.groups)
-        step = _chunk_rows(geo, input.element_size())
-        for r0 in range(0, geo.b * geo.l, step):
-            r1 = min(r0 + step, geo.b * geo.l)
-            idx, wts, *_ = _corners(geo, off_rows, mask_rows, r0, r1)
-            cols = _cols_by_group(_columns(src, idx, wts), r1 - r0, geo)
-            if geo.groups == 1:
-                torch.mm(cols[0], wmat[0], out=out_rows[r0:r1, 0])
-            else:
-                out_rows[r0:r1] = torch.bmm(cols, wmat).transpose(0, 1)
-        if bias is not None:
-            out.add_(bias)
+        if out.numel() > 0:
+            wmat = _weight_matrix(weight, geo.groups)
+            out_rows = out.view(geo.b * geo.l, geo.groups, geo.co // geo.groups)
+            for r0, r1, cols in _column_chunks(ctx, input, offset, mask):
+                cols = _cols_by_group(cols, r1 - r0, geo)
+                if geo.groups == 1:
+                    torch.mm(cols[0], wmat[0], out=out_rows[r0:r1, 0])
+                else:
+                    out_rows[r0:r1] = torch.bmm(cols, wmat).transpose(0, 1)
+            if bias is not None:
+                out.add_(bias)
         return out.view(geo.b, geo.ho, geo.wo, geo.co).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
@@ -195,65 +202,150 @@ class DeformConv2dFunction(torch.autograd.Function):
         input, offset, mask, weight = ctx.saved_tensors
         geo: _Geometry = ctx.geo
         need_in, need_off, need_mask, need_w, need_b = ctx.needs_input_grad[:5]
+        need_mask = need_mask and mask is not None
         grad_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias and need_b else None
-        grad_in = torch.zeros_like(input) if need_in else None
-        grad_off = torch.zeros_like(offset) if need_off else None
-        grad_mask = torch.zeros_like(mask) if (ctx.has_mask and need_mask) else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        grads = [None, None, None, None]
         if grad_out.numel() == 0 or not (need_in or need_off or need_mask or need_w):
-            return grad_in, grad_off, grad_mask, grad_w, grad_bias, None, None, None
-        src, off_rows, mask_rows = _prepare(input, offset, mask, geo)
+            grads = [torch.zeros_like(t) if (n and t is not None) else None
+                     for t, n in zip((input, offset, mask, weight), (need_in, need_off, need_mask, need_w))]
+            return (*grads, grad_bias, None, None, None, None)
         wmat = _weight_matrix(weight, geo.groups)  # (groups, K*cpg, cog)
         go = grad_out.permute(0, 2, 3, 1).reshape(geo.b * geo.l, geo.groups, geo.co // geo.groups).transpose(0, 1)
         gw = torch.zeros_like(wmat) if need_w else None
-        g_src = torch.zeros_like(src) if need_in else None
-        n_rows = geo.b * geo.l
-        g_off_rows = offset.new_empty(n_rows, geo.k, geo.g, 2) if need_off else None
-        g_mask_rows = offset.new_empty(n_rows, geo.k, geo.g) if grad_mask is not None else None
-        need_geom = need_in or need_off or grad_mask is not None
         step = _chunk_rows(geo, input.element_size())
-        for r0 in range(0, n_rows, step):
-            r1 = min(r0 + step, n_rows)
-            idx, wts, ly, lx, m = _corners(geo, off_rows, mask_rows, r0, r1)
+        back = _KernelBackward(ctx, input, offset, mask) if ctx.kernel else _TorchBackward(ctx, input, offset, mask)
+        back.allocate(need_in, need_off, need_mask)
+        for r0 in range(0, geo.b * geo.l, step):
+            r1 = min(r0 + step, geo.b * geo.l)
             go_c = go[:, r0:r1]
             if need_w:
-                cols = _cols_by_group(_columns(src, idx, wts), r1 - r0, geo)
-                gw.baddbmm_(cols.transpose(1, 2), go_c)
-                del cols
-            if not need_geom:
-                continue
-            gcols = torch.bmm(go_c, wmat.transpose(1, 2))  # (groups, rows, K*cpg)
-            if geo.groups == 1:
-                gcols = gcols.view(-1, geo.cg)
-            else:
-                cpg = geo.c // geo.groups
-                gcols = gcols.view(geo.groups, r1 - r0, geo.k, cpg).permute(1, 2, 0, 3).reshape(-1, geo.cg)
-            if need_off or grad_mask is not None:
-                s = [torch.bmm(src.index_select(0, i).unsqueeze(1), gcols.unsqueeze(2)).view(-1) for i in idx]
-                if need_off:
-                    mm = 1 if m is None else m
-                    gy = ((1 - lx) * (s[2] - s[0]) + lx * (s[3] - s[1])) * mm
-                    gx = ((1 - ly) * (s[1] - s[0]) + ly * (s[3] - s[2])) * mm
-                    g_off_rows[r0:r1] = torch.stack([gy, gx], 1).view(r1 - r0, geo.k, geo.g, 2)
-                if grad_mask is not None:
-                    hy, hx = 1 - ly, 1 - lx
-                    gm = hy * hx * s[0] + hy * lx * s[1] + ly * hx * s[2] + ly * lx * s[3]
-                    g_mask_rows[r0:r1] = gm.view(r1 - r0, geo.k, geo.g)
-            if need_in:
-                for i, w in zip(idx, wts):
-                    g_src.index_add_(0, i, gcols * w)
+                gw.baddbmm_(_cols_by_group(back.columns(r0, r1), r1 - r0, geo).transpose(1, 2), go_c)
+            if need_in or need_off or need_mask:
+                gcols = torch.bmm(go_c, wmat.transpose(1, 2))  # (groups, rows, K*cpg)
+                if geo.groups > 1:
+                    cpg = geo.c // geo.groups
+                    gcols = gcols.view(geo.groups, r1 - r0, geo.k, cpg).permute(1, 2, 0, 3)
+                back.step(r0, r1, gcols.reshape(-1, geo.cg))
         if need_w:
             co, cpg = geo.co, geo.c // geo.groups
-            grad_w = gw.view(geo.groups, geo.kh, geo.kw, cpg, co // geo.groups).permute(0, 4, 3, 1, 2).reshape(co, cpg, geo.kh, geo.kw)
-        if need_in:
-            grad_in = g_src.view(geo.b, geo.h + 2, geo.w + 2, geo.c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
-        if need_off:
-            grad_off = g_off_rows.view(geo.b, geo.l, geo.k, geo.g, 2).permute(0, 3, 2, 4, 1).reshape(offset.shape)
-        if grad_mask is not None:
-            grad_mask = g_mask_rows.view(geo.b, geo.l, geo.k, geo.g).permute(0, 3, 2, 1).reshape(mask.shape)
-        return grad_in, grad_off, grad_mask, grad_w, grad_bias, None, None, None
+            grads[3] = gw.view(geo.groups, geo.kh, geo.kw, cpg, co // geo.groups).permute(0, 4, 3, 1, 2).reshape(co, cpg, geo.kh, geo.kw)
+        grads[:3] = back.finish()
+        return (*grads, grad_bias, None, None, None, None)
 
 
-def deform_conv2d_native(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None):
-    """Native deformable convolution (inputs already validated; int pairs for stride/padding/dilation)."""
-    return DeformConv2dFunction.apply(input, offset, mask, weight, bias, stride, padding, dilation)
+def _column_chunks(ctx, input, offset, mask):
+    """Yield ``(r0, r1, columns (rows * K * G, C / G))`` over chunks of output rows within the budget."""
+    geo = ctx.geo
+    step = _chunk_rows(geo, input.element_size())
+    src = _padded_rows(input, geo.g)
+    if ctx.kernel:
+        off, m, prm = offset.contiguous(), None if mask is None else mask.contiguous(), _kernel.params(geo)
+        for r0 in range(0, geo.b * geo.l, step):
+            r1 = min(r0 + step, geo.b * geo.l)
+            cols = input.new_empty((r1 - r0) * geo.k * geo.g, geo.cg)
+            _kernel.columns(src, off, m, cols, prm, r0, r0, r1)
+            yield r0, r1, cols
+    else:
+        off_rows, mask_rows = _rows(offset, mask, geo)
+        for r0 in range(0, geo.b * geo.l, step):
+            r1 = min(r0 + step, geo.b * geo.l)
+            idx, wts, *_ = _corners(geo, off_rows, mask_rows, r0, r1)
+            yield r0, r1, _columns(src, idx, wts)
+
+
+class _TorchBackward:
+    """Pure-PyTorch backward steps: gathers, per-corner dot products and ``index_add_``."""
+
+    def __init__(self, ctx, input, offset, mask):
+        self.geo, self.input, self.offset, self.mask = ctx.geo, input, offset, mask
+        self.src = _padded_rows(input, self.geo.g)
+        self.off_rows, self.mask_rows = _rows(offset, mask, self.geo)
+
+    def allocate(self, need_in, need_off, need_mask):
+        n = self.geo.b * self.geo.l
+        self.g_src = torch.zeros_like(self.src) if need_in else None
+        self.g_off = self.offset.new_empty(n, self.geo.k, self.geo.g, 2) if need_off else None
+        self.g_mask = self.offset.new_empty(n, self.geo.k, self.geo.g) if need_mask else None
+
+    def columns(self, r0, r1):
+        idx, wts, *_ = _corners(self.geo, self.off_rows, self.mask_rows, r0, r1)
+        return _columns(self.src, idx, wts)
+
+    def step(self, r0, r1, gcols):
+        geo = self.geo
+        idx, wts, ly, lx, m = _corners(geo, self.off_rows, self.mask_rows, r0, r1)
+        if self.g_off is not None or self.g_mask is not None:
+            s = [torch.bmm(self.src.index_select(0, i).unsqueeze(1), gcols.unsqueeze(2)).view(-1) for i in idx]
+            if self.g_off is not None:
+                mm = 1 if m is None else m
+                gy = ((1 - lx) * (s[2] - s[0]) + lx * (s[3] - s[1])) * mm
+                gx = ((1 - ly) * (s[1] - s[0]) + ly * (s[3] - s[2])) * mm
+                self.g_off[r0:r1] = torch.stack([gy, gx], 1).view(r1 - r0, geo.k, geo.g, 2)
+            if self.g_mask is not None:
+                hy, hx = 1 - ly, 1 - lx
+                gm = hy * hx * s[0] + hy * lx * s[1] + ly * hx * s[2] + ly * lx * s[3]
+                self.g_mask[r0:r1] = gm.view(r1 - r0, geo.k, geo.g)
+        if self.g_src is not None:
+            for i, w in zip(idx, wts):
+                self.g_src.index_add_(0, i, gcols * w)
+
+    def finish(self):
+        geo, out = self.geo, [None, None, None]
+        if self.g_src is not None:
+            out[0] = self.g_src.view(geo.b, geo.h + 2, geo.w + 2, geo.c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
+        if self.g_off is not None:
+            out[1] = self.g_off.view(geo.b, geo.l, geo.k, geo.g, 2).permute(0, 3, 2, 4, 1).reshape(self.offset.shape)
+        if self.g_mask is not None:
+            out[2] = self.g_mask.view(geo.b, geo.l, geo.k, geo.g).permute(0, 3, 2, 1).reshape(self.mask.shape)
+        return out
+
+
+class _KernelBackward:
+    """Compiled backward steps (:mod:`robustbench_geo.ops._deform_kernel`): one fused pass per chunk."""
+
+    def __init__(self, ctx, input, offset, mask):
+        self.geo = ctx.geo
+        self.src = _padded_rows(input, 1)
+        self.off = offset.contiguous()
+        self.mask = None if mask is None else mask.contiguous()
+        self.prm = _kernel.params(self.geo)
+
+    def allocate(self, need_in, need_off, need_mask):
+        self.g_src = torch.zeros_like(self.src) if need_in else None
+        self.g_off = torch.zeros_like(self.off) if need_off else None
+        self.g_mask = torch.zeros_like(self.mask) if need_mask else None
+
+    def columns(self, r0, r1):
+        cols = self.src.new_empty((r1 - r0) * self.geo.k, self.geo.c)
+        _kernel.columns(self.src, self.off, self.mask, cols, self.prm, r0, r0, r1)
+        return cols
+
+    def step(self, r0, r1, gcols):
+        _kernel.backward(self.src, self.off, self.mask, gcols.contiguous(), self.g_src, self.g_off, self.g_mask, self.prm,
+                         self.geo.l, r0, r0, r1)
+
+    def finish(self):
+        geo = self.geo
+        g_in = None
+        if self.g_src is not None:
+            g_in = self.g_src.view(geo.b, geo.h + 2, geo.w + 2, geo.c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
+        return [g_in, self.g_off, self.g_mask]
+
+
+def _rows(offset, mask, geo: _Geometry):
+    """Offsets as ``(B * L, K, G, 2)`` and mask as ``(B * L, K, G)`` rows (or None)."""
+    off_rows = offset.reshape(geo.b, geo.g, geo.k, 2, geo.l).permute(0, 4, 2, 1, 3).reshape(geo.b * geo.l, geo.k, geo.g, 2)
+    mask_rows = None
+    if mask is not None:
+        mask_rows = mask.reshape(geo.b, geo.g, geo.k, geo.l).permute(0, 3, 2, 1).reshape(geo.b * geo.l, geo.k, geo.g)
+    return off_rows, mask_rows
+
+
+def deform_conv2d_native(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None,
+                         impl: str = "auto"):
+    """Native deformable convolution (inputs already validated; int pairs for stride/padding/dilation).
+
+    ``impl``: ``"kernel"`` (compiled CPU kernels), ``"torch"`` (pure PyTorch, any device) or ``"auto"``
+    (the kernel where it is available: CPU, float32/float64, a C++ compiler).
+    """
+    return DeformConv2dFunction.apply(input, offset, mask, weight, bias, stride, padding, dilation, impl)
