@@ -14,8 +14,8 @@ are clamped onto the zero padding, so no validity masks are needed) and blended 
 computed once per row/tap/group (modulation mask folded in). The resulting column matrix
 ``(rows, kh * kw * C_in)`` meets the weight in one GEMM (or one batched GEMM per conv group).
 
-Backward recomputes the gathers (nothing but the inputs is saved), gets ``grad_columns`` from one
-GEMM, the weight gradient from another, offset and mask gradients from the four per-corner dot
+Backward reuses the forward's column matrix when it fits the budget in one chunk (else recomputes
+it chunk by chunk), gets ``grad_columns`` from one GEMM, the weight gradient from another, offset and mask gradients from the four per-corner dot
 products ``<grad_columns, corner>``, and the input gradient by ``index_add_`` of the weighted
 ``grad_columns`` into the padded input. Derivatives at integer sampling coordinates (the kinks of
 bilinear interpolation) are right-hand derivatives (``floor`` convention), like torchvision's.
@@ -158,8 +158,14 @@ def _cols_by_group(cols: torch.Tensor, nrows: int, geo: _Geometry) -> torch.Tens
     return cols.view(nrows, geo.k, geo.groups, cpg).permute(2, 0, 1, 3).reshape(geo.groups, nrows, geo.k * cpg)
 
 
-def _chunk_rows(geo: _Geometry, elem: int) -> int:
-    return max(1, get_column_budget() // max(1, geo.k * geo.c * elem))
+def _chunks(geo: _Geometry, elem: int) -> list[tuple[int, int]]:
+    """Output-row ranges ``[r0, r1)`` whose column matrix fits the budget: whole images, or parts of one."""
+    rows = max(1, get_column_budget() // max(1, geo.k * geo.c * elem))
+    n = geo.b * geo.l
+    if rows >= geo.l:
+        step = (rows // geo.l) * geo.l
+        return [(r0, min(r0 + step, n)) for r0 in range(0, n, step)]
+    return [(b * geo.l + l0, b * geo.l + min(l0 + rows, geo.l)) for b in range(geo.b) for l0 in range(0, geo.l, rows)]
 
 
 def _use_kernel(impl: str, input: torch.Tensor) -> bool:
@@ -173,103 +179,110 @@ def _use_kernel(impl: str, input: torch.Tensor) -> bool:
     return ok
 
 
+def _write_output(out: torch.Tensor, cols: torch.Tensor, wmat: torch.Tensor, geo: _Geometry, r0: int, r1: int) -> None:
+    """``out[(B, C_out, L)] <- columns @ weight`` for rows ``[r0, r1)`` (whole images or part of one)."""
+    n = r1 - r0
+    cols = _cols_by_group(cols, n, geo)  # (groups, n, K*cpg)
+    cog = geo.co // geo.groups
+    out4 = out.view(geo.b, geo.groups, cog, geo.l)
+    whole = r0 % geo.l == 0 and r1 % geo.l == 0
+    if geo.groups == 1 and whole:  # batched GEMM straight into the NCHW output (no transpose copy)
+        b0, b1 = r0 // geo.l, r1 // geo.l
+        torch.matmul(wmat[0].t(), cols[0].view(b1 - b0, geo.l, -1).transpose(1, 2), out=out4[b0:b1, 0])
+        return
+    res = torch.bmm(cols, wmat)  # (groups, n, cog)
+    if whole:
+        b0, b1 = r0 // geo.l, r1 // geo.l
+        out4[b0:b1].copy_(res.view(geo.groups, b1 - b0, geo.l, cog).permute(1, 0, 3, 2))
+    else:
+        b, l0 = r0 // geo.l, r0 % geo.l
+        out4[b, :, :, l0:l0 + n].copy_(res.transpose(1, 2))
+
+
 class DeformConv2dFunction(torch.autograd.Function):
     """Autograd function of the native backend (see the module docstring for the algorithm)."""
 
     @staticmethod
     def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, impl):
         geo = _Geometry(input, offset, weight, stride, padding, dilation, mask is not None)
-        ctx.geo, ctx.has_bias = geo, bias is not None
-        ctx.kernel = _use_kernel(impl, input)
-        ctx.save_for_backward(input, offset, mask, weight)
-        out = input.new_empty(geo.b, geo.l, geo.co)
-        if out.numel() > 0:
-            wmat = _weight_matrix(weight, geo.groups)
-            out_rows = out.view(geo.b * geo.l, geo.groups, geo.co // geo.groups)
-            for r0, r1, cols in _column_chunks(ctx, input, offset, mask):
-                cols = _cols_by_group(cols, r1 - r0, geo)
-                if geo.groups == 1:
-                    torch.mm(cols[0], wmat[0], out=out_rows[r0:r1, 0])
-                else:
-                    out_rows[r0:r1] = torch.bmm(cols, wmat).transpose(0, 1)
-            if bias is not None:
-                out.add_(bias)
-        return out.view(geo.b, geo.ho, geo.wo, geo.co).permute(0, 3, 1, 2).contiguous()
+        ctx.geo, ctx.has_bias, ctx.cols = geo, bias is not None, None
+        ctx.save_for_backward(weight)
+        out = input.new_empty(geo.b, geo.co, geo.ho, geo.wo)
+        sampler = (_KernelSampler if _use_kernel(impl, input) else _TorchSampler)(geo, input, offset, mask)
+        ctx.sampler = sampler
+        if out.numel() == 0:
+            return out
+        wmat = _weight_matrix(weight, geo.groups)
+        chunks = _chunks(geo, input.element_size())
+        for r0, r1 in chunks:
+            cols = sampler.columns(r0, r1)
+            if len(chunks) == 1 and ctx.needs_input_grad[3]:  # one chunk: keep it for the weight gradient
+                ctx.cols = cols
+            _write_output(out, cols, wmat, geo, r0, r1)
+        if bias is not None:
+            out.add_(bias.view(-1, 1, 1))
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        input, offset, mask, weight = ctx.saved_tensors
+        (weight,) = ctx.saved_tensors
         geo: _Geometry = ctx.geo
+        sampler = ctx.sampler
         need_in, need_off, need_mask, need_w, need_b = ctx.needs_input_grad[:5]
-        need_mask = need_mask and mask is not None
+        need_mask = need_mask and geo.has_mask
         grad_bias = grad_out.sum((0, 2, 3)) if ctx.has_bias and need_b else None
         grads = [None, None, None, None]
         if grad_out.numel() == 0 or not (need_in or need_off or need_mask or need_w):
-            grads = [torch.zeros_like(t) if (n and t is not None) else None
-                     for t, n in zip((input, offset, mask, weight), (need_in, need_off, need_mask, need_w))]
+            shapes = (sampler.input_shape, sampler.offset_shape, sampler.mask_shape, weight.shape)
+            grads = [grad_out.new_zeros(sh) if n else None for sh, n in zip(shapes, (need_in, need_off, need_mask, need_w))]
             return (*grads, grad_bias, None, None, None, None)
         wmat = _weight_matrix(weight, geo.groups)  # (groups, K*cpg, cog)
+        wmat_t = wmat.transpose(1, 2).contiguous() if geo.groups > 1 else None
         go = grad_out.permute(0, 2, 3, 1).reshape(geo.b * geo.l, geo.groups, geo.co // geo.groups).transpose(0, 1)
         gw = torch.zeros_like(wmat) if need_w else None
-        step = _chunk_rows(geo, input.element_size())
-        back = _KernelBackward(ctx, input, offset, mask) if ctx.kernel else _TorchBackward(ctx, input, offset, mask)
-        back.allocate(need_in, need_off, need_mask)
-        for r0 in range(0, geo.b * geo.l, step):
-            r1 = min(r0 + step, geo.b * geo.l)
+        sampler.allocate(need_in, need_off, need_mask)
+        for r0, r1 in _chunks(geo, grad_out.element_size()):
             go_c = go[:, r0:r1]
             if need_w:
-                gw.baddbmm_(_cols_by_group(back.columns(r0, r1), r1 - r0, geo).transpose(1, 2), go_c)
+                cols = _cols_by_group(sampler.columns(r0, r1) if ctx.cols is None else ctx.cols, r1 - r0, geo)
+                if geo.groups == 1:  # mm takes transposed operands without copies; bmm may not
+                    gw[0].addmm_(cols[0].t(), go_c[0])
+                else:
+                    gw.baddbmm_(cols.transpose(1, 2), go_c)
+                del cols
             if need_in or need_off or need_mask:
-                gcols = torch.bmm(go_c, wmat.transpose(1, 2))  # (groups, rows, K*cpg)
-                if geo.groups > 1:
+                if geo.groups == 1:
+                    gcols = torch.mm(go_c[0], wmat[0].t())
+                else:  # (groups, rows, K*cpg) -> (rows, K, groups, cpg)
                     cpg = geo.c // geo.groups
-                    gcols = gcols.view(geo.groups, r1 - r0, geo.k, cpg).permute(1, 2, 0, 3)
-                back.step(r0, r1, gcols.reshape(-1, geo.cg))
+                    gcols = torch.bmm(go_c, wmat_t).view(geo.groups, r1 - r0, geo.k, cpg).permute(1, 2, 0, 3)
+                sampler.step(r0, r1, gcols.reshape(-1, geo.cg))
         if need_w:
             co, cpg = geo.co, geo.c // geo.groups
             grads[3] = gw.view(geo.groups, geo.kh, geo.kw, cpg, co // geo.groups).permute(0, 4, 3, 1, 2).reshape(co, cpg, geo.kh, geo.kw)
-        grads[:3] = back.finish()
+        grads[:3] = sampler.finish()
         return (*grads, grad_bias, None, None, None, None)
 
 
-def _column_chunks(ctx, input, offset, mask):
-    """Yield ``(r0, r1, columns (rows * K * G, C / G))`` over chunks of output rows within the budget."""
-    geo = ctx.geo
-    step = _chunk_rows(geo, input.element_size())
-    src = _padded_rows(input, geo.g)
-    if ctx.kernel:
-        off, m, prm = offset.contiguous(), None if mask is None else mask.contiguous(), _kernel.params(geo)
-        for r0 in range(0, geo.b * geo.l, step):
-            r1 = min(r0 + step, geo.b * geo.l)
-            cols = input.new_empty((r1 - r0) * geo.k * geo.g, geo.cg)
-            _kernel.columns(src, off, m, cols, prm, r0, r0, r1)
-            yield r0, r1, cols
-    else:
-        off_rows, mask_rows = _rows(offset, mask, geo)
-        for r0 in range(0, geo.b * geo.l, step):
-            r1 = min(r0 + step, geo.b * geo.l)
-            idx, wts, *_ = _corners(geo, off_rows, mask_rows, r0, r1)
-            yield r0, r1, _columns(src, idx, wts)
+class _TorchSampler:
+    """Pure-PyTorch sampling: ``index_select`` gathers, per-corner dot products, ``index_add_`` scatter."""
 
-
-class _TorchBackward:
-    """Pure-PyTorch backward steps: gathers, per-corner dot products and ``index_add_``."""
-
-    def __init__(self, ctx, input, offset, mask):
-        self.geo, self.input, self.offset, self.mask = ctx.geo, input, offset, mask
-        self.src = _padded_rows(input, self.geo.g)
-        self.off_rows, self.mask_rows = _rows(offset, mask, self.geo)
-
-    def allocate(self, need_in, need_off, need_mask):
-        n = self.geo.b * self.geo.l
-        self.g_src = torch.zeros_like(self.src) if need_in else None
-        self.g_off = self.offset.new_empty(n, self.geo.k, self.geo.g, 2) if need_off else None
-        self.g_mask = self.offset.new_empty(n, self.geo.k, self.geo.g) if need_mask else None
+    def __init__(self, geo, input, offset, mask):
+        self.geo, self.input_shape, self.offset_shape = geo, input.shape, offset.shape
+        self.mask_shape = None if mask is None else mask.shape
+        self.src = _padded_rows(input, geo.g)
+        self.off_rows, self.mask_rows = _rows(offset, mask, geo)
 
     def columns(self, r0, r1):
         idx, wts, *_ = _corners(self.geo, self.off_rows, self.mask_rows, r0, r1)
         return _columns(self.src, idx, wts)
+
+    def allocate(self, need_in, need_off, need_mask):
+        n = self.geo.b * self.geo.l
+        self.g_src = torch.zeros_like(self.src) if need_in else None
+        self.g_off = self.src.new_empty(n, self.geo.k, self.geo.g, 2) if need_off else None
+        self.g_mask = self.src.new_empty(n, self.geo.k, self.geo.g) if need_mask else None
 
     def step(self, r0, r1, gcols):
         geo = self.geo
@@ -292,44 +305,47 @@ class _TorchBackward:
     def finish(self):
         geo, out = self.geo, [None, None, None]
         if self.g_src is not None:
-            out[0] = self.g_src.view(geo.b, geo.h + 2, geo.w + 2, geo.c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
+            out[0] = _unpad(self.g_src, geo)
         if self.g_off is not None:
-            out[1] = self.g_off.view(geo.b, geo.l, geo.k, geo.g, 2).permute(0, 3, 2, 4, 1).reshape(self.offset.shape)
+            out[1] = self.g_off.view(geo.b, geo.l, geo.k, geo.g, 2).permute(0, 3, 2, 4, 1).reshape(self.offset_shape)
         if self.g_mask is not None:
-            out[2] = self.g_mask.view(geo.b, geo.l, geo.k, geo.g).permute(0, 3, 2, 1).reshape(self.mask.shape)
+            out[2] = self.g_mask.view(geo.b, geo.l, geo.k, geo.g).permute(0, 3, 2, 1).reshape(self.mask_shape)
         return out
 
 
-class _KernelBackward:
-    """Compiled backward steps (:mod:`robustbench_geo.ops._deform_kernel`): one fused pass per chunk."""
+class _KernelSampler:
+    """Compiled sampling (:mod:`robustbench_geo.ops._deform_kernel`): one fused pass per chunk."""
 
-    def __init__(self, ctx, input, offset, mask):
-        self.geo = ctx.geo
+    def __init__(self, geo, input, offset, mask):
+        self.geo, self.input_shape, self.offset_shape = geo, input.shape, offset.shape
+        self.mask_shape = None if mask is None else mask.shape
         self.src = _padded_rows(input, 1)
         self.off = offset.contiguous()
         self.mask = None if mask is None else mask.contiguous()
-        self.prm = _kernel.params(self.geo)
-
-    def allocate(self, need_in, need_off, need_mask):
-        self.g_src = torch.zeros_like(self.src) if need_in else None
-        self.g_off = torch.zeros_like(self.off) if need_off else None
-        self.g_mask = torch.zeros_like(self.mask) if need_mask else None
+        self.prm = _kernel.params(geo)
 
     def columns(self, r0, r1):
         cols = self.src.new_empty((r1 - r0) * self.geo.k, self.geo.c)
         _kernel.columns(self.src, self.off, self.mask, cols, self.prm, r0, r0, r1)
         return cols
 
+    def allocate(self, need_in, need_off, need_mask):
+        self.g_src = torch.zeros_like(self.src) if need_in else None
+        self.g_off = torch.zeros_like(self.off) if need_off else None
+        self.g_mask = torch.zeros_like(self.mask) if need_mask else None
+
     def step(self, r0, r1, gcols):
         _kernel.backward(self.src, self.off, self.mask, gcols.contiguous(), self.g_src, self.g_off, self.g_mask, self.prm,
                          self.geo.l, r0, r0, r1)
 
     def finish(self):
-        geo = self.geo
-        g_in = None
-        if self.g_src is not None:
-            g_in = self.g_src.view(geo.b, geo.h + 2, geo.w + 2, geo.c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
+        g_in = None if self.g_src is None else _unpad(self.g_src, self.geo)
         return [g_in, self.g_off, self.g_mask]
+
+
+def _unpad(g_src: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """Padded channels-last rows -> ``(B, C, H, W)`` input gradient."""
+    return g_src.view(geo.b, geo.h + 2, geo.w + 2, geo.c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
 
 
 def _rows(offset, mask, geo: _Geometry):

@@ -95,7 +95,7 @@ def test_non_contiguous_inputs(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("budget", [200, 5000])
+@pytest.mark.parametrize("budget", [200, 5000, 8000])
 def test_column_budget_chunks_give_same_result(budget, impl):
     args = _inputs(CASES["groups2_og2_nonsquare"], torch.float64)
     ref = _run(args, impl)
