@@ -20,6 +20,8 @@ Usage::
     python benchmarks/deform_conv.py                 # table, about 2 minutes on 2 cores
     python benchmarks/deform_conv.py --json          # the same as JSON
     python benchmarks/deform_conv.py --epoch         # plus one MNIST training epoch per backend
+    python benchmarks/deform_conv.py --epoch --skip-shapes --epoch-subset 1280
+    RBGEO_NATIVE_KERNEL=torch python benchmarks/deform_conv.py   # the pure-PyTorch fallback as "ours"
 """
 
 from __future__ import annotations
@@ -155,15 +157,21 @@ def main(argv=None) -> int:
     p.add_argument("--no-model-shapes", action="store_true", help="only the three shapes of the issue")
     p.add_argument("--epoch", action="store_true", help="also time one deform_cnn MNIST training epoch per backend")
     p.add_argument("--epoch-subset", type=int, default=3840, help="training images timed (0: all 60000)")
+    p.add_argument("--skip-shapes", action="store_true", help="with --epoch: only the training epochs")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f"--reps: expected a positive number, got {args.reps}")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads: expected a positive number, got {args.threads}")
+        torch.set_num_threads(args.threads)
 
-    shapes = [("issue", s) for s in ISSUE_SHAPES]
-    if not args.no_model_shapes:
+    shapes = [] if (args.skip_shapes and args.epoch) else [("issue", s) for s in ISSUE_SHAPES]
+    if shapes and not args.no_model_shapes:
         shapes += [("resnet18", s) for s in model_shapes("deform_resnet18", args.resnet_batch, 3, 32)]
         shapes += [("deform_cnn", s) for s in model_shapes("deform_cnn", 128, 1, 28)]
     rows = []
@@ -183,7 +191,8 @@ def main(argv=None) -> int:
         return 0
     print(f"\nDeformable convolution, float32, 3x3, padding 1, with mask; median of {args.reps} interleaved runs; "
           f"{meta['threads']} threads; native = {meta['native_impl']}; load average {meta['load_average'][0]:.1f}")
-    print(_fmt_table(rows))
+    if rows:
+        print(_fmt_table(rows))
     if args.epoch:
         print("\nOne training epoch on MNIST (batch 128, Adam), seconds:")
         for r in result["epoch"]:

@@ -94,6 +94,8 @@ def _pool() -> ThreadPoolExecutor:
     n = max(1, torch.get_num_threads())
     pool = _state.get("pool")
     if pool is None or _state.get("pool_size") != n:
+        if pool is not None:
+            pool.shutdown(wait=False)
         pool = _state["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="rbgeo-dcn")
         _state["pool_size"] = n
     return pool

@@ -1,28 +1,36 @@
-"""Native deformable convolution: vectorised bilinear gathers + one GEMM, exact torchvision semantics.
+"""Native deformable convolution: bilinear sampling into a column matrix + GEMMs, torchvision's semantics.
 
-The op is computed in channels-last "column" form. For every output row ``r = (b, ho, wo)``, tap
-``k = (i, j)`` and offset group ``g`` the sampling point is
+For every output row ``r = (b, ho, wo)``, tap ``k = (i, j)`` and offset group ``g`` the sampling
+point is (pixels)
 
-    y = ho * stride_h - pad_h + i * dilation_h + offset[b, g, k, 0, ho, wo]   (pixels)
+    y = ho * stride_h - pad_h + i * dilation_h + offset[b, g, k, 0, ho, wo]
     x = wo * stride_w - pad_w + j * dilation_w + offset[b, g, k, 1, ho, wo]
 
 and the input is read there by bilinear interpolation with zeros outside the image (the same
-function as torchvision's ``bilinear_interpolate``: it is 0 for ``y <= -1``, ``y >= H``, ...).
-The four corner rows of ``C / offset_groups`` channels are gathered from a zero-padded,
-channels-last copy of the input (``index_select`` of contiguous rows; corners beyond the border
-are clamped onto the zero padding, so no validity masks are needed) and blended with weights
-computed once per row/tap/group (modulation mask folded in). The resulting column matrix
-``(rows, kh * kw * C_in)`` meets the weight in one GEMM (or one batched GEMM per conv group).
+function as torchvision's ``bilinear_interpolate``, which is 0 for ``y <= -1``, ``y >= H``, ...).
+The bilinear weights of a (row, tap, group) are computed once (modulation mask folded in) and
+applied to its ``C / offset_groups`` channels, read from a zero-padded channels-last copy of the
+input; corners beyond the border are clamped onto the zero padding, so no validity masks are
+needed. The result is a channels-last column matrix ``(rows, kh * kw * C_in)`` that meets the
+weight in one (batched) GEMM writing the NCHW output directly. Backward: ``grad_columns`` and the
+weight gradient are GEMMs; offset and mask gradients come from the four per-corner dot products
+``<grad_columns, corner>``; the input gradient is the weighted ``grad_columns`` scattered back onto
+the four corners. Derivatives at integer sampling coordinates (the kinks of bilinear
+interpolation) are right-hand derivatives (``floor`` convention), like torchvision's.
 
-Backward reuses the forward's column matrix when it fits the budget in one chunk (else recomputes
-it chunk by chunk), gets ``grad_columns`` from one GEMM, the weight gradient from another, offset and mask gradients from the four per-corner dot
-products ``<grad_columns, corner>``, and the input gradient by ``index_add_`` of the weighted
-``grad_columns`` into the padded input. Derivatives at integer sampling coordinates (the kinks of
-bilinear interpolation) are right-hand derivatives (``floor`` convention), like torchvision's.
+Two implementations of the sampling steps compute the same function:
 
-Memory: the rows are processed in chunks so that one chunk's column matrix holds at most
-:func:`get_column_budget` bytes (default 1 GiB, see :func:`set_column_budget`); peak extra
-memory is a small multiple of that (about 3x in backward: columns, their gradient, one corner).
+* compiled CPU kernels (:mod:`robustbench_geo.ops._deform_kernel`, float32/float64; built on first
+  use with the system C++ compiler, threads over rows / over images for the scatter);
+* pure PyTorch (any device/dtype): ``index_select`` gathers, ``bmm`` dot products and
+  ``index_add_``; the fallback where no compiler exists (about 2x faster than torchvision on CPU).
+
+Memory: output rows are processed in chunks (whole images, or parts of one image when a single
+image is too large) whose column matrix holds at most :func:`get_column_budget` bytes (default
+1 GiB, :func:`set_column_budget`). When everything fits one chunk, the forward's column matrix is
+kept for the weight gradient; otherwise backward recomputes it chunk by chunk. Peak extra memory
+is about twice the budget in backward (columns and their gradient), plus a padded copy of the
+input and, in the pure-PyTorch path, one gathered corner.
 """
 
 from __future__ import annotations

@@ -187,3 +187,14 @@ def test_bad_arguments(change, message):
     args.update(change)
     with pytest.raises(ValueError, match=message):
         deform_conv2d(**args, backend="native")
+
+
+def test_checkpoint_records_the_resolved_backend(mnist_root, tmp_path):
+    from robustbench_geo.checkpoint import load_checkpoint
+    from robustbench_geo.training import fit
+
+    res = fit("deform_cnn", "mnist", epochs=1, subset=32, test_subset=32, batch_size=16, progress=False,
+              data_root=mnist_root, out=tmp_path / "d")
+    assert res.meta["deform_backend"] == "native"
+    _, meta = load_checkpoint(tmp_path / "d")
+    assert meta["deform_backend"] == "native"
