@@ -30,9 +30,8 @@ Geo read_geo(const int64_t* p) {
 
 template <typename T>
 struct Tap {
-  const T* p[4];  // corner rows in src (C / G channels each)
-  int64_t o[4];   // their offsets in src, for the gradient scatter
-  T ly, lx, m;    // fractional parts and modulation
+  int64_t o[4];  // offsets in src of the four corner rows (C / G channels each): (y0,x0) (y0,x1) (y1,x0) (y1,x1)
+  T ly, lx, m;   // fractional parts and modulation
 };
 
 template <typename T>
@@ -42,51 +41,64 @@ inline int64_t clamp_index(T v, int64_t hi) {
   return static_cast<int64_t>(v);
 }
 
+// Geometry of one (row, tap, group): corner offsets into src, fractional parts, modulation.
 template <typename T>
-inline void tap(const Geo& g, const T* src, const T* off, const T* mask, int64_t b, int64_t l, int64_t k,
-                int64_t grp, Tap<T>& t) {
-  const int64_t L = g.L(), K = g.K();
-  const int64_t ho = l / g.Wo, wo = l % g.Wo, i = k / g.kw, j = k % g.kw;
-  const int64_t ob = (((b * g.G + grp) * K + k) * 2) * L + l;
-  const T py = T(ho * g.sh - g.ph + i * g.dh) + off[ob];
-  const T px = T(wo * g.sw - g.pw + j * g.dw) + off[ob + L];
+inline void tap(const Geo& g, int64_t plane, T base_y, T base_x, T dy, T dx, T m, int64_t cbase, Tap<T>& t) {
+  const T py = base_y + dy, px = base_x + dx;
   const T y0f = std::floor(py), x0f = std::floor(px);
   t.ly = py - y0f;
   t.lx = px - x0f;
-  t.m = g.has_mask ? mask[((b * g.G + grp) * K + k) * L + l] : T(1);
+  t.m = m;
   const int64_t y0 = clamp_index(y0f, g.H), y1 = clamp_index(y0f + T(1), g.H);
   const int64_t x0 = clamp_index(x0f, g.W), x1 = clamp_index(x0f + T(1), g.W);
-  const int64_t Wp = g.W + 2, plane = b * (g.H + 2) * Wp, cbase = grp * g.Cg();
+  const int64_t Wp = g.W + 2;
   t.o[0] = (plane + (y0 + 1) * Wp + (x0 + 1)) * g.C + cbase;
   t.o[1] = (plane + (y0 + 1) * Wp + (x1 + 1)) * g.C + cbase;
   t.o[2] = (plane + (y1 + 1) * Wp + (x0 + 1)) * g.C + cbase;
   t.o[3] = (plane + (y1 + 1) * Wp + (x1 + 1)) * g.C + cbase;
-  for (int c = 0; c < 4; ++c) t.p[c] = src + t.o[c];
+}
+
+// Calls body(r, k, grp, tap, offset_index, mask_index) for every tap of rows [r0, r1); the per-row
+// and per-tap index arithmetic is hoisted out of the channel loops.
+template <typename T, typename Body>
+inline void for_taps(const Geo& g, const T* off, const T* mask, int64_t r0, int64_t r1, Body body) {
+  const int64_t K = g.K(), L = g.L(), Cg = g.Cg();
+  Tap<T> t;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / L, l = r % L, ho = l / g.Wo, wo = l % g.Wo;
+    const int64_t plane = b * (g.H + 2) * (g.W + 2);
+    for (int64_t i = 0, k = 0; i < g.kh; ++i) {
+      const T base_y = T(ho * g.sh - g.ph + i * g.dh);
+      for (int64_t j = 0; j < g.kw; ++j, ++k) {
+        const T base_x = T(wo * g.sw - g.pw + j * g.dw);
+        for (int64_t grp = 0; grp < g.G; ++grp) {
+          const int64_t mi = ((b * g.G + grp) * K + k) * L + l;  // mask index; offsets at 2 * (mi - l) + l
+          const int64_t oi = 2 * (mi - l) + l;
+          const T m = g.has_mask ? mask[mi] : T(1);
+          tap(g, plane, base_y, base_x, off[oi], off[oi + L], m, grp * Cg, t);
+          body(r, k, grp, t, oi, mi);
+        }
+      }
+    }
+  }
 }
 
 template <typename T>
 void columns(const T* src, const T* off, const T* mask, T* cols, const int64_t* params, int64_t rbase,
              int64_t r0, int64_t r1) {
   const Geo g = read_geo(params);
-  const int64_t K = g.K(), Cg = g.Cg(), L = g.L();
-  Tap<T> t;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t b = r / L, l = r % L;
-    for (int64_t k = 0; k < K; ++k) {
-      for (int64_t grp = 0; grp < g.G; ++grp) {
-        tap(g, src, off, mask, b, l, k, grp, t);
-        const T hy = T(1) - t.ly, hx = T(1) - t.lx;
-        const T w0 = hy * hx * t.m, w1 = hy * t.lx * t.m, w2 = t.ly * hx * t.m, w3 = t.ly * t.lx * t.m;
-        const T* __restrict__ p0 = t.p[0];
-        const T* __restrict__ p1 = t.p[1];
-        const T* __restrict__ p2 = t.p[2];
-        const T* __restrict__ p3 = t.p[3];
-        T* __restrict__ out = cols + ((r - rbase) * K + k) * g.C + grp * Cg;
+  const int64_t K = g.K(), Cg = g.Cg();
+  for_taps<T>(g, off, mask, r0, r1, [=](int64_t r, int64_t k, int64_t grp, const Tap<T> t, int64_t, int64_t) {
+    const T hy = T(1) - t.ly, hx = T(1) - t.lx;
+    const T w0 = hy * hx * t.m, w1 = hy * t.lx * t.m, w2 = t.ly * hx * t.m, w3 = t.ly * t.lx * t.m;
+    const T* __restrict__ p0 = src + t.o[0];
+    const T* __restrict__ p1 = src + t.o[1];
+    const T* __restrict__ p2 = src + t.o[2];
+    const T* __restrict__ p3 = src + t.o[3];
+    T* __restrict__ out = cols + ((r - rbase) * K + k) * g.C + grp * Cg;
 #pragma omp simd
-        for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * p0[c] + w1 * p1[c] + w2 * p2[c] + w3 * p3[c];
-      }
-    }
-  }
+    for (int64_t c = 0; c < Cg; ++c) out[c] = w0 * p0[c] + w1 * p1[c] + w2 * p2[c] + w3 * p3[c];
+  });
 }
 
 // Offset/mask gradients (4 dot products per tap) and the input-gradient scatter for rows [r0, r1).
@@ -97,47 +109,38 @@ void backward(const T* src, const T* off, const T* mask, const T* gcols, T* grad
   const Geo g = read_geo(params);
   const int64_t K = g.K(), Cg = g.Cg(), L = g.L();
   const bool dots = grad_off != nullptr || grad_mask != nullptr;
-  Tap<T> t;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t b = r / L, l = r % L;
-    for (int64_t k = 0; k < K; ++k) {
-      for (int64_t grp = 0; grp < g.G; ++grp) {
-        tap(g, src, off, mask, b, l, k, grp, t);
-        const T* __restrict__ gc = gcols + ((r - rbase) * K + k) * g.C + grp * Cg;
-        const T hy = T(1) - t.ly, hx = T(1) - t.lx;
-        if (dots) {
-          const T* __restrict__ p0 = t.p[0];
-          const T* __restrict__ p1 = t.p[1];
-          const T* __restrict__ p2 = t.p[2];
-          const T* __restrict__ p3 = t.p[3];
-          T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for_taps<T>(g, off, mask, r0, r1, [=](int64_t r, int64_t k, int64_t grp, const Tap<T> t, int64_t oi, int64_t mi) {
+    const T* __restrict__ gc = gcols + ((r - rbase) * K + k) * g.C + grp * Cg;
+    const T hy = T(1) - t.ly, hx = T(1) - t.lx;
+    if (dots) {
+      const T* __restrict__ p0 = src + t.o[0];
+      const T* __restrict__ p1 = src + t.o[1];
+      const T* __restrict__ p2 = src + t.o[2];
+      const T* __restrict__ p3 = src + t.o[3];
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
-          for (int64_t c = 0; c < Cg; ++c) {
-            s0 += gc[c] * p0[c];
-            s1 += gc[c] * p1[c];
-            s2 += gc[c] * p2[c];
-            s3 += gc[c] * p3[c];
-          }
-          if (grad_off != nullptr) {
-            const int64_t ob = (((b * g.G + grp) * K + k) * 2) * L + l;
-            grad_off[ob] = t.m * (hx * (s2 - s0) + t.lx * (s3 - s1));
-            grad_off[ob + L] = t.m * (hy * (s1 - s0) + t.ly * (s3 - s2));
-          }
-          if (grad_mask != nullptr)
-            grad_mask[((b * g.G + grp) * K + k) * L + l] = hy * hx * s0 + hy * t.lx * s1 + t.ly * hx * s2 + t.ly * t.lx * s3;
-        }
-        if (grad_src != nullptr) {
-          const T w[4] = {hy * hx * t.m, hy * t.lx * t.m, t.ly * hx * t.m, t.ly * t.lx * t.m};
-          for (int c4 = 0; c4 < 4; ++c4) {
-            T* __restrict__ q = grad_src + t.o[c4];
-            const T wc = w[c4];
+      for (int64_t c = 0; c < Cg; ++c) {
+        s0 += gc[c] * p0[c];
+        s1 += gc[c] * p1[c];
+        s2 += gc[c] * p2[c];
+        s3 += gc[c] * p3[c];
+      }
+      if (grad_off != nullptr) {
+        grad_off[oi] = t.m * (hx * (s2 - s0) + t.lx * (s3 - s1));
+        grad_off[oi + L] = t.m * (hy * (s1 - s0) + t.ly * (s3 - s2));
+      }
+      if (grad_mask != nullptr) grad_mask[mi] = hy * hx * s0 + hy * t.lx * s1 + t.ly * hx * s2 + t.ly * t.lx * s3;
+    }
+    if (grad_src != nullptr) {
+      const T w[4] = {hy * hx * t.m, hy * t.lx * t.m, t.ly * hx * t.m, t.ly * t.lx * t.m};
+      for (int c4 = 0; c4 < 4; ++c4) {
+        T* __restrict__ q = grad_src + t.o[c4];
+        const T wc = w[c4];
 #pragma omp simd
-            for (int64_t c = 0; c < Cg; ++c) q[c] += wc * gc[c];
-          }
-        }
+        for (int64_t c = 0; c < Cg; ++c) q[c] += wc * gc[c];
       }
     }
-  }
+  });
 }
 
 }  // namespace
