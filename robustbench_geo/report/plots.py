@@ -88,14 +88,20 @@ def _show(ax, img) -> None:
     ax.set_yticks([])
 
 
+_IDENTITY = {"angle_deg": 0.0, "tx_px": 0.0, "ty_px": 0.0, "shear_deg": 0.0, "scale_x": 1.0, "scale_y": 1.0}
+
+
 def _params_text(p: dict) -> str:
+    """The transformation found, without the parameters left at the identity."""
     parts = []
     for k, v in sorted(p.items()):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v - _IDENTITY.get(k, float("nan"))) < 1e-6:
+            continue
         if isinstance(v, float):
             parts.append(f"{k}={v:.3g}")
         elif isinstance(v, (int, str, bool)):
             parts.append(f"{k}={v}")
-    return "\n".join(parts[:4])
+    return "\n".join(parts[:4]) or "identity"
 
 
 def gallery(examples: dict, max_cols: int = 8) -> str:
@@ -109,7 +115,7 @@ def gallery(examples: dict, max_cols: int = 8) -> str:
         _show(axes[1][i], adv[i])
         axes[0][i].set_title(f"y={examples['label'][i]} pred={examples['clean_pred'][i]}", fontsize=7)
         ok = examples["adv_pred"][i] != examples["label"][i]
-        axes[1][i].set_title(f"pred={examples['adv_pred'][i]}" + (" ✗" if ok else ""), fontsize=7,
+        axes[1][i].set_title(f"pred={examples['adv_pred'][i]}", fontsize=7,
                              color="crimson" if ok else "black")
         axes[1][i].set_xlabel(_params_text(params[i] if i < len(params) else {}), fontsize=6)
     axes[0][0].set_ylabel("clean", fontsize=8)

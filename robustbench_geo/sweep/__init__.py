@@ -13,7 +13,7 @@ import importlib
 _EXPORTS = {
     "Cell": "config", "SweepConfig": "config", "SweepConfigError": "config", "expand": "config",
     "list_presets": "config", "load_config": "config", "parse_config": "config",
-    "SweepSummary": "driver", "run_sweep": "driver", "estimate": "estimate",
+    "SweepSummary": "driver", "run_sweep": "driver", "estimate": "timing",
     "ResultStore": "store", "StoreError": "store",
 }
 

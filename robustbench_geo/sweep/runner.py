@@ -189,9 +189,14 @@ def sampling_locations(model, clean: torch.Tensor, adversarial: torch.Tensor, po
     layers = deformable_layers(model)
     dev = next(model.parameters()).device
     shapes, outs = {}, {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: (shapes.__setitem__(n, inp[0].shape[-2:]),
-                                                                 outs.__setitem__(n, out.detach())))
-             for n, m in layers]
+    def keep(name):
+        def hook(module, inputs, output) -> None:  # returns None: the output is left unchanged
+            shapes[name] = inputs[0].shape[-2:]
+            outs[name] = output.detach()
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in layers]
     result: dict = {}
     try:
         for kind, img in (("clean", clean), ("adversarial", adversarial)):
