@@ -6,7 +6,7 @@ The estimate is rough and says where each number comes from:
 * ``history``: the same attack on the same model finished before in this store (seconds per image,
   or per cell for graphs);
 * ``calibrated``: one timed training step of the model on this machine times the work: epochs x
-  batches for training, and ``PASSES_PER_IMAGE`` forward+backward passes per attacked image;
+  batches for training, and :func:`forward_passes` per attacked image (worst case, no early exit);
 * ``guess``: graph attacks without history (``GRAPH_ATTACK_GUESS_S``).
 
 Training is counted once per training config and not at all when the checkpoint is cached.
@@ -20,9 +20,26 @@ from pathlib import Path
 
 import torch
 
-#: forward+backward passes per attacked image assumed without timing history
-PASSES_PER_IMAGE = {"none": 0.3, "grid": 775 / 3, "worst_of_k": 10 / 3, "random": 1 / 3, "affine_pgd": 100,
-                    "scale": 60, "stadv": 200}
+def forward_passes(attack: str, params: dict) -> float:
+    """Model forward passes per attacked image assumed without timing history (backward = 2 forwards).
+
+    Known attacks are counted from their parameters (worst case, no early exit); others assume 300.
+    """
+    p = params
+    if attack == "none":
+        return 1
+    if attack == "grid":
+        return p.get("angle_steps", 31) * p.get("shift_steps", 5) ** 2
+    if attack in ("worst_of_k", "random"):
+        return p.get("k", 1) + 1
+    if attack == "scale":
+        per_axis = p.get("steps", 21)
+        return (per_axis ** 2 if p.get("anisotropic") else per_axis) + 3 * p.get("refine_steps", 10)
+    if attack == "affine_pgd":
+        return 3 * p.get("steps", 40) * p.get("restarts", 5)
+    if attack == "stadv":
+        return 3 * p.get("max_iterations", p.get("steps", 100))
+    return 300
 GRAPH_ATTACK_GUESS_S = 60.0
 TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist-scaled": 60000, "mnist-rotated": 60000, "cifar10": 50000}
 
@@ -100,8 +117,8 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
             row["attack_s"] = sum(hist) / len(hist) * (n or 1)
             row["source"] = "history"
         elif "n" in a["runner"]:
-            passes = PASSES_PER_IMAGE.get(a["name"], 100)
-            row["attack_s"] = passes * (n or 10000) * step / t["train"]["batch_size"]
+            per_forward = step / 3 / t["train"]["batch_size"]  # a training step is ~3 forward passes
+            row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * per_forward
             row["source"] = "calibrated"
         else:
             row["attack_s"] = 0.1 if a["name"] == "none" else GRAPH_ATTACK_GUESS_S
