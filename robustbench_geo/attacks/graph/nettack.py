@@ -19,38 +19,15 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.graph.base import (
     GraphAttack, GraphPerturbation, check_dense_memory, check_target, finalize, target_budget,
 )
 from robustbench_geo.attacks.graph.constraints import cooccurrence_mask, loglik_mask
-from robustbench_geo.attacks.graph.metattack import _uniform
+from robustbench_geo.attacks.graph.dense import train_linear_gcn
 from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.models.gnn import dense_gcn_norm
-
-
-def train_linear_gcn(x, adj, y, idx_train, idx_val, hidden: int = 16, seed: int = 0, epochs: int = 200) -> torch.Tensor:
-    """Train ``A_hat^2 X W1 W2`` (Adam 0.01, weight decay 5e-4, best validation loss kept); returns ``W1 W2`` (F, C)."""
-    g = torch.Generator().manual_seed(seed)
-    w1 = _uniform((x.shape[1], hidden), g).requires_grad_(True)
-    w2 = _uniform((hidden, int(y.max()) + 1), g).requires_grad_(True)
-    a = dense_gcn_norm(adj)
-    with torch.no_grad():
-        z = a @ (a @ x)
-    opt = torch.optim.Adam([w1, w2], lr=0.01, weight_decay=5e-4)
-    best, best_w = float("inf"), None
-    for _ in range(epochs):
-        loss = F.cross_entropy(z[idx_train] @ w1 @ w2, y[idx_train])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            val = F.cross_entropy(z[idx_val] @ w1 @ w2, y[idx_val]).item()
-            if val < best:
-                best, best_w = val, (w1 @ w2).detach().clone()
-    return best_w
 
 
 def margin(logits: torch.Tensor, label: int) -> torch.Tensor:
