@@ -97,3 +97,29 @@ def set_deform_backend(model: nn.Module, backend: str) -> str | None:
         return None
     p = next(model.parameters())
     return resolve_backend(backend, p.device)
+
+
+def load_regular_weights(deform_model: nn.Module, regular_state: dict) -> list[str]:
+    """Copy a regular model's weights into its deformable twin (same backbone, some convs deformable).
+
+    A regular conv ``features.3.weight`` maps to the deformable layer's ``features.3.conv.weight``;
+    every other tensor maps by name. The offset/mask predictors keep their (zero) initialisation,
+    so the deformable model starts out computing exactly the regular one. Returns the keys of
+    ``deform_model`` left untouched (the offset/mask predictors).
+    """
+    own = deform_model.state_dict()
+    layers = {name for name, _ in deformable_layers(deform_model)}
+    mapped = {}
+    for key, value in regular_state.items():
+        prefix, _, leaf = key.rpartition(".")
+        target = f"{prefix}.conv.{leaf}" if prefix in layers else key
+        if target not in own:
+            raise ValueError(f"regular weight {key!r} has no counterpart {target!r} in the deformable model")
+        if own[target].shape != value.shape:
+            raise ValueError(f"regular weight {key!r}: expected shape {tuple(own[target].shape)}, got {tuple(value.shape)}")
+        mapped[target] = value
+    untouched = sorted(set(own) - set(mapped))
+    if any("offset_conv" not in k for k in untouched):
+        raise ValueError(f"the regular state lacks {[k for k in untouched if 'offset_conv' not in k]}")
+    deform_model.load_state_dict({**own, **mapped})
+    return untouched

@@ -101,3 +101,18 @@ def test_plugin_from_file_and_wrong_output_shape(tmp_path, mnist_test):
 def test_plugin_from_module():
     model = create_model("torch.nn:Identity")
     assert isinstance(model, torch.nn.Identity)
+
+
+def test_deformable_twin_of_a_regular_cnn_computes_the_same():
+    from robustbench_geo.models.deformable import load_regular_weights
+
+    torch.manual_seed(0)
+    reg = create_model("cnn").eval()
+    for version in ("v1", "v2"):
+        dcn = create_model("deform_cnn", num_deform=3, deform=version).eval()
+        untouched = load_regular_weights(dcn, reg.state_dict())
+        assert untouched and all("offset_conv" in k for k in untouched)
+        x = torch.rand(4, 1, 28, 28)
+        assert torch.allclose(dcn(x), reg(x), atol=1e-5)
+    with pytest.raises(ValueError, match="expected shape"):
+        load_regular_weights(create_model("deform_cnn"), create_model("cnn", channels=(8, 16, 32, 32)).state_dict())
