@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustbench_geo.models.cnn import STRIDES
+from robustbench_geo.models.cnn import STRIDES, ConvNet
 from robustbench_geo.models.registry import register_model
 
 DF_CHANNELS = (48, 96, 176, 176)
@@ -97,24 +97,16 @@ class DynamicFilterConv(nn.Module):
         return self.pointwise(y)
 
 
-class DynamicFilterCNN(nn.Module):
+class DynamicFilterCNN(ConvNet):
     """``cnn`` layout: a static first conv, then dynamic filter convs; BN, ReLU, GAP, linear head."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size=(28, 28),
                  channels: Sequence[int] = DF_CHANNELS, strides: Sequence[int] = STRIDES, hidden: int = 32):
-        super().__init__()
-        if len(channels) != len(strides) or not channels:
-            raise ValueError(f"channels and strides: expected equal non-zero lengths, got {len(channels)} and {len(strides)}")
-        layers, cin = [], in_channels
-        for i, (cout, stride) in enumerate(zip(channels, strides)):
-            conv = nn.Conv2d(cin, cout, 3, stride, 1) if i == 0 else DynamicFilterConv(cin, cout, 3, stride, 1, hidden=hidden)
-            layers += [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-            cin = cout
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        super().__init__(in_channels, num_classes, image_size, channels, strides)
+        convs = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+        for i in convs[1:]:  # features = [conv, BN, ReLU] * layers
+            old = self.features[i]
+            self.features[i] = DynamicFilterConv(old.in_channels, old.out_channels, 3, old.stride[0], 1, hidden=hidden)
 
 
 @register_model("dynamic_filter_cnn", task="image")

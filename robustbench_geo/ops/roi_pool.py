@@ -17,7 +17,7 @@ Conventions (shared with :func:`torchvision.ops.roi_align` with ``aligned=True``
   (0.1 in the paper) scales the learned offsets down to keep training stable.
 
 Forward and backward (for ``input`` and ``offset``; ``rois`` too, where defined) are autograd
-through a vectorised gather of the four bilinear neighbours. The obviously-correct loop version
+through one :func:`torch.nn.functional.grid_sample` call per op (all RoIs of an image side by side). The obviously-correct loop version
 lives in the tests and every result is compared against it, gradients included (``gradcheck``).
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from robustbench_geo.check import check_shape
@@ -68,22 +69,27 @@ def _sample_points(rois, offset, kh, kw, sampling_ratio, spatial_scale, gamma):
     return y.expand(-1, kh, kw, s, s), x.expand(-1, kh, kw, s, s)
 
 
-def _bilinear_rows(y: torch.Tensor, x: torch.Tensor, h: int, w: int):
-    """Four neighbour indices (flat ``y * W + x``) and weights per sample, torchvision's border rule."""
-    valid = (y >= -1.0) & (y <= h) & (x >= -1.0) & (x <= w)
-    y = y.clamp(min=0.0)
-    x = x.clamp(min=0.0)
-    y0, x0 = y.detach().floor().long(), x.detach().floor().long()
-    y = torch.where(y0 >= h - 1, torch.full_like(y, h - 1), y)
-    x = torch.where(x0 >= w - 1, torch.full_like(x, w - 1), x)
-    y0, x0 = y0.clamp(max=h - 1), x0.clamp(max=w - 1)
-    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
-    ly, lx = y - y0.to(y.dtype), x - x0.to(x.dtype)
-    hy, hx = 1.0 - ly, 1.0 - lx
-    m = valid.to(y.dtype)
-    idx = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
-    wts = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], dim=-1) * m.unsqueeze(-1)
-    return idx, wts
+def _to_grid(y: torch.Tensor, x: torch.Tensor, h: int, w: int):
+    """Sample coordinates -> ``grid_sample`` grid (``align_corners=True``) and the validity mask.
+
+    torchvision's border rule: a sample outside ``[-1, H] x [-1, W]`` is 0; inside, its coordinates are
+    clamped to ``[0, H-1] x [0, W-1]``. Clamped coordinates with ``padding_mode="border"`` reproduce
+    that rule exactly (and its gradient: zero where the coordinate was clamped).
+    """
+    valid = ((y >= -1.0) & (y <= h) & (x >= -1.0) & (x <= w)).to(y.dtype)
+    gy = y.clamp(0.0, h - 1) * (2.0 / max(h - 1, 1)) - 1.0
+    gx = x.clamp(0.0, w - 1) * (2.0 / max(w - 1, 1)) - 1.0
+    return torch.stack([gx, gy], dim=-1), valid
+
+
+def _slots(bidx: torch.Tensor, batch: int):
+    """Position of every RoI among its image's RoIs, and the largest count per image."""
+    counts = torch.bincount(bidx, minlength=batch)
+    order = torch.argsort(bidx, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.empty_like(bidx)
+    pos[order] = torch.arange(bidx.shape[0], device=bidx.device) - starts[bidx[order]]
+    return pos, int(counts.max())
 
 
 def _pool(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma, position_sensitive: bool):
@@ -91,25 +97,32 @@ def _pool(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma
     _check(input, rois, offset, kh, kw, sampling_ratio, gamma, position_sensitive)
     b, c, h, w = input.shape
     c_out = c // (kh * kw) if position_sensitive else c
-    r = rois.shape[0]
+    r, s, kk = rois.shape[0], sampling_ratio, kh * kw
     if r == 0:
         return input.new_zeros(0, c_out, kh, kw)
     rois = rois.to(input.dtype)
-    y, x = _sample_points(rois, None if offset is None else offset.to(input.dtype), kh, kw, sampling_ratio,
-                          spatial_scale, gamma)
-    idx, wts = _bilinear_rows(y, x, h, w)  # (R, kh, kw, S, S, 4)
-    bidx = rois[:, 0].long().view(-1, 1, 1, 1, 1, 1)
-    if position_sensitive:
-        # rows of (B * kh * kw * H * W, C_out): bin (i, j) of output channel c reads input channel (c*kh + i)*kw + j
-        flat = input.reshape(b, c_out, kh * kw, h * w).permute(0, 2, 3, 1).reshape(-1, c_out)
-        bins = torch.arange(kh * kw, device=input.device).view(1, kh, kw, 1, 1, 1)
-        rows = (bidx * (kh * kw) + bins) * (h * w) + idx
-    else:
-        flat = input.permute(0, 2, 3, 1).reshape(-1, c)
-        rows = bidx * (h * w) + idx
-    vals = flat[rows.reshape(-1)].view(*rows.shape, c_out)  # (R, kh, kw, S, S, 4, C)
-    out = (vals * wts.unsqueeze(-1)).sum(dim=(3, 4, 5)) / (sampling_ratio * sampling_ratio)
-    return out.permute(0, 3, 1, 2).contiguous()
+    bidx = rois[:, 0].long()
+    if bidx.min() < 0 or bidx.max() >= b:
+        raise ValueError(f"rois: expected batch indices in [0, {b - 1}], got [{int(bidx.min())}, {int(bidx.max())}]")
+    y, x = _sample_points(rois, None if offset is None else offset.to(input.dtype), kh, kw, s, spatial_scale, gamma)
+    pts, valid = _to_grid(y, x, h, w)  # (R, kh, kw, S, S, 2), (R, kh, kw, S, S)
+    # one grid_sample call: every image's RoIs side by side (padded to the largest RoI count per image)
+    pos, m = _slots(bidx, b)
+    if position_sensitive:  # bin t of output channel c reads input channel c * kk + t: sample bin t's maps only
+        grid = input.new_zeros(b, kk, m, s, s, 2)
+        grid[bidx[:, None], torch.arange(kk, device=input.device)[None], pos[:, None]] = pts.reshape(r, kk, s, s, 2)
+        maps = input.reshape(b, c_out, kk, h, w).transpose(1, 2).reshape(b * kk, c_out, h, w)
+        out = F.grid_sample(maps, grid.view(b * kk, m * s, s, 2), mode="bilinear", padding_mode="border",
+                            align_corners=True)
+        out = out.view(b, kk, c_out, m, s, s).permute(0, 3, 1, 2, 4, 5)[bidx, pos]  # (R, kk, C_out, S, S)
+        out = (out * valid.reshape(r, kk, 1, s, s)).mean(dim=(-2, -1))
+        return out.transpose(1, 2).reshape(r, c_out, kh, kw)
+    grid = input.new_zeros(b, m, kh, kw, s, s, 2)
+    grid[bidx, pos] = pts
+    grid = grid.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, m * kh * s, kw * s, 2)
+    out = F.grid_sample(input, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = out.view(b, c, m, kh, s, kw, s).permute(0, 2, 1, 3, 5, 4, 6)[bidx, pos]  # (R, C, kh, kw, S, S)
+    return (out * valid.unsqueeze(1)).mean(dim=(-2, -1))
 
 
 def deform_roi_pool(input: torch.Tensor, rois: torch.Tensor, offset: torch.Tensor | None = None,
