@@ -1,0 +1,268 @@
+"""Affine threat models: ``grid``, ``worst_of_k``, ``random``, ``affine_pgd`` and ``scale``.
+
+Units: angles in degrees (counter-clockwise), shifts in pixels (right/down), scales as content
+factors (``> 1`` enlarges), shear in degrees; see :mod:`robustbench_geo.geometry`. The default box
+is the MNIST/CIFAR setting of Engstrom et al. 2019 (rotations within +-30 degrees, shifts within
++-3 pixels).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from robustbench_geo.attacks.base import register_attack
+from robustbench_geo.attacks.image.core import ImageAttack
+from robustbench_geo.attacks.image.search import FIELDS, full_params, projected_ascent, search_candidates
+from robustbench_geo.check import check_interval, check_nonnegative
+
+_BOX_DOCS = {
+    "max_angle_deg": "rotation budget: angles in [-max, max] degrees, counter-clockwise",
+    "max_shift_px": "translation budget: shifts in [-max, max] pixels along x and y",
+}
+
+
+def _positive_int(value, name: str) -> int:
+    if int(value) != value or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _values(limit: float, steps: int, *, integer: bool = False) -> torch.Tensor:
+    """``steps`` evenly spaced values in ``[-limit, limit]`` plus 0 (the identity is in every grid)."""
+    v = torch.linspace(-limit, limit, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+    if integer:
+        v = torch.round(v)  # half to even, as numpy
+    return torch.unique(torch.cat([v, torch.zeros(1, dtype=torch.float64)])).float()
+
+
+class _AffineBox(ImageAttack):
+    """Rotation + translation box shared by grid, worst-of-k and the first-order attack."""
+
+    param_docs = {**ImageAttack.param_docs, **_BOX_DOCS}
+
+    def _set_box(self, max_angle_deg, max_shift_px):
+        self.max_angle_deg = check_nonnegative(max_angle_deg, "max_angle_deg")
+        self.max_shift_px = check_nonnegative(max_shift_px, "max_shift_px")
+
+    def box(self) -> dict[str, tuple[float, float]]:
+        a, s = self.max_angle_deg, self.max_shift_px
+        return {"angle_deg": (-a, a), "tx_px": (-s, s), "ty_px": (-s, s)}
+
+
+@register_attack("grid", domain="image", description="exhaustive per-sample grid over rotation x shift (Engstrom et al. 2019)")
+class GridAttack(_AffineBox):
+    """Exhaustive per-sample search over a rotation x horizontal shift x vertical shift grid.
+
+    The default grid is Engstrom et al.'s MNIST/CIFAR setting: 31 angles in +-30 degrees and 5
+    shifts in +-3 px per axis (775 points). The identity is always a grid point and is evaluated
+    first, so samples misclassified already leave at once and robust accuracy <= clean accuracy.
+    Points are visited in order of increasing size (the largest of |angle| / max_angle_deg and
+    |shift| / max_shift_px, then their sum), and per sample the first point that fools the model is
+    kept, i.e. a smallest fooling transform; else the point with the highest loss.
+    """
+
+    param_docs = {**_AffineBox.param_docs, "angle_steps": "number of angles (evenly spaced, 0 added if missing)",
+                  "shift_steps": "number of shifts per axis (evenly spaced, 0 added if missing)",
+                  "integer_shifts": "round shifts to whole pixels (half to even, like ART's SpatialTransformation)"}
+
+    def __init__(self, model, *, max_angle_deg: float = 30.0, angle_steps: int = 31, max_shift_px: float = 3.0,
+                 shift_steps: int = 5, integer_shifts: bool = False, loss: str = "ce", seed: int = 0,
+                 max_batch: int = 1024, interpolation: str = "bilinear", padding: str = "zeros"):
+        super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
+        self._set_box(max_angle_deg, max_shift_px)
+        self.angle_steps = _positive_int(angle_steps, "angle_steps")
+        self.shift_steps = _positive_int(shift_steps, "shift_steps")
+        self.integer_shifts = bool(integer_shifts)
+
+    def grid(self) -> dict[str, torch.Tensor]:
+        """The grid points ``(T,)`` per field, identity first, then by increasing size (largest normalised |value|)."""
+        angles = _values(self.max_angle_deg, self.angle_steps)
+        shifts = _values(self.max_shift_px, self.shift_steps, integer=self.integer_shifts)
+        pts = list(itertools.product(angles.tolist(), shifts.tolist(), shifts.tolist()))
+        a_max, s_max = max(self.max_angle_deg, 1e-12), max(self.max_shift_px, 1e-12)
+
+        def size(p):  # smaller transforms first, so the kept fooling transform is the smallest one found
+            r = (abs(p[0]) / a_max, abs(p[1]) / s_max, abs(p[2]) / s_max)
+            return (max(r), sum(r), p)
+
+        t = torch.tensor(sorted(pts, key=size))
+        return full_params(len(pts), angle_deg=t[:, 0], tx_px=t[:, 1], ty_px=t[:, 2])
+
+    def run(self, images, labels, work):
+        b = images.shape[0]
+        cand = {k: v[:, None].expand(-1, b) for k, v in self.grid().items()}
+        params, fooled, loss = search_candidates(self, images, labels, cand, work)
+        return params, {}
+
+
+@register_attack("worst_of_k", domain="image", description="k random rotations+shifts per sample, keep the worst")
+class WorstOfK(_AffineBox):
+    """``k`` transforms per sample drawn uniformly from the box; keep a fooling one, else the worst.
+
+    The clean image (identity) is checked first, so misclassified samples exit at once. Draws
+    happen on the CPU from ``seed`` before any model call, so the result does not depend on early
+    exits or the device.
+    """
+
+    param_docs = {**_AffineBox.param_docs, "k": "random transforms per sample"}
+
+    def __init__(self, model, *, k: int = 10, max_angle_deg: float = 30.0, max_shift_px: float = 3.0, loss: str = "ce",
+                 seed: int = 0, max_batch: int = 1024, interpolation: str = "bilinear", padding: str = "zeros"):
+        super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
+        self._set_box(max_angle_deg, max_shift_px)
+        self.k = _positive_int(k, "k")
+
+    def sample(self, b: int) -> dict[str, torch.Tensor]:
+        """``(k + 1, b)`` candidates: the identity, then ``k`` uniform draws from the box."""
+        g = self.generator()
+        draws = {name: lo + (hi - lo) * torch.rand(self.k, b, generator=g) for name, (lo, hi) in self.box().items()}
+        return {k: torch.cat([torch.zeros(1, b) if k not in ("scale_x", "scale_y") else torch.ones(1, b), v])
+                for k, v in full_params(b, **draws).items()}
+
+    def run(self, images, labels, work):
+        params, fooled, loss = search_candidates(self, images, labels, self.sample(images.shape[0]), work)
+        return params, {}
+
+
+@register_attack("random", domain="image", description="one random rotation+shift per sample (worst_of_k with k=1)")
+class RandomTransform(WorstOfK):
+    """One transform per sample drawn uniformly from the box (Engstrom et al.'s ``random``)."""
+
+    param_docs = {k: v for k, v in WorstOfK.param_docs.items() if k != "k"}
+
+    def __init__(self, model, *, max_angle_deg: float = 30.0, max_shift_px: float = 3.0, loss: str = "ce",
+                 seed: int = 0, max_batch: int = 1024, interpolation: str = "bilinear", padding: str = "zeros"):
+        super().__init__(model, k=1, max_angle_deg=max_angle_deg, max_shift_px=max_shift_px, loss=loss, seed=seed,
+                         max_batch=max_batch, interpolation=interpolation, padding=padding)
+
+
+def _scale_box(scale_range, name="scale_range") -> tuple[float, float]:
+    lo, hi = check_interval(scale_range, name)
+    if lo <= 0:
+        raise ValueError(f"{name}: expected positive scale factors, got ({lo}, {hi})")
+    return lo, hi
+
+
+@register_attack("affine_pgd", domain="image",
+                 description="first-order attack on angle, shifts, log-scale and shear through the differentiable warp")
+class AffinePGD(_AffineBox):
+    """Projected sign-gradient ascent on the affine parameters with random restarts.
+
+    Optimises angle, shifts, (log) scale and shear through the differentiable warp, projecting
+    onto the box after every step. Restart 0 starts at the identity, the others uniformly in the
+    box. Per sample, the first fooling iterate is kept, else the highest-loss one over all restarts.
+    """
+
+    param_docs = {**_AffineBox.param_docs,
+                  "scale_range": "content scale factors (min, max); (1, 1) = no scaling; optimised in log space",
+                  "max_shear_deg": "shear budget in degrees (along x)",
+                  "steps": "gradient steps per restart (one forward + backward pass each)",
+                  "restarts": "number of starts (the first at the identity, the rest random in the box)",
+                  "step_frac": "step size as a fraction of each parameter's range width"}
+
+    def __init__(self, model, *, max_angle_deg: float = 30.0, max_shift_px: float = 3.0, scale_range=(1.0, 1.0),
+                 max_shear_deg: float = 0.0, steps: int = 40, restarts: int = 5, step_frac: float = 0.05,
+                 loss: str = "ce", seed: int = 0, max_batch: int = 1024, interpolation: str = "bilinear",
+                 padding: str = "zeros"):
+        super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
+        self._set_box(max_angle_deg, max_shift_px)
+        self.scale_range = _scale_box(scale_range)
+        self.max_shear_deg = check_nonnegative(max_shear_deg, "max_shear_deg")
+        self.steps = _positive_int(steps, "steps")
+        self.restarts = _positive_int(restarts, "restarts")
+        self.step_frac = check_nonnegative(step_frac, "step_frac")
+
+    def box(self):
+        box = super().box()
+        lo, hi = self.scale_range
+        box.update({"scale_x": (lo, hi), "scale_y": (lo, hi), "shear_deg": (-self.max_shear_deg, self.max_shear_deg)})
+        return {k: v for k, v in box.items() if v[0] < v[1]}  # fixed parameters are not optimised
+
+    def run(self, images, labels, work):
+        b, g, box = images.shape[0], self.generator(), self.box()
+        scale_fixed = self.scale_range[0]
+        best = full_params(b, scale_x=torch.full((b,), scale_fixed), scale_y=torch.full((b,), scale_fixed))
+        best_loss = torch.full((b,), float("-inf"))
+        fooled = torch.zeros(b, dtype=torch.bool)
+        for r in range(self.restarts):
+            starts = {k: v.clone() for k, v in best.items()}
+            if r == 0:
+                starts = full_params(b, scale_x=torch.full((b,), scale_fixed), scale_y=torch.full((b,), scale_fixed))
+                if "scale_x" in box:  # start from scale 1 when it is inside the box, else the geometric middle
+                    mid = 1.0 if box["scale_x"][0] <= 1 <= box["scale_x"][1] else (box["scale_x"][0] * box["scale_x"][1]) ** 0.5
+                    starts["scale_x"] = starts["scale_y"] = torch.full((b,), mid)
+            else:
+                for k, (lo, hi) in box.items():
+                    u = torch.rand(b, generator=g)
+                    starts[k] = (lo * (hi / lo) ** u) if k.startswith("scale") else lo + (hi - lo) * u
+            todo = (~fooled).nonzero().squeeze(1)
+            if not todo.numel():
+                break
+            sub = {k: v[todo] for k, v in starts.items()}
+            p, f, l = projected_ascent(self, images[todo.to(images.device)], labels[todo.to(labels.device)], sub, box,
+                                       self.steps, self.step_frac, work)
+            better = f | (l > best_loss[todo])
+            for k in FIELDS:
+                best[k][todo[better]] = p[k][better]
+            best_loss[todo[better]] = l[better]
+            fooled[todo[f]] = True
+        return best, {}
+
+
+@register_attack("scale", domain="image", description="isotropic (or anisotropic) scaling: grid, then gradient refinement")
+class ScaleAttack(ImageAttack):
+    """Scaling attack about the image centre: a grid over the factor range, then first-order refinement.
+
+    The default range is the content-scale range of ``mnist-scaled`` (Keras zoom in [1, 2.5], i.e.
+    digits shrunk to 40-100 %), the threat model of the Scaled MNIST experiment. With
+    ``anisotropic=True`` the x and y factors are searched independently (a ``steps x steps`` grid).
+    Samples not fooled by the grid are refined by projected ascent on the log-scale(s) from their
+    best grid point.
+    """
+
+    param_docs = {**ImageAttack.param_docs,
+                  "scale_range": "content scale factors (min, max); > 1 enlarges the digit",
+                  "steps": "grid points per scale axis (log-spaced; 1 added when inside the range)",
+                  "anisotropic": "search x and y scale independently",
+                  "refine_steps": "gradient steps after the grid (0 = grid only)",
+                  "step_frac": "refinement step as a fraction of the log-scale range"}
+
+    def __init__(self, model, *, scale_range=(0.4, 1.0), steps: int = 21, anisotropic: bool = False,
+                 refine_steps: int = 10, step_frac: float = 0.02, loss: str = "ce", seed: int = 0,
+                 max_batch: int = 1024, interpolation: str = "bilinear", padding: str = "zeros"):
+        super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
+        self.scale_range = _scale_box(scale_range)
+        self.steps = _positive_int(steps, "steps")
+        self.anisotropic = bool(anisotropic)
+        self.refine_steps = int(check_nonnegative(refine_steps, "refine_steps"))
+        self.step_frac = check_nonnegative(step_frac, "step_frac")
+
+    def factors(self) -> torch.Tensor:
+        lo, hi = self.scale_range
+        v = torch.logspace(torch.tensor(lo).log10(), torch.tensor(hi).log10(), self.steps, dtype=torch.float64)
+        if self.steps == 1:
+            v = torch.tensor([lo], dtype=torch.float64)
+        if lo <= 1.0 <= hi:
+            v = torch.cat([torch.ones(1, dtype=torch.float64), v[(v - 1).abs() > 1e-12]])  # identity first
+        return v.float()
+
+    def run(self, images, labels, work):
+        b, f = images.shape[0], self.factors()
+        pairs = list(itertools.product(f.tolist(), f.tolist())) if self.anisotropic else [(s, s) for s in f.tolist()]
+        t = torch.tensor(pairs)
+        cand = {k: v[:, None].expand(-1, b) for k, v in full_params(len(pairs), scale_x=t[:, 0], scale_y=t[:, 1]).items()}
+        best, fooled, loss = search_candidates(self, images, labels, cand, work)
+        todo = (~fooled).nonzero().squeeze(1)
+        if self.refine_steps and todo.numel() and self.scale_range[0] < self.scale_range[1]:
+            box = {"scale_x": self.scale_range}
+            if self.anisotropic:
+                box["scale_y"] = self.scale_range
+            p, fo, l = projected_ascent(self, images[todo.to(images.device)], labels[todo.to(labels.device)],
+                                        {k: v[todo] for k, v in best.items()}, box, self.refine_steps, self.step_frac,
+                                        work, tied=None if self.anisotropic else {"scale_y": "scale_x"})
+            better = fo | (l > loss[todo])
+            for k in FIELDS:
+                best[k][todo[better]] = p[k][better]
+        return best, {}

@@ -1,0 +1,186 @@
+"""Run an image attack over a dataset, re-verify it, and summarise it as an :class:`AttackOutcome`.
+
+The runner never trusts the attack's bookkeeping: clean predictions come from its own forward
+pass of the clean images and adversarial predictions from its own forward pass of the returned
+images, both in eval mode, batched independently of the attack.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from robustbench_geo.attacks.base import AttackOutcome, check_params, get_attack
+from robustbench_geo.evaluation import predict_logits
+
+#: the number of example pairs kept in ``artefacts["examples"]``
+MAX_EXAMPLES = 16
+
+
+def _batch_seed(seed: int, start: int) -> int:
+    """A distinct, reproducible seed per batch (depends on the attack seed and the batch start)."""
+    return (seed * 1_000_003 + start) % (2 ** 63 - 1)
+
+
+def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: int = 0, batch_size: int = 256,
+                          device: str = "cpu", progress: bool = True, **_) -> AttackOutcome:
+    """Attack every image of ``dataset`` and summarise.
+
+    Args:
+        model: image classifier ``(B, C, H, W)`` in ``[0, 1]`` -> logits.
+        dataset: :class:`~robustbench_geo.data.base.ImageDataset` (all its images are attacked).
+        attack: registered attack name (``grid``, ``art:ProjectedGradientDescent``, ...).
+        params: attack parameters (``rbgeo list attacks``); defaults are filled in and recorded.
+        seed: attack seed (batch ``i`` uses a seed derived from it and the batch start).
+        batch_size: images per attack call.
+        device: torch device for the model and the images.
+
+    Returns:
+        :class:`AttackOutcome` with metrics ``clean_accuracy``, ``robust_accuracy`` (correct and
+        not fooled, over all ``n``), ``success_rate`` (fooled among the initially correct),
+        ``forward_passes``, ``backward_passes`` and attack-specific numbers; one row per image;
+        up to 16 example pairs (fooled ones first).
+    """
+    from robustbench_geo.attacks.base import create_attack
+    from robustbench_geo.checkpoint import versions
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive number of images, got {batch_size}")
+    entry = get_attack(attack)
+    params = check_params(entry, dict(params))
+    if "seed" in entry.params:
+        params["seed"] = seed
+    model = model.to(device).eval()
+    atk = create_attack(attack, model, **params)
+    filled = {k: v for k, v in entry.params.items() if v is not inspect.Parameter.empty}
+    filled.update(params)
+    images, labels = dataset.images, dataset.labels
+    n = images.shape[0]
+    t0 = time.perf_counter()
+    rows, adv_all, results = [], [], []
+    fw = bw = 0
+    extra_sums: dict[str, float] = {}
+    bar = tqdm(total=n, desc=f"{attack}", disable=not progress, unit="img")
+    for s in range(0, n, batch_size):
+        x, y = images[s:s + batch_size].to(device), labels[s:s + batch_size].to(device)
+        res = atk(x, y, seed=_batch_seed(seed, s)) if "seed" in entry.params else atk(x, y)
+        fw += res.forward_passes
+        bw += res.backward_passes
+        adv_all.append(res.adversarial.detach().cpu())
+        results.append(res)
+        for k, v in res.info.items():
+            if isinstance(v, (int, float)):
+                extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
+        bar.update(x.shape[0])
+    bar.close()
+    seconds = time.perf_counter() - t0
+    adv = torch.cat(adv_all) if adv_all else images[:0]
+    if adv.shape != images.shape:
+        raise ValueError(f"attack {attack!r} returned images of shape {tuple(adv.shape)}, expected {tuple(images.shape)}")
+    # independent verification: our own forward passes of the clean and the returned images
+    clean_pred = predict_logits(model, images).argmax(1)
+    adv_pred = predict_logits(model, adv).argmax(1)
+    correct = clean_pred == labels
+    fooled = adv_pred != labels
+    robust = correct & ~fooled
+    claimed = torch.cat([r.success.cpu() for r in results]) if results else fooled
+    loss = torch.cat([r.loss.detach().float().cpu() for r in results]) if results else torch.zeros(0)
+    flat = [p for r in results for p in r.flat_params()]
+    for i in range(n):
+        rows.append({"index": i, "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
+                     "success": bool(fooled[i] and correct[i]), "loss": float(loss[i]), **flat[i]})
+    n_correct = int(correct.sum())
+    metrics = {
+        "clean_accuracy": n_correct / n if n else 0.0,
+        "robust_accuracy": int(robust.sum()) / n if n else 0.0,
+        "success_rate": int((correct & fooled).sum()) / n_correct if n_correct else 0.0,
+        "forward_passes": float(fw), "backward_passes": float(bw),
+        "verification_mismatches": float(int((claimed != fooled).sum())),
+        "max_pixel_range_violation": float(max(0.0, (adv.max().item() - 1) if n else 0.0, (-adv.min().item()) if n else 0.0)),
+        "n": float(n),
+    }
+    for k, v in extra_sums.items():
+        metrics[k] = v / max(1, len(results))
+    per_sample_means = _mean_info(results, correct & fooled)
+    metrics.update(per_sample_means)
+    first = results[0] if results else None
+    config = {
+        "attack": attack, "params": filled, "seed": seed, "n": n, "batch_size": batch_size, "device": str(device),
+        "warp": first.warp if first is not None and first.kind != "none" else None,
+        "kind": first.kind if first is not None else None,
+        "dataset": getattr(dataset, "name", None), "dataset_meta": getattr(dataset, "meta", {}),
+        "versions": versions(),
+    }
+    examples = _examples(images, adv, labels, clean_pred, adv_pred, correct & fooled, flat)
+    return AttackOutcome(attack=attack, params=filled, seed=seed, metrics=metrics, rows=rows,
+                         artefacts={"examples": examples}, seconds=seconds, config=config)
+
+
+def _mean_info(results, success: torch.Tensor) -> dict[str, float]:
+    """Means of per-sample ``info`` tensors (e.g. ``flow_px``) over successful samples: ``mean_<name>``."""
+    out = {}
+    if not results:
+        return out
+    for key in results[0].info:
+        vals = [r.info[key] for r in results]
+        if all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in vals):
+            v = torch.cat([t.detach().float().cpu() for t in vals])
+            out[f"mean_{key}"] = float(v[success].mean()) if success.any() else 0.0
+    return out
+
+
+def _examples(images, adv, labels, clean_pred, adv_pred, success, flat) -> dict:
+    order = torch.cat([success.nonzero().squeeze(1), (~success).nonzero().squeeze(1)])[:MAX_EXAMPLES]
+    idx = order.tolist()
+    return {"clean": images[order].clone(), "adversarial": adv[order].clone(), "label": [int(labels[i]) for i in idx],
+            "clean_pred": [int(clean_pred[i]) for i in idx], "adv_pred": [int(adv_pred[i]) for i in idx],
+            "params": [flat[i] for i in idx], "index": idx}
+
+
+def _fmt_params(p: dict) -> str:
+    short = {"angle_deg": "a", "tx_px": "tx", "ty_px": "ty", "scale_x": "sx", "scale_y": "sy", "shear_deg": "sh"}
+    parts = []
+    for k, v in p.items():
+        if k in ("scale_x", "scale_y") and abs(v - 1) < 1e-6 or k not in ("scale_x", "scale_y") and abs(v) < 1e-6:
+            continue
+        parts.append(f"{short.get(k, k)}={v:.3g}")
+    return " ".join(parts[:3]) or "identity"
+
+
+def write_artefacts(outcome: AttackOutcome, out_dir) -> list[Path]:
+    """Write ``examples.png``: clean (top row) vs adversarial (bottom row) with labels, predictions and parameters.
+
+    Returns:
+        The paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ex = outcome.artefacts.get("examples")
+    if not ex or ex["clean"].shape[0] == 0:
+        return []
+    k = ex["clean"].shape[0]
+    fig, axes = plt.subplots(2, k, figsize=(1.5 * k, 3.6), squeeze=False)
+    for j in range(k):
+        for r, (key, pred) in enumerate((("clean", ex["clean_pred"][j]), ("adversarial", ex["adv_pred"][j]))):
+            img = ex[key][j].permute(1, 2, 0).numpy()
+            ax = axes[r][j]
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            title = f"y={ex['label'][j]} p={pred}" if r == 0 else f"p={pred}\n{_fmt_params(ex['params'][j])}"
+            ax.set_title(title, fontsize=6, color="red" if pred != ex["label"][j] else "black")
+    fig.suptitle(f"{outcome.attack}: clean (top) vs adversarial (bottom); "
+                 f"robust acc {100 * outcome.metrics['robust_accuracy']:.1f} %", fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "examples.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]

@@ -1,0 +1,54 @@
+import pytest
+from click.testing import CliRunner
+
+from robustbench_geo.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mnist_root, tmp_path_factory):
+    from robustbench_geo.training import fit
+
+    out = tmp_path_factory.mktemp("ckpt") / "cnn"
+    fit("cnn", "mnist", epochs=1, subset=256, test_subset=64, batch_size=64, progress=False, data_root=mnist_root,
+        out=out)
+    return out
+
+
+def test_attack_cli_writes_rows_and_png(checkpoint, mnist_root, tmp_path):
+    out = tmp_path / "run"
+    r = run("attack", checkpoint, "mnist", "--attack", "grid", "--param", "angle_steps=5", "--param", "shift_steps=3",
+            "--n", 24, "--out", out, "--data-root", mnist_root, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "clean accuracy" in r.output and "robust accuracy" in r.output
+    import pandas as pd
+
+    rows = pd.read_csv(out / "rows.csv")
+    assert len(rows) == 24 and {"angle_deg", "tx_px", "ty_px", "success", "loss", "adv_pred"} <= set(rows.columns)
+    assert rows["angle_deg"].abs().max() <= 30 and rows["tx_px"].abs().max() <= 3
+    assert (out / "examples.png").stat().st_size > 1000 and (out / "outcome.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--param", "max_angle=3"], "unknown parameter(s) ['max_angle']"),
+    (["--param", "max_shift_px=-1"], "max_shift_px: expected a non-negative number"),
+    (["--attack", "scale", "--param", "scale_range=(1.2,0.8)"], "expected min <= max"),
+    (["--attack", "gridd"], "Did you mean 'grid'"),
+])
+def test_attack_cli_bad_input_exits_2(checkpoint, mnist_root, args, message):
+    base = ["attack", checkpoint, "mnist", "--n", 4, "--data-root", mnist_root, "--quiet"]
+    if "--attack" not in args:
+        base += ["--attack", "grid"]
+    r = run(*base, *args)
+    assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_list_attacks_shows_params_and_units():
+    r = run("list", "attacks", "--domain", "image")
+    assert r.exit_code == 0
+    for text in ("grid [image]", "worst_of_k", "random", "affine_pgd", "scale", "max_angle_deg = 30.0", "degrees",
+                 "pixels"):
+        assert text in r.output, text
