@@ -5,7 +5,12 @@ import torch
 import torchvision
 from torch.autograd import gradcheck
 
-from robustbench_geo.ops import DeformConv2d, deform_conv2d, get_column_budget, resolve_backend, set_column_budget
+from robustbench_geo.ops import DeformConv2d, _deform_kernel, deform_conv2d, get_column_budget, resolve_backend, set_column_budget
+from robustbench_geo.ops._deform_native import deform_conv2d_native
+
+# the native backend's two implementations: compiled CPU kernels (where a compiler exists) and pure PyTorch
+IMPLS = [pytest.param("kernel", marks=pytest.mark.skipif(not _deform_kernel.available(), reason="no C++ compiler")),
+         "torch"]
 
 # (B, C_in, H, W, C_out, kernel, stride, padding, dilation, groups, offset_groups, offset scale in pixels)
 CASES = {
@@ -18,6 +23,7 @@ CASES = {
     "far_outside": (2, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, 8.0),
     "kernel1x5": (1, 2, 5, 8, 3, (1, 5), (1, 2), (0, 2), (1, 1), 1, 2, 1.0),
     "batch0": (0, 4, 6, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, 1.0),
+    "plane_144": (2, 3, 12, 12, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, 1.0),  # batched-GEMM output path (L >= 128)
 }
 
 
@@ -36,7 +42,10 @@ def _inputs(case, dtype, mask=True, seed=0):
 def _run(args, backend, grad_seed=1):
     """Output and gradients w.r.t. input, offset, weight, bias (and mask) for a fixed random grad_output."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in args.items() if isinstance(v, torch.Tensor)}
-    out = deform_conv2d(**{**args, **leaves}, backend=backend)
+    if backend in ("kernel", "torch"):  # the native backend with a given implementation
+        out = deform_conv2d_native(**{**args, **leaves}, impl=backend)
+    else:
+        out = deform_conv2d(**{**args, **leaves}, backend=backend)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=out.dtype)
     out.backward(g)
     return {"out": out.detach(), **{k: v.grad for k, v in leaves.items()}}
@@ -49,20 +58,31 @@ def _assert_same(ours, ref, tol):
         torch.testing.assert_close(ours[k], ref[k], rtol=tol, atol=tol, msg=lambda m: f"{k}: {m}")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("mask", [True, False], ids=["v2", "v1"])
-def test_matches_torchvision_float64(name, mask):
+def test_matches_torchvision_float64(name, mask, impl):
     args = _inputs(CASES[name], torch.float64, mask)
-    _assert_same(_run(args, "native"), _run(args, "torchvision"), 1e-10)
+    _assert_same(_run(args, impl), _run(args, "torchvision"), 1e-10)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", ["plain3x3", "groups2_og2_nonsquare", "far_outside"])
-def test_matches_torchvision_float32(name):
+def test_matches_torchvision_float32(name, impl):
     args = _inputs(CASES[name], torch.float32)
-    _assert_same(_run(args, "native"), _run(args, "torchvision"), 1e-5)
+    _assert_same(_run(args, impl), _run(args, "torchvision"), 1e-5)
 
 
-def test_non_contiguous_inputs():
+def test_auto_uses_the_compiled_kernel_when_available():
+    args = _inputs(CASES["stride2"], torch.float64)
+    if _deform_kernel.available():
+        _assert_same(_run(args, "native"), _run(args, "kernel"), 0)
+    with pytest.raises(ValueError, match="impl: expected 'auto', 'kernel' or 'torch'"):
+        deform_conv2d_native(args["input"], args["offset"], args["weight"], impl="cuda")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_non_contiguous_inputs(impl):
     args = _inputs(CASES["groups2_og2_nonsquare"], torch.float64)
     ref = _run(args, "torchvision")
     nc = dict(args)
@@ -72,37 +92,40 @@ def test_non_contiguous_inputs():
     nc["mask"].copy_(args["mask"])
     nc["weight"] = args["weight"].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     assert not (nc["input"].is_contiguous() or nc["offset"].is_contiguous() or nc["mask"].is_contiguous())
-    _assert_same(_run(nc, "native"), ref, 1e-10)
+    _assert_same(_run(nc, impl), ref, 1e-10)
 
 
-@pytest.mark.parametrize("budget", [200, 5000])
-def test_column_budget_chunks_give_same_result(budget):
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("budget", [200, 5000, 8000])
+def test_column_budget_chunks_give_same_result(budget, impl):
     args = _inputs(CASES["groups2_og2_nonsquare"], torch.float64)
-    ref = _run(args, "native")
+    ref = _run(args, impl)
     old = set_column_budget(budget)
     try:
         assert get_column_budget() == budget
-        _assert_same(_run(args, "native"), ref, 1e-12)
+        _assert_same(_run(args, impl), ref, 1e-12)
     finally:
         set_column_budget(old)
     with pytest.raises(ValueError, match="expected a positive number of bytes"):
         set_column_budget(0)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mask", [True, False], ids=["v2", "v1"])
-def test_gradcheck(mask):
+def test_gradcheck(mask, impl):
     case = (2, 4, 4, 5, 2, (3, 2), (2, 1), (1, 1), (1, 2), 2, 2, 1.2)
     args = _inputs(case, torch.float64, mask, seed=3)
     names = ["input", "offset", "weight", "bias"] + (["mask"] * mask)
     leaves = [args[n].clone().requires_grad_(True) for n in names]
 
     def fn(*ts):
-        return deform_conv2d(**{**args, **dict(zip(names, ts))}, backend="native")
+        return deform_conv2d_native(**{**args, **dict(zip(names, ts))}, impl=impl)
 
     assert gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
 
 
-def test_border_gradient_is_the_derivative_of_the_forward():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_border_gradient_is_the_derivative_of_the_forward(impl):
     """Sampling rows in (-1, 0) and exactly at -1 (vision issue #6885): compare with finite differences.
 
     Output pixel (0, 0) of a 1x1 convolution samples the input at (offset_y, offset_x). In (-1, 0)
@@ -116,7 +139,7 @@ def test_border_gradient_is_the_derivative_of_the_forward():
     mask = torch.full((1, 1, 4, 4), 0.7, dtype=torch.float64)
 
     def value(off):
-        return deform_conv2d(x, off, weight, mask=mask, backend="native")[0, 0, 0, 0]
+        return deform_conv2d_native(x, off, weight, mask=mask, impl=impl)[0, 0, 0, 0]
 
     eps = 1e-6
     for point, one_sided in [((-0.5, 1.3), False), ((1.3, -0.25), False), ((-0.7, -0.6), False),
@@ -165,3 +188,14 @@ def test_bad_arguments(change, message):
     args.update(change)
     with pytest.raises(ValueError, match=message):
         deform_conv2d(**args, backend="native")
+
+
+def test_checkpoint_records_the_resolved_backend(mnist_root, tmp_path):
+    from robustbench_geo.checkpoint import load_checkpoint
+    from robustbench_geo.training import fit
+
+    res = fit("deform_cnn", "mnist", epochs=1, subset=32, test_subset=32, batch_size=16, progress=False,
+              data_root=mnist_root, out=tmp_path / "d")
+    assert res.meta["deform_backend"] == "native"
+    _, meta = load_checkpoint(tmp_path / "d")
+    assert meta["deform_backend"] == "native"

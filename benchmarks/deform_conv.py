@@ -1,0 +1,205 @@
+"""Speed of the deformable convolution: ours (native) vs torchvision vs a regular F.conv2d.
+
+One run, the same inputs for all three, float32, 3x3 kernels, modulated (DCNv2, with mask), no
+bias, random offsets (N(0, 1) pixels) and masks. "fwd" is an inference forward pass
+(``torch.no_grad``); "fwd+bwd" is a forward pass plus the backward pass for every input
+(input, offset, mask and weight; input and weight for conv2d). The repetitions of the three ops
+are interleaved (ours, torchvision, conv2d, ours, ...) so that a load change on a shared machine
+hits all three alike; the tables report medians. Shapes: the three of the issue, the deformable
+stage of ``deform_resnet18`` (CIFAR 32x32, batch 32; read from the model with forward hooks) and
+the deformable layers of ``deform_cnn`` on MNIST (batch 128).
+
+``--epoch`` also times training ``deform_cnn`` (deformable v1, as ``rbgeo train deform_cnn
+mnist``) on MNIST with :func:`robustbench_geo.training.train_image_model` for each backend, plus
+the regular ``cnn``: on a seeded subset of ``--epoch-subset`` training images (default 3840 = 30
+batches of 128) by default, and the seconds for a full epoch (60000 images) extrapolated linearly
+from it; ``--epoch-subset 0`` times the full epoch instead.
+
+Usage::
+
+    python benchmarks/deform_conv.py                 # table, about 2 minutes on 2 cores
+    python benchmarks/deform_conv.py --json          # the same as JSON
+    python benchmarks/deform_conv.py --epoch         # plus one MNIST training epoch per backend
+    python benchmarks/deform_conv.py --epoch --skip-shapes --epoch-subset 1280
+    RBGEO_NATIVE_KERNEL=torch python benchmarks/deform_conv.py   # the pure-PyTorch fallback as "ours"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+from robustbench_geo.checkpoint import versions  # noqa: E402
+from robustbench_geo.models import build_model, create_model, deformable_layers, set_deform_backend  # noqa: E402
+from robustbench_geo.ops import _deform_kernel, deform_conv2d, resolve_backend  # noqa: E402
+
+ISSUE_SHAPES = [(128, 32, 14, 14, 64, 1), (128, 64, 7, 7, 64, 1), (32, 64, 28, 28, 64, 1)]
+MNIST_TRAIN_SIZE = 60000
+
+
+def model_shapes(name: str, batch: int, in_channels: int, size: int, **kwargs) -> list[tuple]:
+    """``(B, C_in, H, W, C_out, stride)`` of every deformable layer of a registered model, deduplicated."""
+    model = create_model(name, in_channels=in_channels, image_size=(size, size), **kwargs)
+    shapes = []
+
+    def hook(layer, inp, _out):
+        x = inp[0]
+        shapes.append((batch, x.shape[1], x.shape[2], x.shape[3], layer.conv.out_channels, layer.conv.stride[0]))
+
+    handles = [m.register_forward_hook(hook) for _, m in deformable_layers(model)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, in_channels, size, size))
+    for h in handles:
+        h.remove()
+    return list(dict.fromkeys(shapes))
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def bench_shape(shape, reps: int, seed: int = 0) -> dict:
+    """Median milliseconds of ours / torchvision / conv2d, forward and forward+backward."""
+    b, c, h, w, co, stride = shape
+    g = torch.Generator().manual_seed(seed)
+    ho, wo = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
+    x = torch.rand(b, c, h, w, generator=g)
+    weight = torch.randn(co, c, 3, 3, generator=g) / (9 * c) ** 0.5
+    off = torch.randn(b, 18, ho, wo, generator=g)
+    mask = torch.rand(b, 9, ho, wo, generator=g)
+    leaves = [t.clone().requires_grad_(True) for t in (x, off, mask, weight)]
+    conv_leaves = [leaves[0], leaves[3]]
+
+    def ours(lv):
+        return deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2], backend="native")
+
+    def tv(lv):
+        return torchvision.ops.deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2])
+
+    def conv(_lv):
+        return F.conv2d(conv_leaves[0], conv_leaves[1], None, stride, 1)
+
+    ops = {"ours": ours, "torchvision": tv, "conv2d": conv}
+    grads = torch.randn(b, co, ho, wo, generator=g)
+
+    def fwd(op):
+        with torch.no_grad():
+            op([t.detach() for t in leaves])
+
+    def fwd_bwd(op):
+        for t in leaves:
+            t.grad = None
+        op(leaves).backward(grads)
+
+    out = {}
+    for mode, run in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+        times = {k: [] for k in ops}
+        for k, op in ops.items():  # warm-up (builds the compiled kernel on first use)
+            run(op)
+        for _ in range(reps):
+            for k, op in ops.items():
+                times[k].append(_time(lambda: run(op)))
+        out[mode] = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+    return out
+
+
+def epoch_timings(subset: int, seed: int, data_root=None, progress: bool = True) -> list[dict]:
+    """Seconds of one ``deform_cnn`` training epoch on MNIST per backend (and the regular ``cnn``)."""
+    from robustbench_geo.data import load_dataset
+    from robustbench_geo.training import TrainConfig, seed_everything, train_image_model
+
+    train = load_dataset("mnist", split="train", subset=subset or None, root=data_root, seed=seed)
+    rows = []
+    for name, backend in (("cnn", None), ("deform_cnn", "native"), ("deform_cnn", "torchvision")):
+        seed_everything(seed)
+        model, _ = build_model(name, train)
+        resolved = set_deform_backend(model, backend) if backend else None
+        hist = train_image_model(model, train, TrainConfig(epochs=1, seed=seed), progress=progress)
+        secs = hist[0]["seconds"]
+        rows.append({"model": name, "deform_backend": resolved, "images": len(train), "seconds": secs,
+                     "full_epoch_seconds": secs * MNIST_TRAIN_SIZE / len(train), "extrapolated": len(train) != MNIST_TRAIN_SIZE,
+                     "train_loss": hist[0]["loss"]})
+    return rows
+
+
+def _fmt_table(rows) -> str:
+    head = (f"{'shape (B, Cin, HxW -> Cout, stride)':36s} | {'mode':7s} | {'ours ms':>8s} {'tv ms':>9s} {'conv2d ms':>9s}"
+            f" | {'tv/ours':>7s} {'ours/conv':>9s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        b, c, h, w, co, s = r["shape"]
+        label = f"{r['source']}: {b}, {c}, {h}x{w} -> {co}, s{s}"
+        for mode in ("fwd", "fwd_bwd"):
+            m = r[mode]
+            lines.append(f"{label:36s} | {mode.replace('_', '+'):7s} | {m['ours_ms']:8.1f} {m['torchvision_ms']:9.1f} "
+                         f"{m['conv2d_ms']:9.1f} | {m['torchvision_ms'] / m['ours_ms']:6.1f}x {m['ours_ms'] / m['conv2d_ms']:8.2f}x")
+            label = ""
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per op (medians reported)")
+    p.add_argument("--resnet-batch", type=int, default=32, help="batch of the deform_resnet18 stage shapes")
+    p.add_argument("--no-model-shapes", action="store_true", help="only the three shapes of the issue")
+    p.add_argument("--epoch", action="store_true", help="also time one deform_cnn MNIST training epoch per backend")
+    p.add_argument("--epoch-subset", type=int, default=3840, help="training images timed (0: all 60000)")
+    p.add_argument("--skip-shapes", action="store_true", help="with --epoch: only the training epochs")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+    if args.reps < 1:
+        p.error(f"--reps: expected a positive number, got {args.reps}")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads: expected a positive number, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+    shapes = [] if (args.skip_shapes and args.epoch) else [("issue", s) for s in ISSUE_SHAPES]
+    if shapes and not args.no_model_shapes:
+        shapes += [("resnet18", s) for s in model_shapes("deform_resnet18", args.resnet_batch, 3, 32)]
+        shapes += [("deform_cnn", s) for s in model_shapes("deform_cnn", 128, 1, 28)]
+    rows = []
+    for source, shape in shapes:
+        rows.append({"source": source, "shape": list(shape), **bench_shape(shape, args.reps, args.seed)})
+        if not args.json:
+            print(f"measured {source} {shape}", file=sys.stderr)
+    meta = {"reps": args.reps, "threads": torch.get_num_threads(), "dtype": "float32", "kernel": "3x3, padding 1, mask",
+            "native_impl": "compiled kernel" if _deform_kernel.available() else "pure PyTorch",
+            "auto_backend_cpu": resolve_backend("auto", "cpu"), "load_average": list(os.getloadavg()), "versions": versions()}
+    result = {"shapes": rows, "meta": meta}
+    if args.epoch:
+        result["epoch"] = epoch_timings(args.epoch_subset, args.seed, args.data_root, progress=not args.json)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"\nDeformable convolution, float32, 3x3, padding 1, with mask; median of {args.reps} interleaved runs; "
+          f"{meta['threads']} threads; native = {meta['native_impl']}; load average {meta['load_average'][0]:.1f}")
+    if rows:
+        print(_fmt_table(rows))
+    if args.epoch:
+        print("\nOne training epoch on MNIST (batch 128, Adam), seconds:")
+        for r in result["epoch"]:
+            extra = f" (timed on {r['images']} images, extrapolated to 60000)" if r["extrapolated"] else ""
+            print(f"  {r['model']:11s} {str(r['deform_backend'] or '-'):12s} {r['full_epoch_seconds']:8.1f} s{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

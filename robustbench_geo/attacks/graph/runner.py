@@ -1,0 +1,245 @@
+"""Evaluation protocols for structure attacks: evasion and poisoning, global and 40-target.
+
+* **Evasion**: the attack perturbs the graph; the given (trained) model is evaluated on it.
+* **Poisoning**: the attack perturbs the graph; a fresh model (``checkpoint_meta["model"]`` with
+  ``["model_kwargs"]``) is trained on it with the checkpoint's training config
+  (:func:`~robustbench_geo.training.train_graph_model`, seed = attack seed) and evaluated; the clean
+  reference is the same architecture trained with the same seed on the clean graph.
+* **Global** attacks report test accuracy; ``success_rate`` is the fraction of test nodes that
+  were correct on the clean graph and are wrong after the attack.
+* **Targeted** attacks use the standard 40-target protocol (Zügner et al. 2018): among the test
+  nodes the clean model classifies correctly, the 10 with the highest margin, the 10 with the
+  lowest and 20 others at random (seeded); each target is attacked separately on the clean graph;
+  ``success_rate`` is the fraction of targets misclassified afterwards, ``robust_accuracy`` the rest.
+
+Every robust number is re-measured independently of the attack: the perturbed ``edge_index`` is
+fed to the model's sparse ``forward`` (evasion) or a model is retrained on it (poisoning).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustbench_geo.attacks.base import AttackOutcome, check_params, get_attack
+from robustbench_geo.attacks.graph.base import GraphPerturbation, check_perturbation, check_target, degrees
+from robustbench_geo.data.base import GraphDataset
+
+MODES = ("evasion", "poisoning")
+
+
+def select_targets(margins: torch.Tensor, correct: torch.Tensor, candidates: torch.Tensor, seed: int,
+                   n_high: int = 10, n_low: int = 10, n_random: int = 20) -> list[int]:
+    """The 40-target protocol: highest-margin, lowest-margin and random correctly classified nodes.
+
+    Args:
+        margins: ``(N,)`` classification margins of the clean model (true-class probability minus
+            the largest other probability).
+        correct: ``(N,)`` bool, the clean model is right.
+        candidates: node ids to choose from (test nodes).
+    """
+    pool = candidates[correct[candidates]]
+    order = pool[torch.argsort(margins[pool], descending=True, stable=True)]
+    if order.numel() <= n_high + n_low + n_random:
+        return order.tolist()
+    high, low, rest = order[:n_high], order[order.numel() - n_low:], order[n_high:order.numel() - n_low]
+    g = torch.Generator().manual_seed(seed)
+    rand = rest[torch.randperm(rest.numel(), generator=g)[:n_random]]
+    return [*high.tolist(), *low.tolist(), *rand.tolist()]
+
+
+def _margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    p = logits.softmax(1)
+    true = p.gather(1, y[:, None]).squeeze(1)
+    other = p.scatter(1, y[:, None], -1.0).max(1).values
+    return true - other
+
+
+def _predict(model, graph: GraphDataset, edge_index: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    from robustbench_geo.evaluation import graph_logits
+
+    g = graph if x is None else graph.with_edges(graph.edge_index, x)
+    return graph_logits(model, g, edge_index)
+
+
+def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, device, edge_index=None, x=None):
+    from robustbench_geo.models import create_model
+    from robustbench_geo.training import TrainConfig, seed_everything, train_graph_model
+
+    if not checkpoint_meta or "model" not in checkpoint_meta:
+        raise ValueError("mode='poisoning' retrains the model: expected checkpoint_meta with 'model', 'model_kwargs' "
+                         "and 'train' (the checkpoint's JSON metadata), got none")
+    cfg = dict(checkpoint_meta.get("train") or {})
+    cfg["seed"] = seed
+    seed_everything(seed)
+    model = create_model(checkpoint_meta["model"], **checkpoint_meta.get("model_kwargs", {}))
+    g = graph if edge_index is None and x is None else graph.with_edges(
+        graph.edge_index if edge_index is None else edge_index, x)
+    train_graph_model(model, g, TrainConfig(**cfg), device=device, progress=False)
+    return model.cpu().eval()
+
+
+def resolve_params(entry, params: dict, budget) -> dict:
+    """The attack's parameters with defaults filled in and ``budget`` mapped to its budget parameter."""
+    full = {**{k: v for k, v in entry.params.items() if v is not inspect.Parameter.empty},
+            **check_params(entry, params)}
+    if budget is not None:
+        full[entry.cls.budget_param] = budget
+    return full
+
+
+def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict | None = None, *, seed: int = 0,
+                          mode: str = "evasion", budget=None, checkpoint_meta: dict | None = None, device="cpu",
+                          progress: bool = True, targets: list[int] | None = None, **_) -> AttackOutcome:
+    """Run structure attack ``attack`` on ``graph`` against ``model`` under protocol ``mode``.
+
+    Args:
+        model: trained graph model (evasion victim; in poisoning it only picks the targets and
+            serves as the attack's white-box model where the attack uses one).
+        params: attack parameters (``rbgeo list attacks`` shows them).
+        seed: attack seed (also the retraining seed in poisoning and the target-selection seed).
+        mode: ``evasion`` or ``poisoning``.
+        budget: overrides the attack's budget parameter: a fraction of edges (global attacks) or a
+            count of flips per target (targeted; ``None`` keeps the default, degree + 2).
+        checkpoint_meta: the checkpoint's metadata (needed for poisoning).
+        targets: explicit target nodes for targeted attacks (default: the 40-target protocol).
+
+    Returns:
+        :class:`~robustbench_geo.attacks.base.AttackOutcome` with metrics ``clean_accuracy``,
+        ``robust_accuracy``, ``success_rate``, ``flips``, ``insertions``, ``deletions``, ``budget``.
+    """
+    from tqdm.auto import tqdm
+
+    from robustbench_geo.checkpoint import versions
+    from robustbench_geo.training import seed_everything
+
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    entry = get_attack(attack)
+    full = resolve_params(entry, params or {}, budget)
+    graph = graph.to("cpu")
+    model = model.to(device).eval()
+    seed_everything(seed)
+    attacker = entry.cls(model, **full)
+    if hasattr(attacker, "progress"):
+        attacker.progress = progress
+    t0 = time.perf_counter()
+    clean_logits = _predict(model, graph, graph.edge_index)
+    y, test = graph.y, graph.idx_test
+    if mode == "poisoning":
+        clean_model = _retrain(graph, checkpoint_meta, seed, device)
+        clean_logits_eval = _predict(clean_model, graph, graph.edge_index)
+    else:
+        clean_logits_eval = clean_logits
+    clean_correct = clean_logits_eval.argmax(1) == y
+    clean_acc = clean_correct[test].float().mean().item()
+    if getattr(entry.cls, "targeted", False):
+        metrics, rows, results = _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode,
+                                           checkpoint_meta, device, progress, targets, tqdm)
+    else:
+        seed_everything(seed)
+        res = attacker(graph, seed=seed)
+        if mode == "poisoning":
+            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x)
+            logits = _predict(victim, graph, res.edge_index, res.x)
+        else:
+            logits = _predict(model, graph, res.edge_index, res.x)
+        pred = logits.argmax(1)
+        now_correct = pred == y
+        was = clean_correct[test]
+        metrics = {"robust_accuracy": now_correct[test].float().mean().item(),
+                   "success_rate": ((~now_correct[test]) & was).sum().item() / max(int(was.sum()), 1)}
+        rows = [{"node": int(i), "label": int(y[i]), "clean_prediction": int(clean_logits_eval[i].argmax()),
+                 "prediction": int(pred[i]), "clean_correct": bool(clean_correct[i]), "correct": bool(now_correct[i])}
+                for i in test.tolist()]
+        results = [res]
+    ins = torch.cat([r.insertions for r in results], 1) if results else torch.zeros(2, 0, dtype=torch.long)
+    dels = torch.cat([r.deletions for r in results], 1) if results else torch.zeros(2, 0, dtype=torch.long)
+    deg0 = degrees(graph.edge_index, graph.num_nodes)
+    deg1 = deg0.clone()
+    for r in results:  # targeted: each target's own perturbed degrees (a target's flips touch it and its partners)
+        d = degrees(r.edge_index, graph.num_nodes)
+        touched = torch.unique(torch.cat([r.insertions.view(-1), r.deletions.view(-1)]))
+        deg1[touched] = d[touched]
+    metrics = {"clean_accuracy": clean_acc, **metrics, "flips": int(ins.shape[1] + dels.shape[1]),
+               "insertions": int(ins.shape[1]), "deletions": int(dels.shape[1]),
+               "budget": int(sum(r.budget for r in results)),
+               "feature_flips": int(sum(r.feature_flips.shape[1] for r in results))}
+    artefacts = {"insertions": ins, "deletions": dels, "degree_before": deg0, "degree_after": deg1}
+    if getattr(entry.cls, "targeted", False):
+        artefacts["insertion_targets"] = torch.cat([torch.full((r.insertions.shape[1],), r.target) for r in results]).long() \
+            if results else torch.zeros(0, dtype=torch.long)
+        artefacts["deletion_targets"] = torch.cat([torch.full((r.deletions.shape[1],), r.target) for r in results]).long() \
+            if results else torch.zeros(0, dtype=torch.long)
+    config = {"seed": seed, "mode": mode, "attack": attack, "params": full, "dataset": graph.name, "split": graph.split,
+              "split_hash": graph.split_hash, "num_nodes": graph.num_nodes, "num_edges": graph.num_edges,
+              "targeted": bool(getattr(entry.cls, "targeted", False)), "versions": versions(),
+              "model": (checkpoint_meta or {}).get("model"), "work": [r.work for r in results][:1] if not
+              getattr(entry.cls, "targeted", False) else None}
+    return AttackOutcome(attack, full, seed, metrics, rows, artefacts, time.perf_counter() - t0, config)
+
+
+def _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode, checkpoint_meta, device, progress,
+              targets, tqdm):
+    y = graph.y
+    if targets is None:
+        correct = clean_logits_eval.argmax(1) == y
+        targets = select_targets(_margins(clean_logits_eval, y), correct, graph.idx_test, seed)
+    targets = [check_target(graph, int(t)) for t in targets]
+    rows, results = [], []
+    for k, t in enumerate(tqdm(targets, desc="targets", disable=not progress, unit="target")):
+        res: GraphPerturbation = attacker(graph, t, seed=seed + k)
+        check_perturbation(graph, res)
+        if mode == "poisoning":
+            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x)
+            logits = _predict(victim, graph, res.edge_index, res.x)
+        else:
+            logits = _predict(model, graph, res.edge_index, res.x)
+        pred = int(logits[t].argmax())
+        margin = float(_margins(logits[t:t + 1], y[t:t + 1])[0])
+        rows.append({"target": t, "label": int(y[t]), "clean_prediction": int(clean_logits_eval[t].argmax()),
+                     "clean_margin": float(_margins(clean_logits_eval[t:t + 1], y[t:t + 1])[0]), "prediction": pred,
+                     "margin": margin, "misclassified": pred != int(y[t]), "budget": res.budget, "flips": res.flips,
+                     "insertions": int(res.insertions.shape[1]), "deletions": int(res.deletions.shape[1]),
+                     "feature_flips": int(res.feature_flips.shape[1]),
+                     "degree": int(degrees(graph.edge_index, graph.num_nodes)[t])})
+        results.append(res)
+    mis = [r["misclassified"] for r in rows]
+    rate = sum(mis) / len(mis) if mis else 0.0
+    return {"robust_accuracy": 1.0 - rate if mis else float("nan"), "success_rate": rate,
+            "targets": len(targets)}, rows, results
+
+
+def write_artefacts(outcome: AttackOutcome, out_dir) -> list[Path]:
+    """Write ``flips.csv`` (one flip per line: i, j, kind, target) and ``degrees.csv`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    a = outcome.artefacts
+    lines = ["i,j,kind,target"]
+    for kind in ("insertions", "deletions"):
+        pairs = a.get(kind, torch.zeros(2, 0, dtype=torch.long))
+        tgt = a.get(f"{kind[:-1]}_targets")
+        for k in range(pairs.shape[1]):
+            t = "" if tgt is None else int(tgt[k])
+            lines.append(f"{int(pairs[0, k])},{int(pairs[1, k])},{kind[:-1]},{t}")
+    paths = [out / "flips.csv", out / "degrees.csv", out / "perturbation.json"]
+    paths[0].write_text("\n".join(lines) + "\n")
+    before, after = a.get("degree_before"), a.get("degree_after")
+    if before is not None:
+        rows = ["node,degree_before,degree_after"] + [f"{i},{int(b)},{int(c)}" for i, (b, c) in
+                                                      enumerate(zip(before.tolist(), after.tolist()))]
+        paths[1].write_text("\n".join(rows) + "\n")
+    paths[2].write_text(json.dumps({"attack": outcome.attack, "seed": outcome.seed, "metrics": outcome.metrics,
+                                    "config": outcome.config}, indent=2, default=_json_default))
+    return [p for p in paths if p.exists()]
+
+
+def _json_default(o):
+    if isinstance(o, (torch.Tensor, np.ndarray)):
+        return o.tolist()
+    return str(o)

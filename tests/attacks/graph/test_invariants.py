@@ -1,0 +1,124 @@
+"""Budget and validity invariants of every structure attack, checked against a loop-based reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustbench_geo.attacks import create_attack, get_attack, list_attacks
+from robustbench_geo.attacks.graph.base import (
+    GraphPerturbation, InvalidPerturbationError, check_perturbation, edge_budget, finalize, target_budget,
+)
+from tests.attacks.graph.conftest import sbm_graph
+
+
+def reference_check(graph, res: GraphPerturbation, budget: int) -> None:
+    """Slow, obviously correct re-check of a perturbation with Python sets."""
+    n = graph.num_nodes
+    clean = {(i, j) for i, j in graph.edge_index.T.tolist() if i < j}
+    directed = [tuple(e) for e in res.edge_index.T.tolist()]
+    assert len(directed) == len(set(directed)), "duplicate edges"
+    assert all(i != j for i, j in directed), "self-loop"
+    assert set(directed) == {(j, i) for i, j in directed}, "not symmetric"
+    new = {(i, j) for i, j in directed if i < j}
+    ins = {tuple(p) for p in res.insertions.T.tolist()}
+    dels = {tuple(p) for p in res.deletions.T.tolist()}
+    assert ins == new - clean and dels == clean - new
+    assert len(ins) + len(dels) + res.feature_flips.shape[1] <= budget == res.budget
+    deg = [0] * n
+    for i, j in new:
+        deg[i] += 1
+        deg[j] += 1
+    assert all(d > 0 for d in deg), "a node was left without edges"
+
+
+GLOBAL = [("random_edges", {"kind": "flip"}), ("random_edges", {"kind": "add"}), ("random_edges", {"kind": "remove"}), ("dice", {}),
+          ("pgd", {"steps": 5, "samples": 3}), ("pgd", {"steps": 5, "samples": 3, "loss": "cw"})]
+
+
+@pytest.mark.parametrize("name,params", GLOBAL, ids=[f"{n}-{'-'.join(map(str, p.values()))}" for n, p in GLOBAL])
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])
+def test_global_attacks_respect_budget_and_validity(name, params, fraction, small_gcn):
+    model, _ = small_gcn
+    for seed in range(4):
+        graph = sbm_graph(seed=seed)
+        res = create_attack(name, model, budget_edge_fraction=fraction, **params)(graph, seed=seed)
+        budget = edge_budget(graph, fraction)
+        reference_check(graph, res, budget)
+        if name == "random_edges" and params["kind"] == "add":
+            assert res.deletions.shape[1] == 0 and res.insertions.shape[1] == budget
+        if name == "random_edges" and params["kind"] == "remove":
+            assert res.insertions.shape[1] == 0
+        if name == "dice":
+            y = graph.y
+            assert (y[res.insertions[0]] != y[res.insertions[1]]).all()
+            assert (y[res.deletions[0]] == y[res.deletions[1]]).all()
+
+
+@pytest.mark.parametrize("name,params", GLOBAL[:4] + GLOBAL[4:5])
+def test_attacks_are_deterministic_by_seed(name, params, small_graph, small_gcn):
+    model, _ = small_gcn
+    a = create_attack(name, model, budget_edge_fraction=0.2, **params)
+    r1, r2 = a(small_graph, seed=3), a(small_graph, seed=3)
+    assert torch.equal(r1.edge_index, r2.edge_index)
+    if name in ("random_edges", "dice"):
+        assert not torch.equal(r1.edge_index, a(small_graph, seed=4).edge_index)
+
+
+def test_check_perturbation_catches_invalid_results(small_graph):
+    g = small_graph
+    ok = finalize(g, torch.zeros(2, 0, dtype=torch.long), 0)
+    bad_sym = GraphPerturbation(g.edge_index[:, 1:], torch.zeros(2, 0, dtype=torch.long),
+                                torch.zeros(2, 0, dtype=torch.long), 5)
+    with pytest.raises(InvalidPerturbationError, match="symmetric|differs"):
+        check_perturbation(g, bad_sym)
+    loop = torch.cat([g.edge_index, torch.tensor([[0], [0]])], 1)
+    with pytest.raises(InvalidPerturbationError, match="self-loops"):
+        check_perturbation(g, GraphPerturbation(loop, ok.insertions, ok.deletions, 5))
+    pair = g.edge_index[:, :1].sort(0).values
+    over = finalize(g, pair, 1)
+    with pytest.raises(InvalidPerturbationError, match="exceed the budget"):
+        check_perturbation(g, GraphPerturbation(over.edge_index, over.insertions, over.deletions, 0))
+    with pytest.raises(InvalidPerturbationError, match="self-loop"):
+        finalize(g, torch.tensor([[3], [3]]), 1)
+
+
+def test_deleting_all_edges_of_a_node_is_skipped(small_graph):
+    g = small_graph
+    node = 0
+    nbrs = g.edge_index[1, g.edge_index[0] == node]
+    res = finalize(g, torch.stack([torch.full_like(nbrs, node), nbrs]), len(nbrs))
+    assert res.deletions.shape[1] == len(nbrs) - 1 and res.work["singleton_deletions_skipped"] == 1
+
+
+def test_bad_budgets_are_clear_errors(small_graph):
+    for bad in (-0.1, 1.5, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="expected a fraction of edges in \\[0, 1\\]"):
+            edge_budget(small_graph, bad)
+    with pytest.raises(ValueError, match="counts per target are for targeted attacks"):
+        edge_budget(small_graph, 5)
+    for bad in (2.5, -1, "3"):
+        with pytest.raises(ValueError, match="non-negative integer count of flips per target"):
+            target_budget(small_graph, 0, bad)
+    with pytest.raises(ValueError, match="at most N - 1"):
+        target_budget(small_graph, 0, small_graph.num_nodes)
+    assert target_budget(small_graph, 0, 3.0) == 3
+    deg = int((small_graph.edge_index[0] == 0).sum())
+    assert target_budget(small_graph, 0, None) == deg + 2
+
+
+def test_unknown_names_list_valid_ones(small_gcn):
+    with pytest.raises(KeyError, match="Valid attacks: .*dice.*pgd.*random_edges"):
+        get_attack("pgdd")
+    with pytest.raises(KeyError, match="Did you mean 'cw'"):
+        create_attack("pgd", small_gcn[0], loss="cww")
+    with pytest.raises(KeyError, match="Valid random attack kinds: add, flip, remove"):
+        create_attack("random_edges", None, kind="swap")
+    with pytest.raises(ValueError, match="unknown parameter\\(s\\) \\['budget'\\]"):
+        create_attack("dice", None, budget=0.1)
+    assert {"random_edges", "dice", "pgd"} <= set(list_attacks("graph"))
+
+
+def test_dense_attack_refuses_large_graphs_naming_prbcd(small_graph, small_gcn):
+    with pytest.raises(MemoryError, match="'prbcd'"):
+        create_attack("pgd", small_gcn[0], max_memory_gb=1e-6)(small_graph)

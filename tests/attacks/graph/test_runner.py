@@ -1,0 +1,92 @@
+"""Evasion/poisoning protocols, the outcome contract, and ``rbgeo attack`` on Cora."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustbench_geo.attacks import evaluate_attack
+from robustbench_geo.attacks.graph.runner import select_targets, write_artefacts
+from robustbench_geo.cli import main
+from robustbench_geo.evaluation import graph_accuracy
+
+METRICS = {"clean_accuracy", "robust_accuracy", "success_rate", "flips", "insertions", "deletions", "budget"}
+
+
+def test_evasion_outcome_contract_and_independent_recheck(small_graph, small_gcn, tmp_path):
+    model, meta = small_gcn
+    o = evaluate_attack(model, small_graph, "pgd", {"steps": 20}, seed=1, budget=0.2, progress=False)
+    assert METRICS <= set(o.metrics) and all(isinstance(v, (int, float)) for v in o.metrics.values())
+    assert o.params["budget_edge_fraction"] == 0.2 and o.params["loss"] == "prob_margin"
+    assert o.metrics["flips"] == o.metrics["insertions"] + o.metrics["deletions"] <= o.metrics["budget"]
+    assert len(o.rows) == len(small_graph.idx_test)
+    a = o.artefacts
+    assert a["insertions"].dtype == torch.long and a["insertions"].shape == (2, o.metrics["insertions"])
+    assert (a["insertions"][0] < a["insertions"][1]).all() and a["degree_after"].shape == (small_graph.num_nodes,)
+    assert (a["degree_after"] - a["degree_before"]).sum() == 2 * (o.metrics["insertions"] - o.metrics["deletions"])
+    # re-evaluate from the artefacts alone: rebuild the graph and run the model's sparse forward
+    from robustbench_geo.attacks.graph.base import apply_flips
+
+    flips = torch.cat([a["insertions"], a["deletions"]], 1)
+    ei = apply_flips(small_graph.edge_index, flips, small_graph.num_nodes)
+    assert graph_accuracy(model, small_graph, edge_index=ei) == pytest.approx(o.metrics["robust_accuracy"])
+    assert o.metrics["robust_accuracy"] < o.metrics["clean_accuracy"]  # PGD with 20 % of edges does hurt
+    c = o.config
+    assert c["seed"] == 1 and c["mode"] == "evasion" and c["split_hash"] == small_graph.split_hash and "torch" in c["versions"]
+    written = write_artefacts(o, tmp_path)
+    assert (tmp_path / "flips.csv").read_text().count("\n") == o.metrics["flips"] + 1 and len(written) == 3
+
+
+def test_poisoning_retrains_and_is_seeded(small_graph, small_gcn):
+    model, meta = small_gcn
+    o1 = evaluate_attack(model, small_graph, "dice", {}, seed=0, mode="poisoning", budget=0.3, checkpoint_meta=meta,
+                         progress=False)
+    o2 = evaluate_attack(model, small_graph, "dice", {}, seed=0, mode="poisoning", budget=0.3, checkpoint_meta=meta,
+                         progress=False)
+    assert o1.metrics == o2.metrics and o1.config["mode"] == "poisoning"
+    with pytest.raises(ValueError, match="expected checkpoint_meta"):
+        evaluate_attack(model, small_graph, "dice", {}, mode="poisoning", progress=False)
+    with pytest.raises(ValueError, match="mode: expected one of evasion, poisoning"):
+        evaluate_attack(model, small_graph, "dice", {}, mode="poison", progress=False)
+
+
+def test_forty_target_selection():
+    margins = torch.linspace(-1, 1, 200)
+    correct = margins > -0.5
+    cand = torch.arange(200)
+    t = select_targets(margins, correct, cand, seed=0)
+    assert len(t) == len(set(t)) == 40 and all(correct[i] for i in t)
+    assert t[:10] == list(range(199, 189, -1))  # highest margins first
+    ok = cand[correct]
+    assert sorted(t[10:20]) == ok[:10].tolist()  # lowest-margin correctly classified nodes
+    assert select_targets(margins, correct, cand, seed=0) == t and select_targets(margins, correct, cand, seed=1) != t
+    assert len(select_targets(margins, margins > 0.9, cand, seed=0)) == int((margins > 0.9).sum())
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def cora_checkpoint(cora_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "gcn_cora"
+    r = _run("train", "gcn", "cora", "--epochs", 60, "--quiet", "--out", out, "--data-root", cora_root)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_cli_graph_attack_on_cora(cora_root, cora_checkpoint, tmp_path):
+    out = tmp_path / "dice"
+    r = _run("attack", cora_checkpoint, "cora", "--attack", "dice", "--budget", 0.05, "--seeds", 2, "--quiet",
+             "--out", out, "--data-root", cora_root)
+    assert r.exit_code == 0, r.output
+    assert "seed 1: clean accuracy" in r.output and "dice over 2 seeds" in r.output
+    assert (out / "flips.csv").read_text().count("\n") == 253 + 1  # floor(0.05 * 5069) flips
+    assert (out / "rows.csv").exists() and (out / "outcome.json").exists()
+    r = _run("attack", cora_checkpoint, "cora", "--attack", "dice", "--budget", 3, "--data-root", cora_root)
+    assert r.exit_code == 2 and "expected a fraction of edges in [0, 1]" in r.output
+    r = _run("attack", cora_checkpoint, "cora", "--attack", "dcie", "--data-root", cora_root)
+    assert r.exit_code == 2 and "Did you mean 'dice'" in r.output
+    r = _run("attack", cora_checkpoint, "cora", "--attack", "random_edges", "--param", "kind=swap", "--data-root", cora_root)
+    assert r.exit_code == 2 and "Valid random attack kinds" in r.output
