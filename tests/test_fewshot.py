@@ -59,8 +59,14 @@ def test_gnn_is_permutation_invariant_in_the_support(omniglot_small1):
         a = model.episode(ep.query, ep.support, ep.support_labels)
         b = model.episode(ep.query, ep.support[:, perm], ep.support_labels[:, perm])
         # forward() with a stored support set is the same computation
-        model.set_support(ep.support[0], ep.support_labels[0])
+        model.set_support(ep.support[0], ep.support_labels[0])  # embeds the support set once (eval mode)
         c = model(ep.query[:1])
+    model.train()
+    model(ep.query)  # updates BN statistics: the cached support embedding is stale and must not be used
+    model.eval()
+    with torch.no_grad():
+        fresh = model.episode(ep.query[:1], ep.support[:1], ep.support_labels[:1])
+        torch.testing.assert_close(model(ep.query[:1]), fresh, atol=1e-5, rtol=1e-5)
         model.set_support(None)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c, a[:1], atol=1e-5, rtol=1e-5)

@@ -40,19 +40,23 @@ TARGETS = ("query", "support")
 class SupportView(nn.Module):
     """The query's logits as a function of one support image: ``(B, C, H, W) -> (B, N)``.
 
-    Each input image replaces support slot ``slot`` of the one stored episode (batched over inputs).
+    Each input image replaces support slot ``slot`` of the one stored episode (batched over inputs);
+    the other support images are embedded once (eval mode), only the replaced one is re-embedded.
     """
 
     def __init__(self, model: nn.Module, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, slot: int):
         super().__init__()
         self.model, self.query, self.support, self.labels, self.slot = model, query, support, labels, slot
+        with torch.no_grad():
+            self.support_emb = model.embed(support)  # (S, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        sup = self.support.unsqueeze(0).expand(b, *self.support.shape).clone()
-        sup[:, self.slot] = x
+        emb = self.support_emb.unsqueeze(0).expand(b, *self.support_emb.shape).clone()
+        emb[:, self.slot] = self.model.embed(x)
+        sup = self.support.unsqueeze(0).expand(b, *self.support.shape)  # shapes only: embeddings are given
         return self.model.episode(self.query.unsqueeze(0).expand(b, *self.query.shape), sup,
-                                  self.labels.unsqueeze(0).expand(b, -1))
+                                  self.labels.unsqueeze(0).expand(b, -1), support_emb=emb)
 
 
 class AdjacencyAttack:

@@ -15,7 +15,7 @@ episode's prediction. Everything is permutation-equivariant in the support nodes
 
 Protocol for the registry: ``forward(images (B, C, H, W)) -> (B, N)`` classifies each image as the
 query of the episode set with :meth:`FewShotGNN.set_support` (one support set for all queries,
-``(S, C, H, W)``, or one per query, ``(B, S, C, H, W)``). With no support set each image is a
+``(S, C, H, W)``, embedded once in eval mode, or one per query, ``(B, S, C, H, W)``). With no support set each image is a
 zero-shot episode of one node. Image attacks therefore apply unchanged to query images;
 :meth:`FewShotGNN.episode` is the explicit call (and takes an ``edge_mask`` for structure attacks).
 """
@@ -100,13 +100,14 @@ class FewShotGNN(nn.Module):
         self.convs.append(GraphConv(d, num_classes, last=True))
         self.support: torch.Tensor | None = None
         self.support_labels: torch.Tensor | None = None
+        self._support_emb: tuple[torch.Tensor, int] | None = None
         self.record = False
         self.last_adjacency: list[torch.Tensor] = []
 
     def set_support(self, images: torch.Tensor | None, labels: torch.Tensor | None = None) -> None:
         """Fix the support set used by :meth:`forward`: ``(S, C, H, W)`` + ``(S,)`` or ``(B, S, ...)`` + ``(B, S)``."""
         if images is None:
-            self.support = self.support_labels = None
+            self.support = self.support_labels = self._support_emb = None
             return
         if labels is None or labels.shape != images.shape[:labels.dim()] or labels.dim() not in (1, 2):
             raise ValueError(f"labels: expected shape {tuple(images.shape[:-3])} (one label per support image), "
@@ -114,18 +115,29 @@ class FewShotGNN(nn.Module):
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.n_way):
             raise ValueError(f"labels: expected episode labels in [0, {self.n_way - 1}], got [{int(labels.min())}, {int(labels.max())}]")
         self.support, self.support_labels = images, labels.long()
+        self._support_emb = None
+        if not self.training and images.dim() == 4:  # embed a shared support set once (attacks query it often)
+            with torch.no_grad():
+                self._support_emb = (self.embed(images), self._weights_version())
 
-    def node_features(self, query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
-        """``(E, 1 + S, embedding + N)``: query first, with a uniform label."""
+    def _weights_version(self) -> int:
+        return sum(t._version for t in [*self.embed.parameters(), *self.embed.buffers()])
+
+    def node_features(self, query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
+                      support_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """``(E, 1 + S, embedding + N)``: query first, with a uniform label (``support_emb``: ``(E, S, D)`` precomputed)."""
         e, s = support.shape[:2]
-        imgs = torch.cat([query.unsqueeze(1), support], dim=1).flatten(0, 1)
-        emb = self.embed(imgs).view(e, 1 + s, -1)
+        if support_emb is None:
+            imgs = torch.cat([query.unsqueeze(1), support], dim=1).flatten(0, 1)
+            emb = self.embed(imgs).view(e, 1 + s, -1)
+        else:
+            emb = torch.cat([self.embed(query).unsqueeze(1), support_emb], dim=1)
         lab = torch.cat([torch.full((e, 1, self.n_way), 1.0 / self.n_way, device=emb.device, dtype=emb.dtype),
                          F.one_hot(support_labels, self.n_way).to(emb.dtype)], dim=1)
         return torch.cat([emb, lab], dim=-1)
 
     def episode(self, query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
-                edge_mask: torch.Tensor | None = None) -> torch.Tensor:
+                edge_mask: torch.Tensor | None = None, support_emb: torch.Tensor | None = None) -> torch.Tensor:
         """Query logits ``(E, N)``.
 
         Args:
@@ -153,6 +165,10 @@ class FewShotGNN(nn.Module):
         elif self.support.dim() == 4:
             sup = self.support.to(x.device).unsqueeze(0).expand(b, *self.support.shape)
             lab = self.support_labels.to(x.device).unsqueeze(0).expand(b, -1)
+            cached = self._support_emb
+            if cached is not None and not self.training and cached[1] == self._weights_version():
+                emb = cached[0].to(x.device).unsqueeze(0).expand(b, *cached[0].shape)
+                return self.episode(x, sup, lab, support_emb=emb)
         else:
             if self.support.shape[0] != b:
                 raise ValueError(f"input: expected {self.support.shape[0]} queries (one per stored episode), got {b}")
