@@ -57,3 +57,6 @@ def cora(cora_root):
     from robustbench_geo.data import load_dataset
 
     return load_dataset("cora", root=cora_root)
+
+
+from tests.sweep.quick_fixture import quick_sweep  # noqa: E402,F401  (the shared tiny quick-preset run)
