@@ -59,4 +59,12 @@ def cora(cora_root):
     return load_dataset("cora", root=cora_root)
 
 
+@pytest.fixture(scope="session")
+def omniglot_small1():
+    from robustbench_geo.data.omniglot import load_omniglot
+
+    root = _root_with("omniglot/images_background_small1.zip")
+    return load_omniglot("small1", root=root)
+
+
 from tests.sweep.quick_fixture import quick_sweep  # noqa: E402,F401  (the shared tiny quick-preset run)
