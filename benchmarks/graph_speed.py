@@ -165,8 +165,11 @@ def job(name: str, args) -> dict:
         unl = np.union1d(g.idx_val.numpy(), g.idx_test.numpy())
         a_t, x_t, y_t = torch.FloatTensor(adj.todense()), torch.FloatTensor(feats.todense()), torch.LongTensor(labels)
         t0 = time.perf_counter()
-        att.attack(x_t, a_t, y_t, g.idx_train.numpy(), unl, args.meta_flips, ll_constraint=True)
-        out.update(seconds_per_flip=(time.perf_counter() - t0) / args.meta_flips, flips=args.meta_flips)
+        # ll_constraint=False: DeepRobust 0.2.11's likelihood filter indexes ``adj[node_pairs.T]``, which
+        # torch >= 2 reads as a (2, K, N) gather and fails allocating ~61 GB on Cora; ours keeps the filter on
+        att.attack(x_t, a_t, y_t, g.idx_train.numpy(), unl, args.meta_flips, ll_constraint=False)
+        out.update(seconds_per_flip=(time.perf_counter() - t0) / args.meta_flips, flips=args.meta_flips,
+                   ll_constraint=False)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -243,7 +246,9 @@ def main():
         return
     results = {}
     for name in args.jobs.split(","):
-        cmd = [sys.executable, __file__, "--job", name] + [a for a in sys.argv[1:] if not a.startswith("--jobs")]
+        opts = ["--targets", args.targets, "--meta-flips", args.meta_flips, "--sbm-nodes", args.sbm_nodes,
+                "--sbm-budget", args.sbm_budget, "--sbm-block", args.sbm_block, "--sbm-epochs", args.sbm_epochs]
+        cmd = [sys.executable, __file__, "--job", name] + [str(o) for o in opts]
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
         results[name] = json.loads(line[-1][7:]) if line else {"error": (p.stderr or p.stdout)[-2000:]}
