@@ -106,6 +106,35 @@ def warp(
     return out
 
 
+def flow_warp(
+    images: torch.Tensor,
+    flow: torch.Tensor,
+    *,
+    mode: str = WARP_DEFAULTS["mode"],
+    padding_mode: str = WARP_DEFAULTS["padding_mode"],
+    align_corners: bool = WARP_DEFAULTS["align_corners"],
+) -> torch.Tensor:
+    """Warp ``(B, C, H, W)`` images by a per-pixel flow field (the stAdv transform, Xiao et al. 2018).
+
+    Output pixel ``(x, y)`` takes the (interpolated) input value at ``(x + flow[:, 0], y + flow[:, 1])``:
+    ``flow`` is ``(B, 2, H, W)`` in pixels, channel 0 the x (right) and channel 1 the y (down)
+    displacement of the *sampling* location. Zero flow is the identity. Differentiable in
+    ``images`` and ``flow``; warps through kornia's ``remap`` (pixel coordinates need
+    ``align_corners=True``, the package convention).
+    """
+    check_shape(images, ["B", "C", "H", "W"], "images")
+    check_shape(flow, [images.shape[0], 2, images.shape[2], images.shape[3]], "flow")
+    if not align_corners:
+        raise ValueError("align_corners: expected True (flow fields are in pixel coordinates), got False")
+    if images.shape[0] == 0:
+        return images.clone()
+    h, w = images.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
+                            torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
+    return KT.remap(images, xs + flow[:, 0], ys + flow[:, 1], mode=mode, padding_mode=padding_mode,
+                    align_corners=True, normalized_coordinates=False)
+
+
 @dataclass(frozen=True)
 class AffineParams:
     """Per-sample affine parameters (each a ``(B,)`` tensor), replayable with :meth:`apply`."""

@@ -9,6 +9,9 @@ import click
 import robustbench_geo
 from robustbench_geo.cli.attack import attack
 from robustbench_geo.cli.listing import list_group
+from robustbench_geo.cli.report import report
+from robustbench_geo.cli.results import results_group
+from robustbench_geo.cli.sweep import sweep
 from robustbench_geo.cli.train import evaluate, train
 
 
@@ -24,5 +27,8 @@ main.add_command(train)
 main.add_command(evaluate)
 main.add_command(list_group)
 main.add_command(attack)
+main.add_command(sweep)
+main.add_command(report)
+main.add_command(results_group)
 
 __all__ = ["main"]

@@ -36,6 +36,8 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
     Examples:
       rbgeo attack checkpoints/cnn_mnist mnist --attack grid --n 1000 --out runs/grid
       rbgeo attack checkpoints/cnn_mnist mnist --attack worst_of_k --param k=10 --param max_angle_deg=30
+      rbgeo attack checkpoints/cnn_mnist mnist --attack stadv --n 100
+      rbgeo attack checkpoints/cnn_mnist mnist --attack art:ProjectedGradientDescent --param eps=0.3
       rbgeo attack checkpoints/gcn_cora cora --attack metattack --budget 0.05 --mode poisoning --seeds 5
     """
     import pandas as pd

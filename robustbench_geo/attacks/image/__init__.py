@@ -4,9 +4,11 @@
 ``stadv`` (flow field), and ``art:<EvasionAttack>`` (any ART evasion attack by name).
 """
 
-from robustbench_geo.attacks.image import affine  # noqa: F401  (registers the affine attacks)
+from robustbench_geo.attacks.image import affine, art_bridge, stadv  # noqa: F401  (importing registers the attacks)
 from robustbench_geo.attacks.image.affine import AffinePGD, GridAttack, RandomTransform, ScaleAttack, WorstOfK
+from robustbench_geo.attacks.image.art_bridge import to_art
 from robustbench_geo.attacks.image.core import LOSSES, ImageAttack, ImageAttackResult
+from robustbench_geo.attacks.image.stadv import StAdv
 
 __all__ = ["AffinePGD", "GridAttack", "ImageAttack", "ImageAttackResult", "LOSSES", "RandomTransform", "ScaleAttack",
-           "WorstOfK"]
+           "StAdv", "WorstOfK", "to_art"]

@@ -29,6 +29,8 @@ def tiny_model(mnist_test):
     images (:func:`mnist_small`) are disjoint from the training images.
     """
     images, labels = mnist_test.images[:3000], mnist_test.labels[:3000]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = small_cnn()
     opt = torch.optim.Adam(model.parameters(), 3e-3)
@@ -41,6 +43,7 @@ def tiny_model(mnist_test):
             opt.zero_grad()
             loss.backward()
             opt.step()
+    torch.set_num_threads(threads)
     return model.eval()
 
 
@@ -61,3 +64,12 @@ class DiskVsRing(nn.Module):
     def forward(self, x):
         m = x.sum(1)
         return torch.stack([(m * self.disk).sum((1, 2)), (m * self.ring).sum((1, 2))], 1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on tiny batches: one intra-op thread avoids oversubscription on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,64 @@
+"""``rbgeo sweep``: run (or list, with ``--dry-run``) the cells of a sweep file or preset."""
+
+from __future__ import annotations
+
+import click
+
+from robustbench_geo.cli.options import data_root_option, handle_errors, quiet_option
+
+
+@click.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--preset", default=None, help="A sweep shipped with the package instead of CONFIG (quick, paper, ...).")
+@click.option("--output", type=click.Path(file_okay=False), default=None, help="Output folder (overrides sweep.output).")
+@click.option("--dry-run", is_flag=True, help="List the cells and estimate the time; run nothing.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run cells here (local) or as Ray tasks (needs the 'ray' extra).")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Local worker processes.")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance).")
+@click.option("--threads", type=int, default=None, help="torch threads per cell (Ray: CPUs requested per task).")
+@click.option("--limit", type=int, default=None, help="Run at most this many unfinished cells.")
+@click.option("--no-report", is_flag=True, help="Do not write the report at the end.")
+@data_root_option
+@quiet_option
+@handle_errors
+def sweep(config, preset, output, dry_run, executor, jobs, address, threads, limit, no_report, data_root, quiet):
+    """Train and attack every model x attack setting x seed of a sweep; resume where it stopped.
+
+    \b
+    Examples:
+      rbgeo sweep --preset quick
+      rbgeo sweep --preset paper --dry-run
+      rbgeo sweep my_sweep.toml --jobs 2
+      rbgeo sweep my_sweep.toml --executor ray --address auto
+      rbgeo sweep my_sweep.toml --output runs/again --quiet
+    """
+    from robustbench_geo.sweep import estimate, expand, list_presets, load_config, run_sweep
+    from robustbench_geo.sweep.driver import unique_cells
+
+    if (config is None) == (preset is None):
+        raise ValueError(f"expected a sweep file CONFIG or --preset NAME (presets: {', '.join(list_presets())}), "
+                         f"got {'both' if config else 'neither'}")
+    if jobs < 1:
+        raise ValueError(f"--jobs: expected at least 1, got {jobs}")
+    if executor == "ray" and jobs != 1:
+        raise ValueError("--jobs applies to the local executor; Ray schedules by the cluster's CPUs (use --threads)")
+    cfg = load_config(preset or config, output=output)
+    if dry_run:
+        cells = unique_cells(expand(cfg))
+        rows, total = estimate(cfg, cells, jobs=jobs)
+        click.echo(f"sweep {cfg.name!r} ({cfg.source}): {len(cells)} cells, output {cfg.output}")
+        for r in rows:
+            c = r["cell"]
+            t = "" if r["status"] == "done" else f"~{r['train_s'] + r['attack_s']:.0f} s ({r['source']})"
+            click.echo(f"  {c.short}  {r['status']:8s} {c.describe():70s} {t}")
+        left = sum(r["status"] != "done" for r in rows)
+        click.echo(f"{left} cells to run, estimated {total / 60:.1f} min with {jobs} job(s) on this machine (rough: "
+                   f"training is timed, attacks without history assume fixed passes per image)")
+        return
+    summary = run_sweep(cfg, executor=executor, jobs=jobs, address=address, data_root=data_root, threads=threads,
+                        progress=not quiet, report=not no_report, limit=limit)
+    for line in summary.lines():
+        click.echo(line)
+    if summary.failed:
+        raise click.ClickException(f"{len(summary.failed)} cell(s) failed; see the log and rbgeo results show CELL")

@@ -1,0 +1,136 @@
+"""Reports from a sweep's output folder: ``report.html``, ``results.csv``, ``summary.md``, ``json/<model>.json``.
+
+>>> from robustbench_geo.report import write_report          # doctest: +SKIP
+>>> write_report("reports/quick")["html"]                      # doctest: +SKIP
+
+``report.html`` is one self-contained file (figures embedded as base64 PNG, no scripts, no
+external resources) rendered by Jinja2 with autoescaping, so every user-provided string (model,
+dataset and attack labels, parameters, errors) appears as text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import jinja2
+
+import robustbench_geo
+from robustbench_geo.report import plots
+from robustbench_geo.report.tables import (
+    cells_frame, fmt_pct, model_json, summary_frame, summary_markdown, tidy_frame,
+)
+
+#: at most this many galleries / sampling figures / graph figures in one report
+MAX_FIGURES = 24
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("robustbench_geo.report", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined)
+
+
+def safe_filename(label: str) -> str:
+    """A file name for a user label (anything outside ``[A-Za-z0-9._-]`` becomes ``_``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "model"
+    return name[:80]
+
+
+def _figures(frame, folder: Path) -> dict:
+    from robustbench_geo.sweep.runner import read_artefacts
+
+    curves = [{"title": f"{a} on {d}", "uri": plots.robustness_curve(frame, a, d, k)} for a, d, k in plots.curve_axes(frame)]
+    galleries, sampling, graphs = [], [], []
+    done = frame[frame["status"] == "done"] if len(frame) else frame
+    for (model, attack, dataset), g in done.groupby(["model", "attack", "dataset"], sort=False) if len(done) else []:
+        if g["attack_name"].iloc[0] == "none":
+            continue
+        pick = g.sort_values(["seed"]).iloc[-1] if g["task"].iloc[0] == "image" else g.iloc[-1]
+        art = read_artefacts(folder / pick["artefact_dir"]) if pick["artefact_dir"] else {}
+        ex = art.get("examples")
+        caption = {"model": model, "attack": attack, "dataset": dataset, "setting": pick["setting"], "seed": int(pick["seed"])}
+        if isinstance(ex, dict) and "clean" in ex and len(galleries) < MAX_FIGURES:
+            galleries.append({**caption, "uri": plots.gallery(ex)})
+            if art.get("sampling") and len(sampling) < MAX_FIGURES:
+                sampling.append({**caption, "uri": plots.sampling_figure(art["sampling"], ex["clean"][0], ex["adversarial"][0])})
+        if "m:insertions" in g and g["m:insertions"].notna().any() and len(graphs) < MAX_FIGURES:
+            for mode, gm in g.groupby([str(gp.get("mode", "")) for gp in g["grid_point"]]):
+                gm = gm.copy()
+                gm["x"] = [100 * float(gp.get("budget") or 0) for gp in gm["grid_point"]]
+                last = gm.sort_values("x").iloc[-1]
+                art = read_artefacts(folder / last["artefact_dir"]) if last["artefact_dir"] else {}
+                graphs.append({**caption, "setting": f"mode={mode}" if mode else "-",
+                               "uri": plots.graph_figure(gm, art.get("degree_before"), art.get("degree_after"),
+                                                         f"{model} x {attack} ({mode or 'default'})")})
+    return {"curves": curves, "galleries": galleries, "sampling": sampling, "graphs": graphs}
+
+
+def _metadata(frame, store_meta: dict) -> dict:
+    done = frame[frame["status"] == "done"] if len(frame) else frame
+    infos = list(done["info"]) if len(done) else []
+    versions = infos[0].get("versions", {}) if infos else {}
+    uniq = lambda key: sorted({str(i.get(key)) for i in infos if i.get(key) is not None})  # noqa: E731
+    return {
+        "versions": versions, "seeds": sorted(int(s) for s in frame["seed"].unique()) if len(frame) else [],
+        "devices": uniq("device"), "backends": uniq("deform_backend") or ["(no deformable layers)"],
+        "hosts": uniq("host"), "threads": uniq("threads"),
+        "seconds": float(done["seconds"].sum()) if len(done) else 0.0,
+        "train_seconds": float(done["train_seconds"].fillna(0).sum()) if len(done) else 0.0,
+        "attack_seconds": float(done["attack_seconds"].fillna(0).sum()) if len(done) else 0.0,
+        "store": store_meta,
+    }
+
+
+def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, Path]:
+    """Write the report files of the sweep in ``folder`` (which holds ``results.sqlite``).
+
+    Returns:
+        Paths: ``html``, ``csv``, ``markdown`` and ``json`` (the folder of per-model JSON files).
+    """
+    from robustbench_geo.sweep.store import ResultStore
+
+    folder = Path(folder)
+    with ResultStore(folder, create=False) as store:
+        cells = store.cells()
+        sweep = store.sweep
+        counts = store.status_counts()
+        store_meta = {"path": str(store.path), "counts": counts}
+    frame = cells_frame(cells)
+    summary = summary_frame(frame)
+    paths = {"csv": folder / "results.csv", "markdown": folder / "summary.md", "json": folder / "json",
+             "html": folder / "report.html"}
+    tidy_frame(cells, sweep).to_csv(paths["csv"], index=False)
+    paths["markdown"].write_text(summary_markdown(summary, sweep))
+    paths["json"].mkdir(exist_ok=True)
+    models = list(dict.fromkeys(frame["model"])) if len(frame) else []
+    names = {}
+    for m in models:
+        fname = safe_filename(m)
+        while fname in names.values():
+            fname += "_"
+        names[m] = fname
+        (paths["json"] / f"{fname}.json").write_text(json.dumps(model_json(frame, summary, m, sweep), indent=2))
+    rows = [{**r, "clean": fmt_pct(r["clean_accuracy"], r["clean_accuracy_std"], r["seeds"]),
+             "robust": fmt_pct(r["robust_accuracy"], r["robust_accuracy_std"], r["seeds"]),
+             "success": fmt_pct(r["success_rate"], r["success_rate_std"], r["seeds"])}
+            for r in summary.to_dict("records")]
+    failed = [{"hash": r["hash"][:12], "model": r["model"], "attack": r["attack"], "dataset": r["dataset"],
+               "setting": r["setting"], "seed": r["seed"], "error": (r["error"] or "").strip().splitlines()[-1:] or [""]}
+              for r in frame.to_dict("records") if r["status"] == "failed"] if len(frame) else []
+    cells_table = [{"hash": r["hash"][:12], "model": r["model"], "attack": r["attack"], "dataset": r["dataset"],
+                    "setting": r["setting"], "seed": r["seed"], "status": r["status"],
+                    "seconds": "" if r["seconds"] != r["seconds"] or r["seconds"] is None else f"{r['seconds']:.1f}",
+                    "clean": fmt_pct(r.get("m:clean_accuracy")), "robust": fmt_pct(r.get("m:robust_accuracy"))}
+                   for r in frame.to_dict("records")] if len(frame) else []
+    durations = plots.duration_figure(frame) if len(frame) else None
+    html = _env().get_template("report.html").render(
+        title=title or f"robustbench_geo sweep: {sweep}", sweep=sweep, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        package_version=robustbench_geo.__version__, summary=rows, cells=cells_table, failed=failed,
+        figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,
+        json_files=[f"json/{names[m]}.json" for m in models])
+    tmp = paths["html"].with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(paths["html"])
+    return paths

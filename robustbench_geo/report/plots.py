@@ -1,0 +1,185 @@
+"""Figures for the report (matplotlib, Agg), returned as ``data:image/png;base64`` URIs.
+
+Every function takes plain data (frames, tensors) and returns one embedded PNG, so the report
+is a single file that opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+#: how a grid key is shown on a curve's x axis
+AXIS_LABELS = {"budget": "% of edges perturbed", "max_angle_deg": "max angle (deg)", "max_shift_px": "max shift (px)",
+               "tau": "flow smoothness tau", "scale_range": "scale factor range", "max_scale": "max scale factor",
+               "k": "k (random transforms)"}
+
+
+def to_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _x_value(v):
+    """A grid value as a number for the x axis (ranges plot by their upper end)."""
+    if isinstance(v, (list, tuple)) and v and all(isinstance(t, (int, float)) for t in v):
+        return float(v[-1])
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def curve_axes(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """``(attack label, dataset, x key)`` triples with a numeric key that varies over >= 2 values."""
+    out = []
+    done = frame[frame["status"] == "done"]
+    for (attack, dataset), g in done.groupby(["attack", "dataset"], sort=False):
+        keys = sorted({k for gp in g["grid_point"] for k in gp})
+        for k in keys:
+            xs = {_x_value(gp.get(k)) for gp in g["grid_point"]}
+            if None not in xs and len(xs) >= 2:
+                out.append((attack, dataset, k))
+                break
+    return out
+
+
+def robustness_curve(frame: pd.DataFrame, attack: str, dataset: str, key: str) -> str:
+    """Robust accuracy (mean ± std over seeds) vs one grid key; regular and deformable models side by side."""
+    g = frame[(frame["status"] == "done") & (frame["attack"] == attack) & (frame["dataset"] == dataset)].copy()
+    g["x"] = [_x_value(gp.get(key)) for gp in g["grid_point"]]
+    g["rest"] = [", ".join(f"{k}={v}" for k, v in sorted(gp.items()) if k != key) for gp in g["grid_point"]]
+    if key == "budget":
+        g["x"] = 100 * g["x"]
+    groups = [("regular", g[~g["deformable"]]), ("deformable", g[g["deformable"]])]
+    groups = [(n, d) for n, d in groups if len(d)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), sharey=True, squeeze=False)
+    for ax, (title, d) in zip(axes[0], groups):
+        for (model, rest), line in d.groupby(["model", "rest"], sort=False):
+            stats = line.groupby("x")["m:robust_accuracy"].agg(["mean", "std", "count"]).sort_index()
+            label = f"{model}" + (f" ({rest})" if rest else "")
+            ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3,
+                        label=label[:60])
+        ax.set_title(f"{title} models")
+        ax.set_xlabel(AXIS_LABELS.get(key, key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"robust accuracy on {dataset} (%)")
+    axes[0][0].set_ylim(-2, 102)
+    fig.suptitle(f"{attack}", fontsize=10)
+    return to_data_uri(fig)
+
+
+def _show(ax, img) -> None:
+    img = img.detach().float().clamp(0, 1)
+    if img.shape[0] == 1:
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.permute(1, 2, 0).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+_IDENTITY = {"angle_deg": 0.0, "tx_px": 0.0, "ty_px": 0.0, "shear_deg": 0.0, "scale_x": 1.0, "scale_y": 1.0}
+
+
+def _params_text(p: dict) -> str:
+    """The transformation found, without the parameters left at the identity."""
+    parts = []
+    for k, v in sorted(p.items()):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v - _IDENTITY.get(k, float("nan"))) < 1e-6:
+            continue
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.3g}")
+        elif isinstance(v, (int, str, bool)):
+            parts.append(f"{k}={v}")
+    return "\n".join(parts[:4]) or "identity"
+
+
+def gallery(examples: dict, max_cols: int = 8) -> str:
+    """Clean (top) vs adversarial (bottom) images with label -> prediction and the parameters found."""
+    clean, adv = examples["clean"], examples["adversarial"]
+    k = min(max_cols, clean.shape[0])
+    fig, axes = plt.subplots(2, k, figsize=(1.55 * k, 3.9), squeeze=False)
+    params = examples.get("params") or [{}] * k
+    for i in range(k):
+        _show(axes[0][i], clean[i])
+        _show(axes[1][i], adv[i])
+        axes[0][i].set_title(f"y={examples['label'][i]} pred={examples['clean_pred'][i]}", fontsize=7)
+        ok = examples["adv_pred"][i] != examples["label"][i]
+        axes[1][i].set_title(f"pred={examples['adv_pred'][i]}", fontsize=7,
+                             color="crimson" if ok else "black")
+        axes[1][i].set_xlabel(_params_text(params[i] if i < len(params) else {}), fontsize=6)
+    axes[0][0].set_ylabel("clean", fontsize=8)
+    axes[1][0].set_ylabel("adversarial", fontsize=8)
+    return to_data_uri(fig)
+
+
+def sampling_figure(sampling: dict, clean, adversarial) -> str:
+    """Deformable sampling locations (coloured, per layer) vs the regular grid (grey) on both images."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.9))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, kind, img in ((axes[0], "clean", clean), (axes[1], "adversarial", adversarial)):
+        _show(ax, img)
+        for i, (layer, d) in enumerate(sampling.items()):
+            reg, pts = d["regular"].reshape(-1, 2), d[kind].reshape(-1, 2)
+            ax.scatter(reg[:, 1], reg[:, 0], s=6, c="0.6", marker="x", linewidths=0.6)
+            ax.scatter(pts[:, 1], pts[:, 0], s=9, color=colors[i % len(colors)], label=layer)
+        h, w = img.shape[-2:]
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_title(f"{kind} image", fontsize=9)
+    axes[1].legend(fontsize=6, loc="lower right")
+    return to_data_uri(fig)
+
+
+def graph_figure(rows: pd.DataFrame, degree_before, degree_after, title: str) -> str:
+    """Left: insertions/deletions vs budget; right: degree change histogram at the largest budget."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    stats = rows.groupby("x")[["m:insertions", "m:deletions"]].mean().sort_index()
+    width = (stats.index.max() - stats.index.min()) / max(4 * len(stats), 1) or 0.4
+    axes[0].bar(stats.index - width / 2, stats["m:insertions"], width, label="insertions")
+    axes[0].bar(stats.index + width / 2, stats["m:deletions"], width, label="deletions")
+    axes[0].set_xlabel("% of edges perturbed")
+    axes[0].set_ylabel("edges")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(alpha=0.3)
+    if degree_before is not None and degree_after is not None:
+        change = (degree_after - degree_before).numpy()
+        lo, hi = int(change.min()), int(change.max())
+        axes[1].hist(change, bins=range(lo, hi + 2), align="left", log=True, color="tab:purple")
+        axes[1].set_xlabel("degree after - degree before")
+        axes[1].set_ylabel("nodes (log)")
+        axes[1].set_title(f"{int((change != 0).sum())} nodes changed degree", fontsize=8)
+    else:
+        axes[1].axis("off")
+    fig.suptitle(title, fontsize=10)
+    return to_data_uri(fig)
+
+
+def duration_figure(frame: pd.DataFrame) -> str | None:
+    """Seconds per cell, split into training and attack."""
+    done = frame[frame["status"] == "done"]
+    if not len(done):
+        return None
+    labels = [f"{m} x {a} {s}"[:40] for m, a, s in zip(done["model"], done["attack"], done["setting"])]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(done) + 1))
+    y = range(len(done))
+    tr = done["train_seconds"].fillna(0).to_numpy()
+    at = done["attack_seconds"].fillna(0).to_numpy()
+    ax.barh(list(y), tr, label="training", color="tab:gray")
+    ax.barh(list(y), at, left=tr, label="attack", color="tab:blue")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(labels, fontsize=6)
+    ax.set_xlabel("seconds")
+    ax.legend(fontsize=7)
+    ax.invert_yaxis()
+    return to_data_uri(fig) if not math.isnan(float(tr.sum() + at.sum())) else None

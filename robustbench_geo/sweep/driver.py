@@ -1,0 +1,213 @@
+"""The sweep driver: validate, register cells, dispatch them to an executor, store results, report.
+
+The driver is the only writer of the store and of the artefact folders. It claims a cell before
+handing it to the executor and writes the result in one transaction when it comes back, so an
+interrupted sweep (Ctrl-C, ``kill -9``) loses at most the cells in flight and the next run resumes
+where it stopped (see :mod:`robustbench_geo.sweep.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from robustbench_geo.sweep.config import Cell, SweepConfig, expand
+from robustbench_geo.sweep.runner import default_checkpoint_cache, run_cell, write_artefacts
+from robustbench_geo.sweep.store import ResultStore, owner_id
+
+
+@dataclass
+class SweepSummary:
+    """What one ``run_sweep`` call did."""
+
+    name: str
+    output: Path
+    total: int
+    ran: list[dict] = field(default_factory=list)  # {"cell": Cell, "ok": bool, "seconds": float, "metrics"/"error"}
+    skipped_done: int = 0
+    skipped_running: int = 0
+    seconds: float = 0.0
+    log_file: Path | None = None
+    report: Path | None = None
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.ran if not r["ok"]]
+
+    def lines(self) -> list[str]:
+        ok = sum(r["ok"] for r in self.ran)
+        out = [f"sweep {self.name!r}: {self.total} cells; ran {len(self.ran)} ({ok} done, {len(self.failed)} failed), "
+               f"skipped {self.skipped_done} already done" + (f", {self.skipped_running} running elsewhere" if self.skipped_running else "")
+               + f"; {self.seconds:.1f} s" + (" (interrupted)" if self.interrupted else "")]
+        for r in self.ran:
+            c = r["cell"]
+            if r["ok"]:
+                m = r["metrics"]
+                out.append(f"  {c.short}  {c.describe()}: clean {_pct(m.get('clean_accuracy'))}, robust "
+                           f"{_pct(m.get('robust_accuracy'))} ({r['seconds']:.1f} s)")
+            else:
+                last = r["error"].strip().splitlines()[-1] if r["error"].strip() else "?"
+                out.append(f"  {c.short}  {c.describe()}: FAILED: {last}")
+        if self.log_file:
+            out.append(f"log: {self.log_file}")
+        if self.report:
+            out.append(f"report: {self.report}")
+        return out
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+def unique_cells(cells: list[Cell]) -> list[Cell]:
+    """Drop repeated cells (same hash, e.g. two labels for one configuration), keeping the first."""
+    seen, out = set(), []
+    for c in cells:
+        if c.hash not in seen:
+            seen.add(c.hash)
+            out.append(c)
+    return out
+
+
+def _interleave(cells: list[Cell]) -> list[Cell]:
+    """Round-robin over training configs so parallel workers start by training different models."""
+    groups: dict[str, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(c.train_hash, []).append(c)
+    out, lists = [], list(groups.values())
+    while any(lists):
+        for g in lists:
+            if g:
+                out.append(g.pop(0))
+    return out
+
+
+def _logger(folder: Path) -> tuple[logging.Logger, Path]:
+    logs = folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"sweep-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
+    log = logging.getLogger(f"robustbench_geo.sweep.{os.getpid()}.{id(path)}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    h = logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(h)
+    return log, path
+
+
+def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, address: str | None = None,
+              data_root=None, threads: int | None = None, progress: bool = True, report: bool = True,
+              limit: int | None = None) -> SweepSummary:
+    """Run every unfinished cell of ``cfg`` and (by default) write the report.
+
+    Args:
+        cfg: a validated sweep (:func:`~robustbench_geo.sweep.config.load_config`).
+        executor: ``local`` or ``ray``; ``jobs`` > 1 with ``local`` runs worker processes.
+        address: Ray cluster address (``None``: a local Ray instance).
+        data_root: data root passed to the loaders (else ``$RBGEO_DATA``).
+        threads: torch threads per cell (default: executor-specific).
+        progress: progress bars (cells; epochs and attack iterations with the local executor).
+        report: write ``report.html``, ``results.csv``, ``summary.md`` and JSON at the end.
+        limit: run at most this many cells (the rest stay pending).
+
+    Raises:
+        StoreError: the output folder holds another sweep's or an incompatible store (before any work).
+    """
+    from robustbench_geo.sweep.executors import make_executor
+
+    t0 = time.perf_counter()
+    cells = unique_cells(expand(cfg))
+    store = ResultStore(cfg.output, cfg.name)  # refuses another sweep's store before any work
+    summary = SweepSummary(cfg.name, cfg.output, len(cells))
+    ex = None
+    in_flight: dict[str, Cell] = {}
+    try:
+        store.register(cells)
+        status = {r["hash"]: r["status"] for r in store.cells()}
+        todo = [c for c in cells if status.get(c.hash) != "done"]
+        summary.skipped_done = len(cells) - len(todo)
+        log, summary.log_file = _logger(cfg.output)
+        cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
+        log.info("sweep %r from %s: %d cells, %d to run, output %s, checkpoint cache %s, executor %s (jobs %d)",
+                 cfg.name, cfg.source, len(cells), len(todo), cfg.output, cache, executor, jobs)
+        if limit is not None:
+            todo = todo[:limit]
+        ex = make_executor(executor, jobs=jobs, address=address, device=cfg.device, threads=threads)
+        if ex.slots > 1:
+            todo = _interleave(todo)
+        owner = owner_id()
+        bar = tqdm(total=len(todo), desc=f"sweep {cfg.name}", unit="cell", disable=not progress)
+        queue = list(todo)
+
+        def fill():
+            while queue and len(in_flight) < ex.slots:
+                c = queue.pop(0)
+                if not store.claim(c.hash, owner):
+                    summary.skipped_running += store.get(c.hash)["status"] == "running"
+                    summary.skipped_done += store.get(c.hash)["status"] == "done"
+                    bar.update(1)
+                    continue
+                log.info("start %s %s", c.short, c.describe())
+                in_flight[c.hash] = c
+                ex.submit(c.hash, run_cell, {"cell_config": c.config, "train_hash": c.train_hash, "cache_dir": str(cache),
+                                             "data_root": None if data_root is None else str(data_root),
+                                             "device": cfg.device, "deform_backend": cfg.deform_backend,
+                                             "progress": progress})
+
+        fill()
+        while in_flight:
+            key, res = ex.next_result()
+            c = in_flight[key]
+            _record(store, cfg.output, c, res)
+            del in_flight[key]
+            entry = {"cell": c, "ok": res["ok"], "seconds": res["seconds"]}
+            if res["ok"]:
+                entry["metrics"] = res["metrics"]
+                log.info("done %s in %.1f s: %s", c.short, res["seconds"],
+                         {k: v for k, v in res["metrics"].items() if k in ("clean_accuracy", "robust_accuracy", "success_rate")})
+            else:
+                entry["error"] = res["error"]
+                log.error("failed %s after %.1f s:\n%s", c.short, res["seconds"], res["error"])
+            summary.ran.append(entry)
+            bar.update(1)
+            bar.set_postfix_str(f"{c.model_label} x {c.attack_label}: " + (
+                _pct(res["metrics"].get("robust_accuracy")) if res["ok"] else "failed"))
+            fill()
+        bar.close()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for h in in_flight:
+            store.release(h)
+        raise
+    finally:
+        if ex is not None:
+            ex.shutdown()
+        summary.seconds = time.perf_counter() - t0
+        store.close()
+    if report:
+        from robustbench_geo.report import write_report
+
+        summary.report = write_report(cfg.output)["html"]
+    log.info("finished in %.1f s: %d ran, %d failed, %d skipped", summary.seconds, len(summary.ran),
+             len(summary.failed), summary.skipped_done)
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
+    return summary
+
+
+def _record(store: ResultStore, output: Path, c: Cell, res: dict) -> None:
+    if not res["ok"]:
+        store.fail(c.hash, res["error"], res.get("seconds"))
+        return
+    rel = Path("cells") / c.hash[:16]
+    write_artefacts(output / rel, res)
+    info = {**res["info"], "attack_config": res.get("config", {}), "params": res.get("params", {})}
+    store.finish(c.hash, res["metrics"], seconds=res["seconds"], train_seconds=res["train_seconds"],
+                 attack_seconds=res["attack_seconds"], info=info, artefact_dir=str(rel), checkpoint=res["checkpoint"])

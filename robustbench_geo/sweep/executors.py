@@ -1,0 +1,152 @@
+"""Executors: where :func:`~robustbench_geo.sweep.runner.run_cell` runs.
+
+All three take the same keyword arguments for every cell and hand back the same plain-data
+result; only the driver writes the store, so the choice of executor never changes what is stored.
+
+* :class:`LocalExecutor`: in the driver process, one cell after the other (progress bars for
+  epochs and attack iterations are shown);
+* :class:`ProcessExecutor`: ``--jobs N`` worker processes (spawned, each with
+  ``cpu_count // N`` torch threads);
+* :class:`RayExecutor`: Ray tasks on a local Ray instance or a cluster (``--address``), one CPU per
+  task (or ``threads``) and one GPU per task when the sweep's device is CUDA. Ray is the optional
+  extra ``pip install 'robustbench_geo[ray]'``; the checkpoint cache should be on storage every
+  node sees, else each node trains its own (identical, seeded) copy.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+
+class LocalExecutor:
+    """Runs each cell synchronously in the driver."""
+
+    name = "local"
+    slots = 1
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self._done: list = []
+
+    def submit(self, key, fn, kwargs: dict) -> None:
+        self._done.append((key, fn(**{**kwargs, "threads": self.threads})))
+
+    def next_result(self):
+        return self._done.pop(0)
+
+    def pending(self) -> int:
+        return len(self._done)
+
+    def shutdown(self) -> None:
+        self._done.clear()
+
+
+class ProcessExecutor:
+    """``jobs`` spawned worker processes (no inner progress bars: they would interleave)."""
+
+    name = "process"
+
+    def __init__(self, jobs: int, threads: int | None = None):
+        import multiprocessing as mp
+
+        if jobs < 1:
+            raise ValueError(f"--jobs: expected at least 1 worker process, got {jobs}")
+        self.slots = jobs
+        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        self.futures: dict = {}
+
+    def submit(self, key, fn, kwargs: dict) -> None:
+        self.futures[self.pool.submit(fn, **{**kwargs, "threads": self.threads, "progress": False})] = key
+
+    def next_result(self):
+        done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+        fut = next(iter(done))
+        key = self.futures.pop(fut)
+        try:
+            return key, fut.result()
+        except Exception as e:  # noqa: BLE001 - a worker that died (e.g. out of memory)
+            return key, {"ok": False, "error": f"worker process failed: {type(e).__name__}: {e}", "seconds": 0.0}
+
+    def pending(self) -> int:
+        return len(self.futures)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RayExecutor:
+    """Cells as Ray tasks; GPUs are requested when the device is CUDA.
+
+    Args:
+        address: Ray cluster address (``auto``, ``ray://host:10001``); ``None`` starts a local instance.
+        device: the sweep's torch device; ``cuda*`` requests ``num_gpus=1`` per task.
+        threads: CPUs requested per task (also its torch threads); default 1.
+        max_in_flight: tasks submitted at once (default: the cluster's CPUs / threads).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, device: str = "cpu", threads: int | None = None,
+                 max_in_flight: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--executor ray needs Ray: pip install 'robustbench_geo[ray]' "
+                             "(or pip install 'ray[default]')") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            from pathlib import Path
+
+            import robustbench_geo
+
+            env = {k: v for k, v in os.environ.items() if k.startswith("RBGEO_")}
+            if not address:  # a local instance imports this very checkout of the package
+                here = str(Path(robustbench_geo.__file__).resolve().parents[1])
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH", "")]))
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env},
+                     **({} if address else {"num_cpus": os.cpu_count()}))
+        self.threads = threads or 1
+        gpus = 1 if str(device).startswith("cuda") else 0
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.slots = max_in_flight or max(1, cpus // self.threads)
+        self.options = {"num_cpus": self.threads, "num_gpus": gpus, "max_retries": 0}
+        self.refs: dict = {}
+        self._remote = None
+
+    def submit(self, key, fn, kwargs: dict) -> None:
+        if self._remote is None:
+            self._remote = self.ray.remote(fn)
+        ref = self._remote.options(**self.options).remote(**{**kwargs, "threads": self.threads, "progress": False})
+        self.refs[ref] = key
+
+    def next_result(self):
+        done, _ = self.ray.wait(list(self.refs), num_returns=1)
+        ref = done[0]
+        key = self.refs.pop(ref)
+        try:
+            return key, self.ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - a task or node that died
+            return key, {"ok": False, "error": f"ray task failed: {type(e).__name__}: {e}", "seconds": 0.0}
+
+    def pending(self) -> int:
+        return len(self.refs)
+
+    def shutdown(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref, force=True)
+        self.refs.clear()
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_executor(kind: str = "local", *, jobs: int = 1, address: str | None = None, device: str = "cpu",
+                  threads: int | None = None):
+    """``local`` (``jobs`` > 1 means worker processes) or ``ray``."""
+    if kind == "local":
+        return LocalExecutor(threads) if jobs == 1 else ProcessExecutor(jobs, threads)
+    if kind == "ray":
+        return RayExecutor(address, device=device, threads=threads)
+    raise ValueError(f"--executor: expected 'local' or 'ray', got {kind!r}")

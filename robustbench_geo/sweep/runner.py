@@ -1,0 +1,275 @@
+"""Running one cell (in any worker) and writing its artefacts (in the driver).
+
+:func:`run_cell` is a plain function of JSON-ready arguments, so the local executor, worker
+processes and Ray tasks all call the same code: it trains the cell's model or reuses the cached
+checkpoint (keyed by the training hash, guarded by a file lock so parallel workers train a model
+once), loads the evaluation data, calls :func:`robustbench_geo.attacks.evaluate_attack`, and for
+deformable models records where the deformable layers sample on a clean and an attacked image.
+It returns plain data; only the driver writes files and the store (:func:`write_artefacts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+#: test images used for the clean accuracy recorded in a cached checkpoint's metadata
+CHECKPOINT_EVAL_SUBSET = 200
+
+
+def default_checkpoint_cache() -> Path:
+    base = os.environ.get("RBGEO_CACHE") or Path.home() / ".cache" / "robustbench_geo"
+    return Path(base) / "checkpoints"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_root=None, device: str = "cpu",
+                  progress: bool = False):
+    """Load the cached checkpoint of a training config, or train and cache it.
+
+    Returns:
+        ``(model, checkpoint metadata, checkpoint path, seconds spent training (0 when cached))``.
+    """
+    from robustbench_geo.checkpoint import CheckpointError, load_checkpoint
+    from robustbench_geo.training import fit
+
+    t = cell_config["training"]
+    stem = Path(cache_dir) / f"{t['model'].replace('/', '_').replace(':', '_')}-{train_hash[:16]}"
+    with _file_lock(stem.with_suffix(".lock")):
+        if stem.with_suffix(".json").exists():
+            try:
+                model, meta = load_checkpoint(stem, device=device)
+                return model, meta, stem, 0.0
+            except CheckpointError:
+                pass  # a damaged cache entry is retrained and replaced
+        tc = t["train"]
+        image = _is_image(t["dataset"])
+        res = fit(t["model"], t["dataset"], epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"],
+                  seed=tc["seed"], augment=tc["augment"], device=device, out=stem, data_root=data_root,
+                  subset=t["train_subset"], test_subset=CHECKPOINT_EVAL_SUBSET if image else None,
+                  deform_backend=t["deform_backend"], trainable=tc["trainable"], model_kwargs=dict(t["model_params"]),
+                  progress=progress)
+        return res.model.to(device).eval(), res.meta, stem, res.meta["train_seconds"]
+
+
+def _is_image(spec: str) -> bool:
+    from robustbench_geo.data import dataset_info
+
+    return dataset_info(spec).task == "image"
+
+
+def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_root=None, device: str = "cpu",
+             deform_backend: str = "auto", threads: int | None = None, progress: bool = False) -> dict:
+    """Train-or-load, attack and summarise one cell; never raises (errors are returned).
+
+    Returns:
+        A dict with ``ok``; when ok: ``metrics``, ``rows``, ``artefacts`` (tensors and plain data),
+        ``config`` (the attack runner's), ``seconds``, ``train_seconds``, ``attack_seconds``,
+        ``checkpoint`` and ``info`` (device, backend, versions, host); else ``error`` (traceback).
+    """
+    import socket
+
+    t0 = time.perf_counter()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        from robustbench_geo.attacks import evaluate_attack
+        from robustbench_geo.checkpoint import versions
+        from robustbench_geo.data import load_dataset
+        from robustbench_geo.models import set_deform_backend
+
+        model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
+                                                   device=device, progress=progress)
+        backend = set_deform_backend(model, deform_backend)
+        ds_cfg, att, seed = cell_config["dataset"], cell_config["attack"], cell_config["seed"]
+        runner = dict(att["runner"])
+        if meta.get("task") == "image":
+            ds = load_dataset(ds_cfg["spec"], split="test", root=data_root, seed=seed, subset=runner.get("n"))
+            runner["n"] = len(ds)
+            kwargs = {**runner, "device": device, "progress": progress}
+        else:
+            ds = load_dataset(ds_cfg["spec"], root=data_root, seed=seed)
+            kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
+        ta = time.perf_counter()
+        if att["name"] == "none":
+            outcome = clean_outcome(model, ds, seed=seed)
+        else:
+            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+        attack_s = time.perf_counter() - ta
+        artefacts = dict(outcome.artefacts)
+        examples = artefacts.get("examples")
+        if backend is not None and isinstance(examples, dict) and "clean" in examples:
+            artefacts["sampling"] = sampling_locations(model, examples["clean"][:1], examples["adversarial"][:1])
+        return {
+            "ok": True, "metrics": dict(outcome.metrics), "rows": list(outcome.rows), "artefacts": _cpu(artefacts),
+            "config": outcome.config, "params": outcome.params, "seconds": time.perf_counter() - t0,
+            "train_seconds": train_s, "attack_seconds": attack_s, "checkpoint": str(stem),
+            "info": {"device": str(device), "deform_backend": backend, "versions": versions(), "host": socket.gethostname(),
+                     "threads": torch.get_num_threads(), "checkpoint_clean_accuracy": meta.get("clean_accuracy"),
+                     "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
+                     "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {})},
+        }
+    except Exception:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
+        return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
+
+
+def clean_outcome(model, dataset, *, seed: int = 0):
+    """The ``none`` attack: clean predictions only (robust accuracy = clean accuracy).
+
+    Images: every image of ``dataset``; graphs: the test nodes.
+    """
+    from robustbench_geo.attacks.base import AttackOutcome
+    from robustbench_geo.data.base import GraphDataset
+    from robustbench_geo.evaluation import graph_logits, predict_logits
+
+    t0 = time.perf_counter()
+    if isinstance(dataset, GraphDataset):
+        idx = dataset.idx_test
+        pred = graph_logits(model, dataset).argmax(1)[idx]
+        labels = dataset.y[idx]
+        config = {"split": dataset.split, "split_hash": dataset.split_hash, "nodes": "test"}
+    else:
+        idx = torch.arange(len(dataset))
+        pred = predict_logits(model, dataset.images).argmax(1)
+        labels = dataset.labels
+        config = {"dataset_meta": {k: v for k, v in dataset.meta.items() if k != "params"}}
+    correct = (pred == labels)
+    acc = int(correct.sum()) / len(labels) if len(labels) else float("nan")
+    rows = [{"index": int(i), "label": int(y), "clean_pred": int(p), "correct": bool(c)}
+            for i, y, p, c in zip(idx.tolist(), labels.tolist(), pred.tolist(), correct.tolist())]
+    from robustbench_geo.checkpoint import versions
+
+    return AttackOutcome("none", {}, seed, {"clean_accuracy": acc, "robust_accuracy": acc, "n": float(len(labels))},
+                         rows, {}, time.perf_counter() - t0, {**config, "versions": versions()})
+
+
+def _cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+@torch.no_grad()
+def sampling_locations(model, clean: torch.Tensor, adversarial: torch.Tensor, positions: int = 3) -> dict:
+    """Where each deformable layer samples, in image pixels, for one clean and one attacked image.
+
+    For every deformable layer the ``positions`` output locations with the largest activation
+    norm on the clean image are kept; their ``kh*kw`` taps are mapped from the layer's input grid
+    to image pixels (``(u + 0.5) * H / H_in - 0.5``, pixel centres as in ``geometry.py``).
+
+    Args:
+        clean, adversarial: ``(1, C, H, W)`` images in ``[0, 1]``.
+
+    Returns:
+        ``{layer: {"clean": (P, K, 2), "adversarial": (P, K, 2), "regular": (P, K, 2)}}``, ``[y, x]`` pixels.
+    """
+    from robustbench_geo.models.deformable import deformable_layers
+
+    layers = deformable_layers(model)
+    dev = next(model.parameters()).device
+    shapes, outs = {}, {}
+    def keep(name):
+        def hook(module, inputs, output) -> None:  # returns None: the output is left unchanged
+            shapes[name] = inputs[0].shape[-2:]
+            outs[name] = output.detach()
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in layers]
+    result: dict = {}
+    try:
+        for kind, img in (("clean", clean), ("adversarial", adversarial)):
+            for _, m in layers:
+                m.record = True
+            model.eval()(img.to(dev))
+            h_img = img.shape[-2]
+            for n, m in layers:
+                loc = m.sampling_locations(m.last_offset)[0, 0]  # (K, 2, Ho, Wo), first offset group
+                reg = m.sampling_locations(torch.zeros_like(m.last_offset))[0, 0]
+                if kind == "clean":
+                    norm = outs[n][0].norm(dim=0).flatten()
+                    result[n] = {"index": norm.topk(min(positions, norm.numel())).indices}
+                scale = h_img / shapes[n][0]
+                idx = result[n]["index"]
+                for key, field in ((kind, loc), ("regular", reg)):
+                    pts = field.flatten(2)[:, :, idx].permute(2, 0, 1)  # (P, K, 2)
+                    result[n][key] = ((pts + 0.5) * scale - 0.5).float().cpu()
+    finally:
+        for h in hooks:
+            h.remove()
+        for _, m in layers:
+            m.record, m.last_offset, m.last_mask = False, None, None
+    for v in result.values():
+        v.pop("index")
+    return result
+
+
+def write_artefacts(folder: Path, result: dict) -> None:
+    """Driver side: ``rows.csv``, ``artefacts.safetensors`` (tensors) and ``artefacts.json`` (the rest)."""
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+
+    def split(obj, prefix):
+        if isinstance(obj, torch.Tensor):
+            tensors[prefix] = obj.contiguous()
+            return {"__tensor__": prefix}
+        if isinstance(obj, dict):
+            return {str(k): split(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [split(v, f"{prefix}.{i}") for i, v in enumerate(obj)]
+        return obj
+
+    rest = split(result.get("artefacts", {}), "")
+    if result.get("rows"):
+        pd.DataFrame(result["rows"]).to_csv(folder / "rows.csv", index=False)
+    tmp = folder / "artefacts.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / "artefacts.safetensors")
+    doc = {"artefacts": rest, "attack_config": result.get("config", {}), "params": result.get("params", {})}
+    (folder / "artefacts.json").write_text(json.dumps(doc, indent=1, default=str))
+
+
+def read_artefacts(folder: str | Path) -> dict:
+    """Inverse of :func:`write_artefacts` for the report: artefacts with tensors restored."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "artefacts.json").exists():
+        return {}
+    doc = json.loads((folder / "artefacts.json").read_text())
+    tensors = load_file(str(folder / "artefacts.safetensors")) if (folder / "artefacts.safetensors").exists() else {}
+
+    def join(obj):
+        if isinstance(obj, dict):
+            if set(obj) == {"__tensor__"}:
+                return tensors[obj["__tensor__"]]
+            return {k: join(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [join(v) for v in obj]
+        return obj
+
+    return join(doc["artefacts"])

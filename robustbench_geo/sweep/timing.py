@@ -1,0 +1,128 @@
+"""``rbgeo sweep --dry-run``: list the cells and estimate how long the unfinished ones take.
+
+The estimate is rough and says where each number comes from:
+
+* ``done``: the cell is finished in the store (no time left);
+* ``history``: the same attack on the same model finished before in this store (seconds per image,
+  or per cell for graphs);
+* ``calibrated``: one timed training step of the model on this machine times the work: epochs x
+  batches for training, and :func:`forward_passes` per attacked image (worst case, no early exit);
+* ``guess``: graph attacks without history (``GRAPH_ATTACK_GUESS_S``).
+
+Training is counted once per training config and not at all when the checkpoint is cached.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+def forward_passes(attack: str, params: dict) -> float:
+    """Model forward passes per attacked image assumed without timing history (backward = 2 forwards).
+
+    Known attacks are counted from their parameters (worst case, no early exit); others assume 300.
+    """
+    p = params
+    if attack == "none":
+        return 1
+    if attack == "grid":
+        return p.get("angle_steps", 31) * p.get("shift_steps", 5) ** 2
+    if attack in ("worst_of_k", "random"):
+        return p.get("k", 1) + 1
+    if attack == "scale":
+        per_axis = p.get("steps", 21)
+        return (per_axis ** 2 if p.get("anisotropic") else per_axis) + 3 * p.get("refine_steps", 10)
+    if attack == "affine_pgd":
+        return 3 * p.get("steps", 40) * p.get("restarts", 5)
+    if attack == "stadv":
+        return 3 * p.get("max_iterations", p.get("steps", 100))
+    return 300
+GRAPH_ATTACK_GUESS_S = 60.0
+TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist-scaled": 60000, "mnist-rotated": 60000, "cifar10": 50000}
+
+
+def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int) -> float:
+    """Seconds of one training step (forward + backward) of a fresh model on random data."""
+    from robustbench_geo.data import dataset_info
+    from robustbench_geo.models import create_model
+
+    info = dataset_info(spec)
+    if info.task == "image":
+        model = create_model(model_name, in_channels=info.in_channels, num_classes=info.num_classes,
+                             image_size=info.image_size, **params)
+        x = torch.rand(batch_size, info.in_channels, *info.image_size)
+        run = lambda: model(x).sum().backward()  # noqa: E731
+    else:
+        n, f = 2500, 1433
+        model = create_model(model_name, in_features=f, num_classes=info.num_classes, **params)
+        x = torch.rand(n, f)
+        ei = torch.randint(0, n, (2, 10000))
+        run = lambda: model(x, ei).sum().backward()  # noqa: E731
+    model.train()
+    run()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(2):
+        run()
+    return (time.perf_counter() - t0) / 2
+
+
+def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
+    """Per-cell estimates and the total wall time in seconds (divided by ``jobs``).
+
+    Returns:
+        ``(rows, total_seconds)`` with rows ``{"cell", "status", "train_s", "attack_s", "source"}``.
+    """
+    from robustbench_geo.data import dataset_info
+    from robustbench_geo.sweep.runner import default_checkpoint_cache
+    from robustbench_geo.sweep.store import STORE_NAME, ResultStore
+
+    done, history = {}, {}
+    if (Path(cfg.output) / STORE_NAME).exists():
+        with ResultStore(cfg.output, cfg.name) as store:
+            for r in store.cells():
+                done[r["hash"]] = r["status"]
+                if r["status"] == "done" and r["attack_seconds"] is not None:
+                    a = r["config"]["attack"]
+                    n = a["runner"].get("n") or 1
+                    history.setdefault((a["name"], r["config"]["model"]["name"]), []).append(r["attack_seconds"] / n)
+    cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
+    steps: dict = {}
+    trained: set = set()
+    rows, total = [], 0.0
+    for c in cells:
+        row = {"cell": c, "status": done.get(c.hash, "new"), "train_s": 0.0, "attack_s": 0.0, "source": "done"}
+        if row["status"] == "done":
+            rows.append(row)
+            continue
+        t = c.config["training"]
+        key = (t["model"], str(t["model_params"]), t["dataset"], t["train"]["batch_size"])
+        if key not in steps:
+            steps[key] = _step_seconds(t["model"], t["model_params"], t["dataset"], t["train"]["batch_size"])
+        step = steps[key]
+        cached = any(cache.glob(f"*-{c.train_hash[:16]}.json"))
+        if c.train_hash not in trained and not cached:
+            trained.add(c.train_hash)
+            if dataset_info(t["dataset"]).task == "image":
+                size = t["train_subset"] or TRAIN_SIZES.get(t["dataset"].split(":")[0], 60000)
+                row["train_s"] = t["train"]["epochs"] * math.ceil(size / t["train"]["batch_size"]) * step
+            else:
+                row["train_s"] = min(t["train"]["epochs"], 300) * step * 2  # early stopping usually ends sooner
+        a = c.config["attack"]
+        n = a["runner"].get("n")
+        hist = history.get((a["name"], c.config["model"]["name"]))
+        if hist:
+            row["attack_s"] = sum(hist) / len(hist) * (n or 1)
+            row["source"] = "history"
+        elif "n" in a["runner"]:
+            per_forward = step / 3 / t["train"]["batch_size"]  # a training step is ~3 forward passes
+            row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * per_forward
+            row["source"] = "calibrated"
+        else:
+            row["attack_s"] = 0.1 if a["name"] == "none" else GRAPH_ATTACK_GUESS_S
+            row["source"] = "calibrated" if a["name"] == "none" else "guess"
+        total += row["train_s"] + row["attack_s"]
+        rows.append(row)
+    return rows, total / max(jobs, 1)
