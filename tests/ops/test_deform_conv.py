@@ -212,3 +212,4 @@ def test_without_a_compiler_auto_falls_back_to_torchvision(monkeypatch):
     _assert_same(_run(args, "native"), _run(args, "torchvision"), 1e-10)  # explicit native: pure PyTorch
     with pytest.raises(RuntimeError, match="needs a C.. compiler"):
         deform_conv2d_native(args["input"], args["offset"], args["weight"], impl="kernel")
+
