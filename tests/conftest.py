@@ -57,3 +57,11 @@ def cora(cora_root):
     from robustbench_geo.data import load_dataset
 
     return load_dataset("cora", root=cora_root)
+
+
+@pytest.fixture(scope="session")
+def omniglot_small1():
+    from robustbench_geo.data.omniglot import load_omniglot
+
+    root = _root_with("omniglot/images_background_small1.zip")
+    return load_omniglot("small1", root=root)

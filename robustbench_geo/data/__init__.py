@@ -15,6 +15,7 @@ from typing import Callable
 
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.data.base import GraphDataset, ImageDataset, split_hash
+from robustbench_geo.data.cluttered import load_mnist_cluttered
 from robustbench_geo.data.geometric import load_mnist_rotated, load_mnist_scaled
 from robustbench_geo.data.graphs import load_graph, load_prognn_perturbed
 from robustbench_geo.data.images import load_cifar10, load_fashion_mnist, load_mnist
@@ -41,6 +42,9 @@ _IMAGE: dict[str, tuple[DatasetInfo, Callable]] = {
                                  "MNIST zoomed by Keras zoom in [1, 2.5] and shifted <= 20 % (seeded)"), load_mnist_scaled),
     "mnist-rotated": (DatasetInfo("mnist-rotated", "image", 10, 1, (28, 28),
                                   "MNIST rotated uniformly in +-max_angle_deg (default 45, seeded)"), load_mnist_rotated),
+    "mnist-cluttered": (DatasetInfo("mnist-cluttered", "image", 10, 1, (56, 56),
+                                    "MNIST digit at a random scale (0.7-1.5) and position on a 56x56 canvas, 4 clutter "
+                                    "pieces (seeded)"), load_mnist_cluttered),
 }
 _GRAPH: dict[str, DatasetInfo] = {
     "cora": DatasetInfo("cora", "graph", 7, description="Cora: literature LCC (prognn/nettack splits) or Planetoid (public)"),
@@ -111,7 +115,7 @@ def load_dataset(spec: str, *, split: str | None = None, root=None, download: bo
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test' for image dataset {name!r}, got {split!r}")
     loader = _IMAGE[name][1]
-    if name in ("mnist-scaled", "mnist-rotated"):
+    if name in ("mnist-scaled", "mnist-rotated", "mnist-cluttered"):
         opts["seed"] = seed
     try:
         ds = loader(split, root, download, **opts)
