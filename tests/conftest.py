@@ -65,3 +65,6 @@ def omniglot_small1():
 
     root = _root_with("omniglot/images_background_small1.zip")
     return load_omniglot("small1", root=root)
+
+
+from tests.sweep.quick_fixture import quick_sweep  # noqa: E402,F401  (the shared tiny quick-preset run)

@@ -99,7 +99,7 @@ def test_training_steps_reduce_the_loss(omniglot_small1):
 
 @pytest.mark.parametrize("attack,target,params", [
     ("grid", "query", {"angle_steps": 5, "shift_steps": 1}),
-    ("scale", "support", {"steps": 4, "refine_steps": 0}),
+    ("scale", "support", {"steps": 4, "refine_steps": 2}),
     ("adjacency", "query", {"max_edges": 2, "scope": "all"}),
 ])
 def test_episode_attacks_are_verified(omniglot_small1, attack, target, params):
@@ -129,3 +129,21 @@ def test_adjacency_deletion_changes_the_graph():
     a, b = adj(x), adj(x, mask)
     assert torch.allclose(a.sum(-1), torch.ones(1, 4)) and torch.allclose(b.sum(-1), torch.ones(1, 4))
     assert a[0].diagonal().abs().max() == 0 and b[0, 0, 1] == 0 and b[0, 1, 0] == 0 and a[0, 0, 1] > 0
+
+
+def test_support_view_is_the_episode_with_the_image_replaced():
+    from robustbench_geo.attacks.fewshot import SupportView
+
+    torch.manual_seed(0)
+    model = create_model("fewshot_gnn", num_classes=5, nf=32).eval()
+    s, lab, q = torch.rand(5, 1, 28, 28), torch.arange(5), torch.rand(1, 28, 28)
+    view = SupportView(model, q, s, lab, 2)
+    assert not view.training
+    x = torch.rand(3, 1, 28, 28, requires_grad=True)
+    sup = s.expand(3, 5, 1, 28, 28).clone()
+    sup[:, 2] = x.detach()
+    want = model.episode(q.expand(3, 1, 28, 28), sup, lab.expand(3, 5))
+    got = view(x)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    (grad,) = torch.autograd.grad(got[:, 0].sum(), x)
+    assert grad.abs().sum() > 0  # the attacked support image drives the query's logits

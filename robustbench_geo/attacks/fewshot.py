@@ -47,6 +47,7 @@ class SupportView(nn.Module):
     def __init__(self, model: nn.Module, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, slot: int):
         super().__init__()
         self.model, self.query, self.support, self.labels, self.slot = model, query, support, labels, slot
+        self.train(model.training)  # an attack restores the view's mode afterwards: it must be the model's
         with torch.no_grad():
             self.support_emb = model.embed(support)  # (S, D)
 
@@ -118,6 +119,7 @@ class AdjacencyAttack:
 
 
 def _episode_logits(model, query, support, labels, mask=None):
+    model.eval()
     with torch.inference_mode():
         return model.episode(query, support, labels, mask)
 

@@ -144,8 +144,9 @@ class FewShotGNN(nn.Module):
             query: ``(E, C, H, W)``; support: ``(E, S, C, H, W)``; support_labels: ``(E, S)`` in ``[0, N)``.
             edge_mask: optional ``(E, 1 + S, 1 + S)`` weights in ``[0, 1]`` multiplying the learned
                 adjacency of every layer before renormalisation (0 deletes an edge); node 0 = query.
+            support_emb: optional precomputed support embeddings ``(E, S, D)`` (then ``support`` is not embedded).
         """
-        x = self.node_features(query, support, support_labels)
+        x = self.node_features(query, support, support_labels, support_emb)
         self.last_adjacency = []
         for adj, conv in zip(self.adjacency[:-1], self.convs[:-1]):
             a = adj(x, edge_mask)

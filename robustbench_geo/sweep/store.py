@@ -227,7 +227,7 @@ class ResultStore:
         """One cell by its hash or a unique hash prefix."""
         matches = [r for r in self.cells() if r["hash"].startswith(prefix)]
         if len(matches) != 1:
-            raise KeyError(f"{'no' if not matches else len(matches)} cells match hash prefix {prefix!r} in {self.path}")
+            raise ValueError(f"{'no' if not matches else len(matches)} cells match hash prefix {prefix!r} in {self.path}")
         return matches[0]
 
     def status_counts(self) -> dict[str, int]:

@@ -50,10 +50,11 @@ def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int) -> 
     from robustbench_geo.models import create_model
 
     info = dataset_info(spec)
+    probe = min(batch_size, 32)  # timed on a small batch, scaled to the full one
     if info.task == "image":
         model = create_model(model_name, in_channels=info.in_channels, num_classes=info.num_classes,
                              image_size=info.image_size, **params)
-        x = torch.rand(batch_size, info.in_channels, *info.image_size)
+        x = torch.rand(probe, info.in_channels, *info.image_size)
         run = lambda: model(x).sum().backward()  # noqa: E731
     else:
         n, f = 2500, 1433
@@ -66,7 +67,8 @@ def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int) -> 
     t0 = time.perf_counter()
     for _ in range(2):
         run()
-    return (time.perf_counter() - t0) / 2
+    seconds = (time.perf_counter() - t0) / 2
+    return seconds * batch_size / probe if info.task == "image" else seconds
 
 
 def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:

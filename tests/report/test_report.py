@@ -7,42 +7,41 @@ import json
 import pandas as pd
 import pytest
 
-from robustbench_geo.report import write_report
-from robustbench_geo.sweep import load_config, run_sweep
 from tests.report.browser import find_browser, load_page
-from tests.sweep.conftest import tiny_toml
-
-EVIL = "<script>alert(1)</script>"
+from tests.sweep.quick_fixture import EVIL, EVIL_DATASET
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory, mnist_root, cora_root):
-    tmp = tmp_path_factory.mktemp("report")
-    out = tmp / "out"
-    toml = tmp / "sweep.toml"
-    extra = '\n[datasets."scaled & <b>bold</b>"]\nspec = "mnist-scaled"\ntest_subset = 60\n'
-    attacks = '\n[attacks.clean]\nattack = "none"\ndatasets = ["mnist", "scaled & <b>bold</b>", "cora"]\n'
-    toml.write_text(tiny_toml(out, model_label=EVIL, graph=True, attacks=attacks, extra=extra).replace("epochs = 30", "epochs = 5"))
-    summary = run_sweep(load_config(toml), progress=False, report=True)
-    assert not summary.failed and summary.report == out / "report.html"
-    return out
+def report_dir(quick_sweep):
+    cfg, summary = quick_sweep
+    assert summary.report == cfg.output / "report.html"
+    return cfg.output
 
 
-def test_files_and_numbers(report_dir):
+def test_files_and_numbers(report_dir, quick_sweep):
+    _, summary = quick_sweep
     csv = pd.read_csv(report_dir / "results.csv")
-    assert set(csv["metric"]) >= {"clean_accuracy", "robust_accuracy"}
+    assert set(csv["metric"]) >= {"clean_accuracy", "robust_accuracy", "success_rate", "flips"}
     assert csv["value"].dtype == float
-    acc = csv[csv["metric"].str.endswith("accuracy")]["value"]
-    assert len(acc) == 6 and acc.between(0, 1).all()  # fractions, not percentages
-    assert len(csv) == 3 * len(set(csv["metric"]))  # tidy: one row per cell x metric
+    acc = csv[csv["metric"].isin(["clean_accuracy", "robust_accuracy"])]["value"]
+    assert len(acc) == 2 * summary.total and acc.between(0, 1).all()  # fractions, not percentages
+    assert not csv.duplicated(["hash", "metric"]).any() and csv["hash"].nunique() == summary.total  # tidy
     files = sorted(p.name for p in (report_dir / "json").iterdir())
-    assert files == ["gcn.json", "script_alert_1_script.json"]
+    assert files == ["deform_cnn.json", "gcn.json", "script_alert_1_script.json"]
     doc = json.loads((report_dir / "json" / "gcn.json").read_text())
-    assert doc["schema_version"] == 1 and doc["name"] == "gcn"
-    assert isinstance(doc["clean_acc"], float) and 0.3 < doc["clean_acc"] <= 1
+    assert doc["schema_version"] == 1 and doc["name"] == "gcn" and doc["model"] == "gcn"
+    assert isinstance(doc["clean_acc"], float) and 0.2 < doc["clean_acc"] <= 1
     assert all(isinstance(r["robust_acc"], float) for r in doc["results"])
+    assert {r["attack"] for r in doc["results"]} >= {"clean", "dice"}
     md = (report_dir / "summary.md").read_text()
-    assert "| gcn | cora | clean |" in md
+    assert "| gcn | cora | clean |" in md and "| deform_cnn | mnist | grid | max_angle_deg=30 |" in md
+
+
+def test_report_sections(report_dir):
+    html = (report_dir / "report.html").read_text()
+    for alt in ("robustness curve: grid on mnist", "robustness curve: dice on cora", "examples: deform_cnn x grid",
+                "sampling locations: deform_cnn x grid", "graph perturbations: gcn x dice", "durations per cell"):
+        assert f'alt="{alt}' in html, alt
 
 
 def test_user_strings_are_escaped(report_dir):
@@ -53,7 +52,7 @@ def test_user_strings_are_escaped(report_dir):
     assert "http://" not in html and "https://" not in html  # nothing to fetch: opens offline
 
 
-def test_page_loads_in_headless_chromium(report_dir):
+def test_page_loads_in_headless_chromium(report_dir, quick_sweep):
     if find_browser() is None:
         pytest.skip("no chromium binary: install the Debian package 'chromium' (.ci/run does)")
     pytest.importorskip("aiohttp", reason="the DevTools websocket client needs aiohttp")
@@ -65,9 +64,11 @@ def test_page_loads_in_headless_chromium(report_dir):
     assert res["errors"] == []
     page = json.loads(res["value"])
     tables = dict(page["tables"])
-    assert tables["summary-table"] == 3 and tables["cells-table"] == 3 and tables["meta-table"] > 3
+    total = quick_sweep[1].total
+    assert tables["summary-table"] == total and tables["cells-table"] == total and tables["meta-table"] > 3
     assert page["images"] and all(page["images"])  # every embedded figure decodes
-    assert EVIL in page["text"] and "scaled & <b>bold</b>" in page["text"]  # shown as text, not run
+    assert len(page["images"]) >= 10
+    assert EVIL in page["text"] and EVIL_DATASET in page["text"]  # shown as text, not run
 
 
 def test_browser_check_detects_broken_pages(tmp_path):

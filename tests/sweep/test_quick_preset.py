@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 
 from click.testing import CliRunner
 
@@ -10,38 +10,47 @@ from robustbench_geo.cli import main
 from robustbench_geo.sweep import ResultStore, expand, load_config, run_sweep
 
 
-def shrink(cfg, *, train_subset=300, test_subset=40, image_epochs=1, graph_epochs=5):
-    """The preset with tiny data sizes and epochs (everything else as shipped)."""
-    ds = {k: dataclasses.replace(d, train_subset=train_subset if d.train_subset else None,
-                                 test_subset=test_subset if d.test_subset else None) for k, d in cfg.datasets.items()}
-    ms = {k: dataclasses.replace(m, train={**m.train, "epochs": image_epochs if m.task == "image" else graph_epochs})
-          for k, m in cfg.models.items()}
-    return dataclasses.replace(cfg, datasets=ds, models=ms)
-
-
-def test_quick_preset_end_to_end(tmp_path, mnist_root, cora_root):
-    cfg = shrink(load_config("quick", output=tmp_path / "quick"))
+def test_quick_preset_end_to_end(quick_sweep):
+    cfg, summary = quick_sweep
     assert {m.model for m in cfg.models.values()} >= {"cnn", "deform_cnn", "gcn"}
-    cfg = dataclasses.replace(cfg, checkpoint_cache=str(tmp_path / "ckpt"))
-    summary = run_sweep(cfg, progress=False)
+    assert {a.domain for a in cfg.attacks.values()} >= {"image", "graph"}  # the attacks available, both domains
     assert not summary.failed, [r["error"] for r in summary.failed]
     assert len(summary.ran) == len(expand(cfg)) == summary.total
-    with ResultStore(tmp_path / "quick", "quick") as store:
+    out = cfg.output
+    with ResultStore(out, "quick") as store:
         assert store.status_counts() == {"done": summary.total}
+        rows = store.cells()
+    image = [r for r in rows if "n" in r["config"]["attack"]["runner"] and r["config"]["attack"]["name"] != "none"]
+    graph = [r for r in rows if r["config"]["attack"]["runner"].get("mode")]
+    assert image and graph
+    for r in image:  # every attacked image cell re-verified by the runner: robust <= clean
+        assert r["metrics"]["robust_accuracy"] <= r["metrics"]["clean_accuracy"] + 1e-9
+    for r in graph:
+        assert r["metrics"]["flips"] <= r["metrics"]["budget"]
     for name in ("report.html", "results.csv", "summary.md"):
-        assert (tmp_path / "quick" / name).stat().st_size > 0
-    assert list((tmp_path / "quick" / "logs").glob("sweep-*.log"))
-    # the CLI reads the same store
+        assert (out / name).stat().st_size > 0
+    assert list((out / "logs").glob("sweep-*.log"))
+    # re-running finds everything done
+    again = run_sweep(cfg, progress=False, report=False)
+    assert again.ran == [] and again.skipped_done == summary.total
+
+
+def test_results_and_report_commands(quick_sweep):
+    cfg, summary = quick_sweep
     runner = CliRunner()
-    res = runner.invoke(main, ["results", "list", str(tmp_path / "quick")])
+    res = runner.invoke(main, ["results", "list", str(cfg.output)])
     assert res.exit_code == 0 and f"{summary.total} done" in res.output
     first = summary.ran[0]["cell"].hash[:10]
-    res = runner.invoke(main, ["results", "show", str(tmp_path / "quick"), first])
+    res = runner.invoke(main, ["results", "show", str(cfg.output), first])
     assert res.exit_code == 0 and '"status": "done"' in res.output
-    res = runner.invoke(main, ["results", "export", str(tmp_path / "quick"), "--format", "json"])
-    assert res.exit_code == 0 and res.output.lstrip().startswith("[")
-    res = runner.invoke(main, ["report", str(tmp_path / "quick")])
+    res = runner.invoke(main, ["results", "export", str(cfg.output), "--format", "json"])
+    assert res.exit_code == 0 and len(json.loads(res.output)) == summary.total
+    res = runner.invoke(main, ["results", "show", str(cfg.output), "zzzz"])
+    assert res.exit_code == 2 and "no cells match hash prefix 'zzzz'" in res.output
+    html = (cfg.output / "report.html").read_text()
+    res = runner.invoke(main, ["report", str(cfg.output)])  # a second rendering from the store alone
     assert res.exit_code == 0 and "report.html" in res.output
+    assert (cfg.output / "report.html").read_text().count("<tr") == html.count("<tr")
 
 
 def test_cli_errors_exit_2(tmp_path):

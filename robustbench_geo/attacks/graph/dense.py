@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -69,3 +71,37 @@ def get_loss(name: str):
     if name not in LOSSES:
         raise unknown_name_error("loss", name, LOSSES)
     return LOSSES[name]
+
+
+def uniform_init(shape, g: torch.Generator) -> torch.Tensor:
+    """``U(-1/sqrt(out), 1/sqrt(out))`` weights of shape ``(in, out)`` (the surrogates' initialisation)."""
+    stdv = 1.0 / math.sqrt(shape[1])
+    return (torch.rand(shape, generator=g) * 2 - 1) * stdv
+
+
+def train_linear_gcn(x, adj, y, idx_train, idx_val=None, hidden: int = 16, seed: int = 0, epochs: int = 200) -> torch.Tensor:
+    """Train the linearised GCN ``A_hat^2 X W1 W2`` (Adam 0.01, weight decay 5e-4) and return ``W1 W2`` ``(F, C)``.
+
+    With ``idx_val`` the weights of the epoch with the lowest validation loss are returned, else the last ones.
+    """
+    from robustbench_geo.models.gnn import dense_gcn_norm
+
+    g = torch.Generator().manual_seed(seed)
+    w1 = uniform_init((x.shape[1], hidden), g).requires_grad_(True)
+    w2 = uniform_init((hidden, int(y.max()) + 1), g).requires_grad_(True)
+    a = dense_gcn_norm(adj)
+    with torch.no_grad():
+        z = a @ (a @ x)
+    opt = torch.optim.Adam([w1, w2], lr=0.01, weight_decay=5e-4)
+    best, best_w = float("inf"), None
+    for _ in range(epochs):
+        loss = F.cross_entropy(z[idx_train] @ w1 @ w2, y[idx_train])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if idx_val is not None:
+            with torch.no_grad():
+                val = F.cross_entropy(z[idx_val] @ w1 @ w2, y[idx_val]).item()
+                if val < best:
+                    best, best_w = val, (w1 @ w2).detach().clone()
+    return best_w if idx_val is not None else (w1 @ w2).detach()

@@ -22,7 +22,6 @@ result is the same meta-gradient (the tests compare it with the direct unrolled 
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -32,33 +31,9 @@ from tqdm.auto import tqdm
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, check_dense_memory, edge_budget, finalize
 from robustbench_geo.attacks.graph.constraints import loglik_mask, singleton_mask
+from robustbench_geo.attacks.graph.dense import train_linear_gcn, uniform_init as _uniform
 from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.models.gnn import dense_gcn_norm
-
-
-def train_linear_surrogate(x: torch.Tensor, adj: torch.Tensor, y: torch.Tensor, idx_train: torch.Tensor,
-                           hidden: int = 16, epochs: int = 200, seed: int = 0) -> torch.Tensor:
-    """Train ``A_hat^2 X W1 W2`` (Adam, lr 0.01, weight decay 5e-4) and return its ``(N, C)`` logits."""
-    g = torch.Generator().manual_seed(seed)
-    c = int(y.max()) + 1
-    w1 = _uniform((x.shape[1], hidden), g).requires_grad_(True)
-    w2 = _uniform((hidden, c), g).requires_grad_(True)
-    a = dense_gcn_norm(adj)
-    with torch.no_grad():
-        z = a @ (a @ x)
-    opt = torch.optim.Adam([w1, w2], lr=0.01, weight_decay=5e-4)
-    for _ in range(epochs):
-        loss = F.cross_entropy(z[idx_train] @ w1 @ w2, y[idx_train])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        return z @ w1 @ w2
-
-
-def _uniform(shape, g):
-    stdv = 1.0 / math.sqrt(shape[1])
-    return (torch.rand(shape, generator=g) * 2 - 1) * stdv
 
 
 @register_attack("metattack", domain="graph")
@@ -100,7 +75,8 @@ class Metattack(GraphAttack):
         deg0 = adj.sum(1)
         train = graph.idx_train
         unlabeled = torch.cat([graph.idx_val, graph.idx_test]).sort().values
-        self_labels = train_linear_surrogate(x, adj, y, train, self.hidden, seed=seed).argmax(1)
+        a_hat = dense_gcn_norm(adj)
+        self_labels = (a_hat @ (a_hat @ x) @ train_linear_gcn(x, adj, y, train, None, self.hidden, seed)).argmax(1)
         self_labels[train] = y[train]
         x_sp_t = x.T.to_sparse()  # (F, N) sparse, for A_hat X = (X^T A_hat)^T
         x_sp = x.to_sparse()
@@ -127,6 +103,7 @@ class Metattack(GraphAttack):
                 chosen.append((i, j))
         flips = torch.tensor(chosen, dtype=torch.long).reshape(-1, 2).T
         work = {"flips_chosen": len(chosen), "meta_gradients": len(chosen), "train_iters": self.train_iters,
+                "flip_sequence": chosen,  # greedy order: a prefix is the attack with a smaller budget
                 "variant": "A-Meta-Self" if self.approximate else ("Meta-Self" if self.lambda_train == 0 else
                                                                     f"Meta(lambda={self.lambda_train:g})"),
                 "dense_memory_gib": mem, "seconds": time.perf_counter() - t0}

@@ -33,7 +33,8 @@ def reference_check(graph, res: GraphPerturbation, budget: int) -> None:
 
 
 GLOBAL = [("random_edges", {"kind": "flip"}), ("random_edges", {"kind": "add"}), ("random_edges", {"kind": "remove"}), ("dice", {}),
-          ("pgd", {"steps": 5, "samples": 3}), ("pgd", {"steps": 5, "samples": 3, "loss": "cw"})]
+          ("pgd", {"steps": 5, "samples": 3}), ("pgd", {"steps": 5, "samples": 3, "loss": "cw"}),
+          ("prbcd", {"block_size": 500, "epochs": 8, "epochs_resampling": 4}), ("grbcd", {"block_size": 500, "epochs": 8})]
 
 
 @pytest.mark.parametrize("name,params", GLOBAL, ids=[f"{n}-{'-'.join(map(str, p.values()))}" for n, p in GLOBAL])
@@ -122,3 +123,18 @@ def test_unknown_names_list_valid_ones(small_gcn):
 def test_dense_attack_refuses_large_graphs_naming_prbcd(small_graph, small_gcn):
     with pytest.raises(MemoryError, match="'prbcd'"):
         create_attack("pgd", small_gcn[0], max_memory_gb=1e-6)(small_graph)
+
+
+@pytest.mark.parametrize("budget", [None, 0, 1, 3])
+def test_gradargmax_invariants_and_effect(budget, small_gcn):
+    model, _ = small_gcn
+    for seed in range(3):
+        graph = sbm_graph(seed=seed)
+        att = create_attack("gradargmax", model, budget_flips_per_target=budget)
+        for t in graph.idx_test[:4].tolist():
+            res = att(graph, t, seed=seed)
+            reference_check(graph, res, res.budget)
+            touched = torch.cat([res.insertions, res.deletions], 1)
+            assert (touched == t).any(0).all()
+            if budget is None:
+                assert res.budget == int((graph.edge_index[0] == t).sum()) + 2

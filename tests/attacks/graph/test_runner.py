@@ -90,3 +90,36 @@ def test_cli_graph_attack_on_cora(cora_root, cora_checkpoint, tmp_path):
     assert r.exit_code == 2 and "Did you mean 'dice'" in r.output
     r = _run("attack", cora_checkpoint, "cora", "--attack", "random_edges", "--param", "kind=swap", "--data-root", cora_root)
     assert r.exit_code == 2 and "Valid random attack kinds" in r.output
+
+
+def test_targeted_protocol_rows_and_poisoning(small_graph, small_gcn):
+    model, meta = small_gcn
+    from robustbench_geo.evaluation import graph_logits
+
+    ok = small_graph.idx_test[graph_logits(model, small_graph).argmax(1)[small_graph.idx_test] == small_graph.y[small_graph.idx_test]]
+    poisoned_meta = {**meta, "train": {**meta["train"], "epochs": 60, "patience": 60}}
+    o = evaluate_attack(model, small_graph, "nettack", {"features": True}, seed=0, mode="poisoning",
+                        checkpoint_meta=poisoned_meta, targets=ok[:8].tolist(), progress=False)
+    n_t = int(o.metrics["targets"])
+    assert n_t == 8 and len(o.rows) == n_t
+    assert all(r["clean_prediction"] == r["label"] for r in o.rows)  # targets are correctly classified
+    assert o.metrics["success_rate"] == pytest.approx(sum(r["misclassified"] for r in o.rows) / n_t)
+    assert o.metrics["robust_accuracy"] == pytest.approx(1 - o.metrics["success_rate"])
+    assert o.metrics["success_rate"] > 0.3  # Nettack with degree + 2 flips fools many retrained models
+    a = o.artefacts
+    assert a["insertion_targets"].shape[0] == a["insertions"].shape[1]
+    assert o.metrics["budget"] == sum(r["budget"] for r in o.rows)
+    o2 = evaluate_attack(model, small_graph, "gradargmax", {}, seed=0, budget=1, targets=[int(small_graph.idx_test[0])],
+                         progress=False)
+    assert len(o2.rows) == 1 and o2.rows[0]["budget"] == 1 and o2.metrics["flips"] <= 1
+    with pytest.raises(ValueError, match="non-negative integer count of flips per target"):
+        evaluate_attack(model, small_graph, "nettack", {}, budget=1.5, progress=False)
+
+
+def test_prognn_track(cora):
+    from robustbench_geo.attacks import create_attack
+
+    res = create_attack("prognn", None, rate=0.05)(cora)
+    assert res.flips == res.budget == 253 and res.insertions.shape[1] == 253
+    with pytest.raises(ValueError, match="exist for"):
+        create_attack("prognn", None, rate=0.07)

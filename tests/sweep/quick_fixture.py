@@ -1,0 +1,46 @@
+"""One run of the quick preset on tiny settings, shared by the sweep and report tests (session scope).
+
+The regular CNN's label is replaced by ``<script>alert(1)</script>`` and one dataset label holds
+HTML, so the same run also checks that reports escape user strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+EVIL = "<script>alert(1)</script>"
+EVIL_DATASET = "scaled & <b>bold</b>"
+
+
+def shrink(cfg, *, train_subset=300, test_subset=24, image_epochs=1, graph_epochs=5):
+    """The preset with tiny data sizes and epochs (models, attacks, grids and budgets as shipped)."""
+    ds = {k: dataclasses.replace(d, train_subset=train_subset if d.train_subset else None,
+                                 test_subset=test_subset if d.test_subset else None) for k, d in cfg.datasets.items()}
+    ms = {k: dataclasses.replace(m, train={**m.train, "epochs": image_epochs if m.task == "image" else graph_epochs})
+          for k, m in cfg.models.items()}
+    return dataclasses.replace(cfg, datasets=ds, models=ms)
+
+
+def _relabel(cfg):
+    """Hostile labels: the cnn model and the mnist-scaled dataset."""
+    models = {(EVIL if k == "cnn" else k): dataclasses.replace(m, label=EVIL if k == "cnn" else k) for k, m in cfg.models.items()}
+    ren = {"mnist-scaled": EVIL_DATASET}
+    datasets = {ren.get(k, k): dataclasses.replace(d, label=ren.get(k, k)) for k, d in cfg.datasets.items()}
+    attacks = {k: dataclasses.replace(a, datasets=None if a.datasets is None else tuple(ren.get(d, d) for d in a.datasets),
+                                      models=None if a.models is None else tuple(EVIL if m == "cnn" else m for m in a.models))
+               for k, a in cfg.attacks.items()}
+    return dataclasses.replace(cfg, models=models, datasets=datasets, attacks=attacks)
+
+
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory, mnist_root, cora_root):
+    """``(config, summary)`` of the shrunk quick preset, run once with its report."""
+    from robustbench_geo.sweep import load_config, run_sweep
+
+    tmp = tmp_path_factory.mktemp("quick")
+    cfg = _relabel(shrink(load_config("quick", output=tmp / "quick")))
+    cfg = dataclasses.replace(cfg, checkpoint_cache=str(tmp / "ckpt"))
+    summary = run_sweep(cfg, progress=False, threads=1)
+    return cfg, summary
