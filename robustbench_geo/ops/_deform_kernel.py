@@ -93,11 +93,13 @@ def available() -> bool:
 def _pool() -> ThreadPoolExecutor:
     n = max(1, torch.get_num_threads())
     pool = _state.get("pool")
+    if pool is not None and _state.get("pool_pid") != os.getpid():
+        pool = None  # a forked child inherits the pool object but not its threads
     if pool is None or _state.get("pool_size") != n:
         if pool is not None:
             pool.shutdown(wait=False)
         pool = _state["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="rbgeo-dcn")
-        _state["pool_size"] = n
+        _state["pool_size"], _state["pool_pid"] = n, os.getpid()
     return pool
 
 

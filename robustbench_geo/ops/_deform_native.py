@@ -23,7 +23,8 @@ Two implementations of the sampling steps compute the same function:
 * compiled CPU kernels (:mod:`robustbench_geo.ops._deform_kernel`, float32/float64; built on first
   use with the system C++ compiler, threads over rows / over images for the scatter);
 * pure PyTorch (any device/dtype): ``index_select`` gathers, ``bmm`` dot products and
-  ``index_add_``; the fallback where no compiler exists (about 2x faster than torchvision on CPU).
+  ``index_add_``; the fallback where no compiler exists. It is memory-bound and measured slower than
+  torchvision on the (loaded) 2-core development machine, so ``backend="auto"`` then picks torchvision.
 
 Memory: output rows are processed in chunks (whole images, or parts of one image when a single
 image is too large) whose column matrix holds at most :func:`get_column_budget` bytes (default

@@ -9,20 +9,24 @@ Same signature and semantics as :func:`torchvision.ops.deform_conv2d`:
 
 Backends (``BACKENDS``):
 
-* ``native``: this package's op (:mod:`robustbench_geo.ops._deform_native`): vectorised bilinear
-  gathers into a channels-last column matrix + one GEMM, multithreaded through PyTorch, memory
-  bounded by :func:`set_column_budget` (default 1 GiB). Tested on CPU (float32/float64).
+* ``native``: this package's op (:mod:`robustbench_geo.ops._deform_native`): bilinear sampling
+  into a channels-last column matrix (compiled CPU kernels, pure-PyTorch fallback) + GEMMs,
+  memory bounded by :func:`set_column_budget` (default 1 GiB). Tested on CPU (float32/float64).
 * ``torchvision``: :func:`torchvision.ops.deform_conv2d`, the reference.
 
-``backend="auto"`` picks the fastest correct one for the tensors' device: ``native`` on CPU
-(about 10-30x faster than torchvision there, see ``benchmarks/deform_conv.py``) and torchvision's
-CUDA op on GPUs (the native op has not been measured or tested on a GPU).
+``backend="auto"`` picks the fastest correct one for the tensors' device: ``native`` on CPU when its
+compiled kernel is available (several times faster than torchvision there, see
+``benchmarks/deform_conv.py``), else torchvision (the pure-PyTorch fallback of ``native`` measured
+slower than torchvision on a loaded 2-core machine), and torchvision's CUDA op on GPUs (the native
+op has not been measured or tested on a GPU).
 
 Gradients at sampling coordinates that are exact integers (kinks of bilinear interpolation) are
-right-hand derivatives in both backends. The one difference: at a coordinate of exactly ``-1``
-(e.g. a zero offset on a padding-1 border tap) torchvision's forward treats the point as outside
-the image but its backward still returns the right-hand derivative (vision issue #6885); ``native``
-returns the same number, which the one-sided finite difference from the right confirms.
+right-hand derivatives in both backends. Vision issue #6885: at a coordinate of exactly ``-1`` (a
+zero offset on a padding-1 border tap) the forward treats the point as outside the image (value 0,
+as for every coordinate below), and the original DCN code returns offset gradient 0, but
+torchvision's backward returns the right-hand derivative; ``native`` returns the right-hand
+derivative too (the one-sided finite difference from the right confirms it). Inside ``(-1, 0)``
+the op is smooth and both equal the central difference (checked with torchvision 0.29.1).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torchvision.ops as tvops
 from torch.nn.modules.utils import _pair
 
 from robustbench_geo.check import unknown_name_error
+from robustbench_geo.ops import _deform_kernel
 from robustbench_geo.ops._deform_native import deform_conv2d_native, get_column_budget, set_column_budget
 
 
@@ -52,12 +57,20 @@ BACKENDS = {"native": _native, "torchvision": _torchvision}
 _AUTO_ORDER = {"cpu": ["native", "torchvision"], "cuda": ["torchvision"]}
 
 
+def _fast(name: str, device_type: str) -> bool:
+    """Whether backend ``name`` is the fast choice on this device type (native: with its compiled CPU kernel;
+    its pure-PyTorch fallback measured slower than torchvision, see ``benchmarks/deform_conv.py``)."""
+    if name == "native":
+        return device_type == "cpu" and _deform_kernel.available()
+    return name in BACKENDS
+
+
 def resolve_backend(backend: str = "auto", device: torch.device | str = "cpu") -> str:
-    """The concrete backend name that ``backend`` means on ``device``."""
+    """The concrete backend name that ``backend`` means on ``device`` (``auto``: the fastest correct one)."""
     if backend == "auto":
         dev = torch.device(device).type
         for name in _AUTO_ORDER.get(dev, ["torchvision"]):
-            if name in BACKENDS:
+            if _fast(name, dev):
                 return name
         return "torchvision"
     if backend not in BACKENDS:

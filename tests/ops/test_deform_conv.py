@@ -166,7 +166,8 @@ def test_zero_offsets_equal_regular_convolution():
 
 
 def test_auto_picks_native_on_cpu_and_module_uses_it():
-    assert resolve_backend("auto", "cpu") == "native"
+    # the pure-PyTorch fallback is slower than torchvision, so auto takes native only with its kernel
+    assert resolve_backend("auto", "cpu") == ("native" if _deform_kernel.available() else "torchvision")
     assert resolve_backend("auto", "cuda") == "torchvision"
     layer = DeformConv2d(4, 6, 3, padding=1, groups=2)
     args = _inputs(CASES["groups2"], torch.float32)
@@ -194,8 +195,21 @@ def test_checkpoint_records_the_resolved_backend(mnist_root, tmp_path):
     from robustbench_geo.checkpoint import load_checkpoint
     from robustbench_geo.training import fit
 
+    if not _deform_kernel.available():
+        pytest.skip("no C++ compiler: auto resolves to torchvision")
     res = fit("deform_cnn", "mnist", epochs=1, subset=32, test_subset=32, batch_size=16, progress=False,
               data_root=mnist_root, out=tmp_path / "d")
     assert res.meta["deform_backend"] == "native"
     _, meta = load_checkpoint(tmp_path / "d")
     assert meta["deform_backend"] == "native"
+
+
+def test_without_a_compiler_auto_falls_back_to_torchvision(monkeypatch):
+    monkeypatch.setitem(_deform_kernel._state, "lib", None)  # as if no C++ compiler were installed
+    assert not _deform_kernel.available()
+    assert resolve_backend("auto", "cpu") == "torchvision"
+    args = _inputs(CASES["stride2"], torch.float64)
+    _assert_same(_run(args, "native"), _run(args, "torchvision"), 1e-10)  # explicit native: pure PyTorch
+    with pytest.raises(RuntimeError, match="needs a C.. compiler"):
+        deform_conv2d_native(args["input"], args["offset"], args["weight"], impl="kernel")
+
