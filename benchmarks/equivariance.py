@@ -6,7 +6,7 @@ less vulnerable to geometric attacks. Protocol (every number printed comes from 
 * training: each model trained identically from scratch with :func:`robustbench_geo.training.fit`
   on a seeded subset of the MNIST training set (``--train-subset``, default 5,000), Adam 1e-3,
   batch 128, ``--epochs`` (default 2), no augmentation, seed ``--seed``; checkpoints are cached in
-  ``--out`` (default ``/work/artifacts/issue7/equivariance``) and reused when present;
+  ``--out`` (default ``runs/equivariance``) and reused when present;
 * evaluation on a seeded subset of the MNIST test set (``--n``, default 300, the same images for
   every model): clean accuracy; accuracy on the test images rotated by 90 degrees (``rot90``, where
   p4cnn is invariant by construction); robust accuracy under the ``grid`` attack (rotation in
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--angle-steps", type=int, default=13)
     p.add_argument("--shift-steps", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="/work/artifacts/issue7/equivariance")
+    p.add_argument("--out", default="runs/equivariance")
     p.add_argument("--data-root", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--attack-episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", default="/work/artifacts/issue7/fewshot")
+    p.add_argument("--out", default="runs/fewshot")
     p.add_argument("--data-root", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")

@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--pgd-seeds", type=int, default=None, help="PGD runs (default: --seeds)")
     ap.add_argument("--meta-max", type=float, default=0.2, help="largest Metattack budget (prefixes give the smaller)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared 2-core box)")
-    ap.add_argument("--out", default="/work/artifacts/issue5/graph_fidelity.json")
+    ap.add_argument("--out", default="runs/graph_fidelity.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from robustbench_geo.attacks import create_attack, evaluate_attack

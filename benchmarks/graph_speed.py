@@ -12,7 +12,7 @@ optional dependencies (torch_sparse, gensim) that are not needed by these attack
 attack modules directly (bare parent packages), without changing DeepRobust's code. Run with the
 interpreter that has it, e.g.::
 
-    PYTHONPATH=. /work/venvs/deeprobust/bin/python benchmarks/graph_speed.py
+    PYTHONPATH=. python benchmarks/graph_speed.py
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def main():
     ap.add_argument("--sbm-budget", type=float, default=0.01)
     ap.add_argument("--sbm-block", type=int, default=1_000_000)
     ap.add_argument("--sbm-epochs", type=int, default=50)
-    ap.add_argument("--out", default="/work/artifacts/issue5/graph_speed.json")
+    ap.add_argument("--out", default="runs/graph_speed.json")
     args = ap.parse_args()
     if args.job:
         print("RESULT " + json.dumps(job(args.job, args)), flush=True)

@@ -8,7 +8,7 @@
 (b) ours (default grid) vs the same number of plain forward passes of the model on unwarped
     images in batches of the same size. Target: overhead <= 25 %.
 
-    PYTHONPATH=. python benchmarks/image_attacks_speed.py --checkpoint /work/artifacts/issue4/cnn_mnist \\
+    PYTHONPATH=. python benchmarks/image_attacks_speed.py --checkpoint runs/cnn_mnist \\
         [--n 1000] [--art-n 1000] [--threads 1]
 """
 

@@ -6,7 +6,7 @@ success on MNIST models; public reproductions 41-54 %. The stAdv study runs the 
 explain the gap on the same images: the paper's fixed tau, per-sample tau search, margin on
 softmax probabilities, Adam instead of L-BFGS, and one L-BFGS on the whole batch (coupled).
 
-    PYTHONPATH=. python benchmarks/image_attacks_strength.py --checkpoint cnn=/work/artifacts/issue4/cnn_mnist \\
+    PYTHONPATH=. python benchmarks/image_attacks_strength.py --checkpoint cnn=runs/cnn_mnist \\
         [--checkpoint deform_cnn=PATH] [--n 10000] [--stadv-n 200] [--json out.json]
 """
 

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--scale-min", type=float, default=0.6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", default="/work/artifacts/issue7/roi_pooling")
+    p.add_argument("--out", default="runs/roi_pooling")
     p.add_argument("--data-root", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
