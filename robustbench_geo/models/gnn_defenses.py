@@ -26,6 +26,22 @@ def jaccard_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tenso
     return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(den))
 
 
+def dense_jaccard_similarity(x: torch.Tensor) -> torch.Tensor:
+    """:func:`jaccard_similarity` of every pair of nodes, ``(N, N)``.
+
+    With ``s_i = sum |x_i|``: ``sum min = (s_i + s_j - L1) / 2`` and ``sum max = (s_i + s_j + L1) / 2``,
+    where ``L1`` is the L1 distance of the rows; for binary features ``L1 = s_i + s_j - 2 x_i . x_j``,
+    a matrix product.
+    """
+    a = x.abs().to(torch.float64)
+    s = a.sum(1)
+    tot = s[:, None] + s[None, :]
+    binary = bool(((a == 0) | (a == 1)).all())
+    l1 = tot - 2 * (a @ a.T) if binary else torch.cdist(a, a, p=1)
+    num, den = (tot - l1) / 2, (tot + l1) / 2
+    return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(den)).to(x.dtype)
+
+
 class GCNJaccard(GCN):
     """GCN-Jaccard (Wu et al. 2019): edges whose endpoints' Jaccard feature similarity is below
     ``threshold`` are dropped (weight 0) before the GCN runs."""
@@ -35,6 +51,7 @@ class GCNJaccard(GCN):
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold: expected a Jaccard similarity in [0, 1], got {threshold}")
         self.threshold = threshold
+        self._dense_keep: tuple | None = None
 
     def keep_mask(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """``(E,)`` bool: edges the defense keeps."""
@@ -44,6 +61,18 @@ class GCNJaccard(GCN):
         keep = self.keep_mask(x, edge_index)
         w = keep.to(x.dtype) if edge_weight is None else edge_weight * keep.to(edge_weight.dtype)
         return super().forward(x, edge_index, w)
+
+    def dense_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """The same function on a dense ``(N, N)`` adjacency: the GCN on the pairs the defense keeps."""
+        return super().dense_forward(x, adj * self.dense_keep_mask(x).to(adj.dtype))
+
+    def dense_keep_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, N)`` bool: the pairs the defense would keep as edges (cached per feature matrix)."""
+        key = (x.data_ptr(), tuple(x.shape), x._version, x.device, self.threshold)
+        if self._dense_keep is None or self._dense_keep[0] != key:
+            with torch.no_grad():
+                self._dense_keep = (key, dense_jaccard_similarity(x) >= self.threshold)
+        return self._dense_keep[1]
 
 
 @register_model("gcn_jaccard", task="graph")
@@ -71,9 +100,13 @@ class GCNSVD(GCN):
     def low_rank_adjacency(self, edge_index, edge_weight, n: int, dtype=torch.float32) -> torch.Tensor:
         w = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device) if edge_weight is None else edge_weight
         a = torch.zeros(n, n, dtype=w.dtype, device=edge_index.device).index_put((edge_index[0], edge_index[1]), w, accumulate=True)
-        k = min(self.rank, n)
+        return self._low_rank(a)
+
+    def _low_rank(self, a: torch.Tensor) -> torch.Tensor:
+        """``A V_k V_k^T`` (= ``U_k S_k V_k^T``) of a dense ``(N, N)`` matrix."""
+        k = min(self.rank, a.shape[0])
         with torch.no_grad():  # the subspace is held fixed under differentiation (SVD gradients blow up
-            _, _, vh = torch.linalg.svd(a.detach())  # on repeated singular values); A V_k V_k^T = U_k S_k V_k^T
+            _, _, vh = torch.linalg.svd(a.detach())  # on repeated singular values)
         v = vh[:k].T
         return (a @ v) @ v.T
 
@@ -87,8 +120,16 @@ class GCNSVD(GCN):
             a = self._cache[1]
         else:
             a = self.low_rank_adjacency(edge_index, edge_weight, n, x.dtype)
-        a = a - torch.diag(torch.diagonal(a))  # the self-loop of the normalisation is added by dense_forward
-        return self.dense_forward(x, a)
+        return super().dense_forward(x, self._off_diagonal(a))
+
+    def dense_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """The same function on a dense ``(N, N)`` adjacency: the GCN on its rank-``rank`` approximation."""
+        return super().dense_forward(x, self._off_diagonal(self._low_rank(adj)))
+
+    @staticmethod
+    def _off_diagonal(a: torch.Tensor) -> torch.Tensor:
+        """``a`` without its diagonal: the normalisation adds the self-loops."""
+        return a - torch.diag(torch.diagonal(a))
 
 
 @register_model("gcn_svd", task="graph")

@@ -1,0 +1,43 @@
+"""The dense forward passes that gradient attacks differentiate compute the models' own functions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustbench_geo.attacks.graph.dense import dense_logits
+from robustbench_geo.models import build_model
+from robustbench_geo.models.gnn_defenses import dense_jaccard_similarity, jaccard_similarity
+from tests.attacks.graph.conftest import sbm_graph
+
+
+@pytest.mark.parametrize("name,kw", [("gcn", {}), ("sgc", {}), ("gcn_svd", {"rank": 8}), ("gcn_jaccard", {"threshold": 0.1})])
+def test_dense_forward_is_the_model_and_its_gradient(name, kw):
+    graph = sbm_graph(seed=3)
+    torch.manual_seed(0)
+    model, _ = build_model(name, graph, **kw)
+    model.eval()
+    assert hasattr(model, "dense_forward")
+    ei = graph.edge_index
+    w = torch.rand(ei.shape[1], dtype=torch.float64).float()
+    w = (w + w[torch.argsort(ei[1] * graph.num_nodes + ei[0])]) / 2  # symmetric weights (edge_index is sorted)
+    w.requires_grad_(True)
+    sparse = model(graph.x, ei, w)
+    adj = torch.zeros(graph.num_nodes, graph.num_nodes).index_put((ei[0], ei[1]), w.detach()).requires_grad_(True)
+    dense = dense_logits(model, graph.x, adj)
+    assert torch.allclose(dense, sparse, atol=1e-5), (dense - sparse).abs().max()
+    probe = torch.randn_like(dense)
+    (g_sparse,) = torch.autograd.grad((sparse * probe).sum(), w)
+    (g_dense,) = torch.autograd.grad((dense * probe).sum(), adj)
+    # attacks flip undirected pairs: compare the gradient of each pair, both directions summed
+    rev = torch.argsort(ei[1] * graph.num_nodes + ei[0])  # position of (j, i) for edge (i, j)
+    pair_dense = (g_dense + g_dense.T)[ei[0], ei[1]]
+    assert torch.allclose(pair_dense, g_sparse + g_sparse[rev], atol=1e-5), (pair_dense - g_sparse - g_sparse[rev]).abs().max()
+
+
+def test_dense_jaccard_matches_the_per_edge_one():
+    g = torch.Generator().manual_seed(0)
+    for x in ((torch.rand(30, 12, generator=g) < 0.3).float(), torch.rand(30, 12, generator=g) * (torch.rand(30, 12, generator=g) < 0.5)):
+        ii, jj = torch.meshgrid(torch.arange(30), torch.arange(30), indexing="ij")
+        ei = torch.stack([ii.reshape(-1), jj.reshape(-1)])
+        assert torch.allclose(dense_jaccard_similarity(x).reshape(-1), jaccard_similarity(x, ei), atol=1e-6)
