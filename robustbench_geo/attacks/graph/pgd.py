@@ -31,10 +31,56 @@ import torch
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.attacks.graph.base import (
-    GraphAttack, GraphPerturbation, check_dense_memory, edge_budget, finalize,
+    GraphAttack, GraphPerturbation, check_dense_memory, degrees, edge_budget, finalize, ids_to_pairs, pair_ids,
+    symmetric_edge_index, upper_pairs,
 )
-from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices, get_loss
+from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices, get_loss, symmetrize
 from robustbench_geo.data.base import GraphDataset
+
+
+def budget_shift(s: torch.Tensor, budget: float, iters: int = 40, hint: float | None = None) -> float:
+    """The shift ``mu >= 0`` with ``sum(clamp(s - mu, 0, 1)) <= budget``, tight within ``iters`` bisections.
+
+    Assumes ``sum(clamp(s, 0, 1)) > budget``; stops early once the bracket is below float32
+    resolution. Entries that contribute 0 (``<= lo``) or exactly 1
+    (``>= hi + 1``) for every remaining shift are dropped as the bracket closes, so later steps
+    touch only the entries near the threshold. ``hint`` (e.g. the previous PGD step's shift)
+    brackets the root first, probing outward from it (x0.9, x0.5, x0.1, ... or x1.1, x2, x10, ...):
+    on a PGD step the shift moves little, so two passes over ``s`` usually leave a short list.
+    """
+    v = s.reshape(-1)
+    lo, hi, ones = 0.0, float(v.max()), 0
+
+    def probe(mu):
+        nonlocal v, lo, hi, ones
+        if ones + float((v - mu).clamp_(0, 1).sum()) > budget:
+            lo = mu
+            v = v[v > lo]
+        else:
+            hi = mu
+            if v.numel() <= 1 << 20:  # on the full matrix the bookkeeping costs more than it saves
+                big = v >= hi + 1
+                if bool(big.any()):
+                    ones += int(big.sum())
+                    v = v[~big]
+
+    if hint is not None and lo < hint < hi:
+        probe(hint)
+        factors = (0.9, 0.5, 0.1, 1e-2, 1e-4, 1e-8) if hi == hint else (1.1, 2.0, 10.0, 1e2, 1e4, 1e8)
+        for f in factors:
+            mu = hint * f
+            if not lo < mu < hi:
+                break
+            probe(mu)
+            if (hi == mu) != (f < 1):  # crossed the root
+                break
+    if lo == 0.0:
+        v = v[v > 0]
+    for _ in range(iters):
+        if hi - lo <= 1e-7 * hi:  # float32 cannot resolve a finer shift
+            break
+        probe((lo + hi) / 2)
+    return hi
 
 
 def project_budget(s: torch.Tensor, budget: float, iters: int = 40) -> torch.Tensor:
@@ -42,15 +88,7 @@ def project_budget(s: torch.Tensor, budget: float, iters: int = 40) -> torch.Ten
     c = s.clamp(0, 1)
     if c.sum() <= budget:
         return c
-    v = s[s > 0]  # the shift is positive here, so only positive entries can stay positive
-    lo, hi = 0.0, float(v.max())
-    for _ in range(iters):
-        mu = (lo + hi) / 2
-        if (v - mu).clamp(0, 1).sum() > budget:
-            lo = mu
-        else:
-            hi = mu
-    return (s - hi).clamp(0, 1)
+    return (s - budget_shift(s, budget, iters)).clamp(0, 1)
 
 
 #: objectives that choose among samples and swaps (see ``PGDAttack.param_docs``)
@@ -97,125 +135,191 @@ class PGDAttack(GraphAttack):
                  labels: torch.Tensor | None = None) -> GraphPerturbation:
         budget = edge_budget(graph, self.budget_edge_fraction)
         n = graph.num_nodes
-        mem = check_dense_memory("pgd", n, 6 + dense_matrices(self.model), self.max_memory_gb)
+        mem = check_dense_memory("pgd", n, 7 + dense_matrices(self.model), self.max_memory_gb)
         t0 = time.perf_counter()
         model = self.model.eval()
         dev = next(iter(model.parameters())).device
         x, a = graph.x.to(dev), graph.to(dev).dense_adjacency()
         nodes = (graph.idx_test if nodes is None else nodes).to(dev)
+        flips = _Flips(graph.to(dev))
         with torch.no_grad():
             if labels is None:
-                labels = dense_logits(model, x, a)[nodes].argmax(1)
+                labels = model(x, graph.edge_index.to(dev))[nodes].argmax(1)
         labels = labels.to(dev)
         loss_fn = get_loss(self.loss)
         lr0 = self.lr if self.lr is not None else (200.0 if self.loss == "ce" else 0.1 * budget)
-        mask = torch.ones(n, n, device=dev).triu(1)
-        flip_sign = (1 - 2 * a) * mask  # +1 inserts, -1 deletes; 0 on and below the diagonal
+        # s is kept symmetric (zero diagonal): s_ij = s_ji is the relaxed flip of pair {i, j}, so the
+        # perturbed adjacency is a + sign * s without a transpose, and the gradient of pair {i, j} is
+        # sign_ij (G_ij + G_ji) for G = dL/dA'. Its budget counts every pair twice.
+        sign = 1 - 2 * a
+        sign.fill_diagonal_(0)
         s = torch.zeros(n, n, device=dev)
-
-        def perturbed(s_up):
-            d = flip_sign * s_up
-            return a + d + d.T
-
+        shift = None
         for t in range(self.steps if budget > 0 else 0):
-            s.requires_grad_(True)
-            loss = loss_fn(dense_logits(model, x, perturbed(s))[nodes], labels)
-            (grad,) = torch.autograd.grad(loss, s)
             with torch.no_grad():
-                s = project_budget((s + lr0 / math.sqrt(t + 1) * grad) * mask, budget)
-        s = s.detach()
+                p = torch.addcmul(a, sign, s).requires_grad_(True)
+            loss = loss_fn(dense_logits(model, x, p)[nodes], labels)
+            (grad,) = torch.autograd.grad(loss, p)
+            with torch.no_grad():
+                s.add_(symmetrize(grad).mul_(sign), alpha=lr0 / math.sqrt(t + 1))
+                if float(s.clamp(0, 1).sum()) <= 2 * budget:
+                    s.clamp_(0, 1)
+                else:
+                    shift = budget_shift(s, 2 * budget, hint=shift)
+                    s.sub_(shift).clamp_(0, 1)
+            del p, grad
 
         tie_loss = get_loss(self.refine_loss) if self.refine_steps and self.select == "changed" else loss_fn
         truth = graph.y.to(dev)[nodes] if self.select == "accuracy" else None
 
         @torch.no_grad()
-        def objective(hard):
-            """The ``select`` objective of a binary flip matrix, as a tuple compared lexicographically."""
-            logits = dense_logits(model, x, perturbed(hard))[nodes]
+        def objective(ids):
+            """The ``select`` objective of the flipped pairs ``ids``, as a tuple compared lexicographically.
+
+            Evaluated by the model's own sparse forward pass on the binary graph.
+            """
+            logits = model(x, flips.edge_index(ids))[nodes]
             changed, value = int((logits.argmax(1) != labels).sum()), float(tie_loss(logits, labels))
             if truth is not None:  # misclassified w.r.t. the true labels, then the attack loss
                 return (int((logits.argmax(1) != truth).sum()), value, changed)
             return (changed, value) if self.select == "changed" else (value, changed)
 
-        hard, best, drawn = self._sample(s, budget, objective, seed)
-        iso = (a.sum(1) > 0) & (perturbed(hard).sum(1) == 0)
+        ids, best, drawn = self._sample(s, n, budget, objective, seed)
+        iso = flips.isolated(ids)
         if iso.any():  # undo the deletions that left a node without edges (finalize would drop them)
-            hard = hard * ~((a > 0) & (iso[:, None] | iso[None, :]))
-            best = objective(hard)
+            i, j = ids // n, ids % n
+            ids = ids[~(flips.is_deletion(ids) & (iso[i] | iso[j]))]
+            best = objective(ids)
         sampled = best
         refine = {"accepted": 0, "tried": 0}
         if self.refine_steps and budget > 0:
-            hard, best = self._refine(model, x, a, hard, best, budget, nodes, labels, objective, perturbed, mask, refine)
-        flips = torch.nonzero(hard)
-        flips = flips[torch.argsort(s[flips[:, 0], flips[:, 1]], descending=True)].T  # highest relaxed mass first
+            ids, best = self._refine(model, x, a, sign, flips, ids, best, budget, nodes, labels, objective, refine)
+        pairs = torch.stack([ids // n, ids % n])
+        pairs = pairs[:, torch.argsort(s[pairs[0], pairs[1]], descending=True)]  # highest relaxed mass first
         named = {"changed": lambda o: o, "loss": lambda o: (o[1], o[0]), "accuracy": lambda o: (o[2], o[1])}[self.select]
         work = {"steps": self.steps, "gradient_evaluations": (self.steps + refine["tried"]) if budget else 0,
-                "samples": drawn, "relaxed_mass": float(s.sum()), "select": self.select,
+                "samples": drawn, "relaxed_mass": float(s.sum()) / 2, "select": self.select,
                 "sample_changed_predictions": named(sampled)[0], "sample_loss": named(sampled)[1],
                 "refine_steps": refine["tried"], "refine_accepted": refine["accepted"],
                 "changed_predictions": named(best)[0], "loss": named(best)[1], "dense_memory_gib": mem,
                 "misclassified_true": best[0] if truth is not None else None,
                 "seconds": time.perf_counter() - t0}
-        return finalize(graph.to("cpu"), flips.cpu(), budget, work=work)
+        return finalize(graph.to("cpu"), pairs.cpu(), budget, work=work)
 
     @torch.no_grad()
-    def _sample(self, s, budget, objective, seed):
-        """Best of ``samples`` Bernoulli(s) draws within the budget; ``(hard (N, N), (changed, loss), drawn)``."""
-        iu = torch.nonzero(s > 0)
+    def _sample(self, s, n, budget, objective, seed):
+        """Best of ``samples`` Bernoulli(s) draws within the budget: ``(pair ids, objective, drawn)``."""
+        iu = torch.nonzero(torch.triu(s, 1) > 0)
         p = s[iu[:, 0], iu[:, 1]]
+        cand = iu[:, 0] * n + iu[:, 1]
         g = torch.Generator().manual_seed(seed)
-        best_hard, best, drawn = None, (-float("inf"), -float("inf")), 0
+        best_ids, best, drawn = None, (-float("inf"), -float("inf")), 0
         for _ in range(self.samples if budget > 0 else 0):
             pick = torch.rand(p.shape[0], generator=g).to(p.device) < p
             drawn += 1
             if int(pick.sum()) > budget:
                 continue
-            hard = torch.zeros_like(s)
-            hard[iu[pick, 0], iu[pick, 1]] = 1.0
-            obj = objective(hard)
+            obj = objective(cand[pick])
             if obj > best:
-                best_hard, best = hard, obj
-        if best_hard is None:  # no sample within budget: the most likely flips
-            best_hard = torch.zeros_like(s)
-            top = iu[torch.argsort(p, descending=True)[:budget]]
-            best_hard[top[:, 0], top[:, 1]] = 1.0
-            best = objective(best_hard)
-        return best_hard, best, drawn
+                best_ids, best = cand[pick], obj
+        if best_ids is None:  # no sample within budget: the most likely flips
+            best_ids = cand[torch.argsort(p, descending=True)[:budget]]
+            best = objective(best_ids)
+        return best_ids, best, drawn
 
-    def _refine(self, model, x, a, hard, best, budget, nodes, labels, objective, perturbed, mask, record):
-        """First-order swap search on the binary flips ``hard`` (upper triangle, objective ``best``); keeps only improvements."""
+    def _refine(self, model, x, a, sign, flips, ids, best, budget, nodes, labels, objective, record):
+        """First-order swap search on the flipped pairs ``ids`` (objective ``best``); keeps only improvements."""
         grad_loss = get_loss(self.refine_loss)
-        tabu_add = torch.zeros_like(hard, dtype=torch.bool)
-        tabu_rem = torch.zeros_like(hard, dtype=torch.bool)
-        had_edges = a.sum(1) > 0
+        n = a.shape[0]
+        tabu_add = ids.new_zeros(0)
+        tabu_rem = ids.new_zeros(0)
         k = 16
         for _ in range(self.refine_steps):
-            h = hard.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(grad_loss(dense_logits(model, x, perturbed(h))[nodes], labels), h)
+            i, j = ids // n, ids % n
             with torch.no_grad():
-                cur = perturbed(hard)
-                deg = cur.sum(1)
-                # a new deletion may not leave a node without edges
-                isolating = (cur > 0) & ((deg[:, None] <= 1) | (deg[None, :] <= 1))
-                can_add = (hard == 0) & (mask > 0) & ~isolating & ~tabu_add
-                can_rem = (hard > 0) & ~tabu_rem
-                k_rem = min(k, int(can_rem.sum()))
-                k_add = min(k_rem + budget - int(hard.sum()), int(can_add.sum()))
-                if k_add <= 0:
+                p = a.clone()
+                p[i, j] = p[j, i] = 1 - a[i, j]
+            p.requires_grad_(True)
+            (g,) = torch.autograd.grad(grad_loss(dense_logits(model, x, p)[nodes], labels), p)
+            with torch.no_grad():
+                gain = symmetrize(g).mul_(sign)  # symmetric: first-order gain of toggling each pair
+                del p, g
+                # the lowest-gain flips to undo
+                rem_ok = ~torch.isin(ids, tabu_rem)
+                k_rem = min(k, int(rem_ok.sum()))
+                order = torch.argsort(gain[i, j].masked_fill(~rem_ok, float("inf")))
+                rem = ids[order[:k_rem]]
+                # the highest-gain pairs to flip instead: not flipped, not tabu, no new deletion that
+                # leaves a node without edges
+                banned = torch.cat([ids, tabu_add, flips.isolating_deletions(ids)])
+                gain.view(-1)[torch.cat([banned, (banned % n) * n + banned // n])] = -float("inf")
+                gain.fill_diagonal_(-float("inf"))
+                k_add = k_rem + budget - int(ids.numel())
+                add = _top_pairs(gain, k_add) if k_add > 0 else ids.new_zeros(0)
+                del gain
+                if add.numel() == 0:
                     break
-                add = torch.topk(g.masked_fill(~can_add, -float("inf")).view(-1), k_add).indices
-                rem = torch.topk((-g).masked_fill(~can_rem, -float("inf")).view(-1), k_rem).indices
-                cand = hard.clone().view(-1)
-                cand[rem], cand[add] = 0.0, 1.0
-                cand = cand.view_as(hard)
+                cand = torch.cat([ids[~torch.isin(ids, rem)], add])
                 record["tried"] += 1
-                ok = not (had_edges & (perturbed(cand).sum(1) == 0)).any()
-                obj = objective(cand) if ok else None
-                if ok and obj > best:
-                    hard, best, k = cand, obj, min(16, 2 * k)
+                obj = None if flips.isolated(cand).any() else objective(cand)
+                if obj is not None and obj > best:
+                    ids, best, k = cand, obj, min(16, 2 * k)
                     record["accepted"] += 1
                 else:
-                    tabu_add.view(-1)[add] = True
-                    tabu_rem.view(-1)[rem] = True
+                    tabu_add = torch.cat([tabu_add, add])
+                    tabu_rem = torch.cat([tabu_rem, rem])
                     k = max(1, k // 2)
-        return hard, best
+        return ids, best
+
+
+def _top_pairs(gain: torch.Tensor, k: int) -> torch.Tensor:
+    """Ids ``i * N + j`` (``i < j``) of the ``k`` highest finite entries of a symmetric ``(N, N)`` matrix.
+
+    The ``2k``-th largest row maximum bounds the ``2k``-th largest entry from below, so one pass
+    for the row maxima and one for the threshold leave a short list to sort (cheaper than a top-k
+    over all ``N^2`` entries). Every pair appears twice; the upper copy is kept.
+    """
+    n = gain.shape[0]
+    rowmax = gain.max(1).values
+    rowmax = rowmax[torch.isfinite(rowmax)]
+    if rowmax.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=gain.device)
+    thr = torch.topk(rowmax, 2 * k).values[-1] if rowmax.numel() >= 2 * k else -float("inf")
+    idx = torch.nonzero((gain >= thr).triu_(1).view(-1)).view(-1)
+    vals = gain.view(-1)[idx]
+    keep = torch.isfinite(vals)
+    idx, vals = idx[keep], vals[keep]
+    return idx[torch.argsort(vals, descending=True)[:k]]
+
+
+class _Flips:
+    """Binary perturbations as sorted pair ids ``i * N + j`` (``i < j``) relative to a clean graph."""
+
+    def __init__(self, graph: GraphDataset):
+        self.n = graph.num_nodes
+        self.clean = torch.sort(pair_ids(upper_pairs(graph.edge_index), self.n)).values
+        self.degree = degrees(graph.edge_index, self.n)
+
+    def is_deletion(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.isin(ids, self.clean)
+
+    def edge_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(2, E')`` symmetric edges of the clean graph with the pairs ``ids`` flipped."""
+        kept = self.clean[~torch.isin(self.clean, ids)]
+        new = torch.cat([kept, ids[~self.is_deletion(ids)]])
+        return symmetric_edge_index(ids_to_pairs(new, self.n), self.n)
+
+    def degrees(self, ids: torch.Tensor) -> torch.Tensor:
+        step = 1 - 2 * self.is_deletion(ids).long()
+        both = torch.cat([ids // self.n, ids % self.n])
+        return self.degree + torch.zeros_like(self.degree).index_add_(0, both, torch.cat([step, step]))
+
+    def isolated(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: nodes with edges in the clean graph and none after flipping ``ids``."""
+        return (self.degree > 0) & (self.degrees(ids) == 0)
+
+    def isolating_deletions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Ids of the clean edges still present whose deletion would leave an endpoint without edges."""
+        low = self.degrees(ids) <= 1
+        present = self.clean[~torch.isin(self.clean, ids)]
+        return present[low[present // self.n] | low[present % self.n]]
