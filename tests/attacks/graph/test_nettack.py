@@ -73,3 +73,14 @@ def test_nettack_fools_its_surrogate_and_budget_override():
         att(gr, 60)
     with pytest.raises(ValueError, match="structure=True and/or features=True"):
         create_attack("nettack", None, structure=False)
+
+
+def test_surrogate_is_drawn_from_the_seed():
+    gr = sbm_graph(seed=2)
+    att = create_attack("nettack", None)
+    w0, w1 = att.surrogate(gr, 0), att.surrogate(gr, 1)
+    assert not torch.allclose(w0, w1)
+    assert torch.equal(create_attack("nettack", None).surrogate(gr, 1), w1)
+    t = int(gr.idx_test[0])
+    first, again = att(gr, t, seed=1), create_attack("nettack", None)(gr, t, seed=1)
+    assert torch.equal(first.edge_index, again.edge_index)
