@@ -103,11 +103,22 @@ class GCNSVD(GCN):
         return self._low_rank(a)
 
     def _low_rank(self, a: torch.Tensor) -> torch.Tensor:
-        """``A V_k V_k^T`` (= ``U_k S_k V_k^T``) of a dense ``(N, N)`` matrix."""
+        """``A V_k V_k^T`` (= ``U_k S_k V_k^T``) of a dense ``(N, N)`` matrix.
+
+        The subspace is held fixed under differentiation (SVD gradients blow up on repeated
+        singular values). A symmetric ``A`` (every undirected graph, and the relaxed graphs of
+        PGD) takes its eigendecomposition: its singular vectors are the eigenvectors of the
+        largest ``|lambda|``, and LAPACK's symmetric solver converges where the SVD driver can
+        fail on such ill-conditioned matrices.
+        """
         k = min(self.rank, a.shape[0])
-        with torch.no_grad():  # the subspace is held fixed under differentiation (SVD gradients blow up
-            _, _, vh = torch.linalg.svd(a.detach())  # on repeated singular values)
-        v = vh[:k].T
+        with torch.no_grad():
+            m = a.detach()
+            if torch.equal(m, m.T):
+                lam, vecs = torch.linalg.eigh(m)
+                v = vecs[:, torch.argsort(lam.abs(), descending=True)[:k]]
+            else:
+                v = torch.linalg.svd(m)[2][:k].T
         return (a @ v) @ v.T
 
     def forward(self, x, edge_index, edge_weight=None):

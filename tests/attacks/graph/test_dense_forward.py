@@ -41,3 +41,13 @@ def test_dense_jaccard_matches_the_per_edge_one():
         ii, jj = torch.meshgrid(torch.arange(30), torch.arange(30), indexing="ij")
         ei = torch.stack([ii.reshape(-1), jj.reshape(-1)])
         assert torch.allclose(dense_jaccard_similarity(x).reshape(-1), jaccard_similarity(x, ei), atol=1e-6)
+
+
+def test_gcn_svd_low_rank_is_the_truncated_svd_for_symmetric_and_general_matrices():
+    model, _ = build_model("gcn_svd", sbm_graph(seed=0), rank=5)
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    for a in (m + m.T, m):
+        u, sv, vh = torch.linalg.svd(a)
+        expected = u[:, :5] @ torch.diag(sv[:5]) @ vh[:5]
+        assert torch.allclose(model._low_rank(a), expected, atol=1e-10)
