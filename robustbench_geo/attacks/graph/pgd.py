@@ -35,8 +35,8 @@ import torch
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.attacks.graph.base import (
-    GraphAttack, GraphPerturbation, check_dense_memory, degrees, edge_budget, finalize, ids_to_pairs, pair_ids,
-    symmetric_edge_index, upper_pairs,
+    GraphAttack, GraphPerturbation, apply_flips, check_dense_memory, degrees, edge_budget, finalize, ids_to_pairs,
+    pair_ids, upper_pairs,
 )
 from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices, get_loss, symmetrize
 from robustbench_geo.data.base import GraphDataset
@@ -46,9 +46,9 @@ def budget_shift(s: torch.Tensor, budget: float, iters: int = 40, hint: float | 
     """The shift ``mu >= 0`` with ``sum(clamp(s - mu, 0, 1)) <= budget``, tight within ``iters`` bisections.
 
     Assumes ``sum(clamp(s, 0, 1)) > budget``; stops early once the bracket is below float32
-    resolution. Entries that contribute 0 (``<= lo``) or exactly 1
-    (``>= hi + 1``) for every remaining shift are dropped as the bracket closes, so later steps
-    touch only the entries near the threshold. ``hint`` (e.g. the previous PGD step's shift)
+    resolution. Entries that contribute 0 (``<= lo``) or exactly 1 (``>= hi + 1``) for every
+    remaining shift are dropped as the bracket closes, so later steps touch only the entries near
+    the threshold. ``hint`` (e.g. the previous PGD step's shift)
     brackets the root first, probing outward from it (x0.9, x0.5, x0.1, ... or x1.1, x2, x10, ...):
     on a PGD step the shift moves little, so two passes over ``s`` usually leave a short list.
     """
@@ -87,12 +87,25 @@ def budget_shift(s: torch.Tensor, budget: float, iters: int = 40, hint: float | 
     return hi
 
 
+def project_budget_(s: torch.Tensor, budget: float, iters: int = 40, hint: float | None = None) -> float | None:
+    """In-place Euclidean projection of ``s`` onto ``{0 <= s <= 1, sum(s) <= budget}``.
+
+    Returns the shift of :func:`budget_shift` (``hint`` is passed on), or ``None`` when clipping
+    to ``[0, 1]`` already meets the budget.
+    """
+    if float(s.clamp(0, 1).sum()) <= budget:
+        s.clamp_(0, 1)
+        return None
+    shift = budget_shift(s, budget, iters, hint)
+    s.sub_(shift).clamp_(0, 1)
+    return shift
+
+
 def project_budget(s: torch.Tensor, budget: float, iters: int = 40) -> torch.Tensor:
     """Euclidean projection of ``s`` onto ``{0 <= s <= 1, sum(s) <= budget}`` (bisection on the shift)."""
-    c = s.clamp(0, 1)
-    if c.sum() <= budget:
-        return c
-    return (s - budget_shift(s, budget, iters)).clamp(0, 1)
+    out = s.clone()
+    project_budget_(out, budget, iters)
+    return out
 
 
 #: objectives that choose among samples and swaps (see ``PGDAttack.param_docs``)
@@ -143,12 +156,13 @@ class PGDAttack(GraphAttack):
         t0 = time.perf_counter()
         model = self.model.eval()
         dev = next(iter(model.parameters())).device
-        x, a = graph.x.to(dev), graph.to(dev).dense_adjacency()
+        on_dev = graph.to(dev)
+        x, a = on_dev.x, on_dev.dense_adjacency()
         nodes = (graph.idx_test if nodes is None else nodes).to(dev)
-        flips = _Flips(graph.to(dev))
+        flips = _Flips(on_dev)
         with torch.no_grad():
             if labels is None:
-                labels = model(x, graph.edge_index.to(dev))[nodes].argmax(1)
+                labels = model(x, on_dev.edge_index)[nodes].argmax(1)
         labels = labels.to(dev)
         loss_fn = get_loss(self.loss)
         lr0 = self.lr if self.lr is not None else (200.0 if self.loss == "ce" else 0.1 * budget)
@@ -166,11 +180,8 @@ class PGDAttack(GraphAttack):
             (grad,) = torch.autograd.grad(loss, p)
             with torch.no_grad():
                 s.add_(symmetrize(grad).mul_(sign), alpha=lr0 / math.sqrt(t + 1))
-                if float(s.clamp(0, 1).sum()) <= 2 * budget:
-                    s.clamp_(0, 1)
-                else:
-                    shift = budget_shift(s, 2 * budget, hint=shift)
-                    s.sub_(shift).clamp_(0, 1)
+                new_shift = project_budget_(s, 2 * budget, hint=shift)
+                shift = shift if new_shift is None else new_shift
             del p, grad
 
         tie_loss = get_loss(self.refine_loss) if self.refine_steps and self.select == "changed" else loss_fn
@@ -301,6 +312,7 @@ class _Flips:
 
     def __init__(self, graph: GraphDataset):
         self.n = graph.num_nodes
+        self.clean_edge_index = graph.edge_index
         self.clean = torch.sort(pair_ids(upper_pairs(graph.edge_index), self.n)).values
         self.degree = degrees(graph.edge_index, self.n)
 
@@ -309,9 +321,7 @@ class _Flips:
 
     def edge_index(self, ids: torch.Tensor) -> torch.Tensor:
         """``(2, E')`` symmetric edges of the clean graph with the pairs ``ids`` flipped."""
-        kept = self.clean[~torch.isin(self.clean, ids)]
-        new = torch.cat([kept, ids[~self.is_deletion(ids)]])
-        return symmetric_edge_index(ids_to_pairs(new, self.n), self.n)
+        return apply_flips(self.clean_edge_index, ids_to_pairs(ids, self.n), self.n)
 
     def degrees(self, ids: torch.Tensor) -> torch.Tensor:
         step = 1 - 2 * self.is_deletion(ids).long()
