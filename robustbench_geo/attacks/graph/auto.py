@@ -11,7 +11,8 @@ on the same seed. The portfolio (evasion):
    labels (Mujkanovic et al.'s two strongest);
 2. for models with a pre-processing step (``dense_preprocess``: ``gcn_jaccard``, ``gcn_svd``, ...):
    ``pgd`` with that step dropped and frozen; for low-rank models (a ``rank`` attribute) both with
-   the eigenspace-alignment mask;
+   the eigenspace-alignment mask; and ``degree_collapse`` (pushes a pre-processed degree over the
+   normalisation cliff, see :mod:`~robustbench_geo.attacks.graph.collapse`);
 3. ``prbcd`` (sparse, different sampling and block structure);
 4. ``pgd`` initialised from the best perturbation so far (``init_flips``), which can only keep or
    improve it.
@@ -48,6 +49,7 @@ def portfolio(model, mode: str = "evasion", steps: int = 100, refine_steps: int 
             for mask in masks:
                 label = f"pgd/{surrogate}" + (f"+{mask}" if mask else "")
                 members.append((label, "pgd", {**pgd, "loss": "tanh_margin", "surrogate": surrogate, "mask": mask}))
+        members.append(("degree_collapse", "degree_collapse", {}))
     members.append(("prbcd", "prbcd", {"loss": "prob_margin"}))
     if mode == "poisoning":
         members.append(("metattack", "metattack", {}))
@@ -115,6 +117,8 @@ class AutoAttack(GraphAttack):
                 est[label] = (params["steps"] + params["refine_steps"]) * grad_s + (samples + params["refine_steps"]) * fwd_s
             elif attack == "prbcd":
                 est[label] = 250 * fwd_s * 2
+            elif attack == "degree_collapse":
+                est[label] = 8 * (grad_s + fwd_s)
             else:
                 est[label] = edge_budget(graph, self.budget_edge_fraction) * 100 * grad_s
         if self.chain:

@@ -96,7 +96,7 @@ def test_auto_is_never_weaker_than_a_member(defended):
     graph, models = defended
     model = models["gcn_svd"]
     kw = {"budget_edge_fraction": 0.1, "steps": 6, "refine_steps": 3}
-    members = "pgd/prob_margin,pgd/drop+eigenspace,pgd/freeze,prbcd"
+    members = "pgd/prob_margin,pgd/drop+eigenspace,pgd/freeze,degree_collapse,prbcd"
     res = AutoAttack(model, members=members, **kw)(graph, seed=2)
     reference_check(graph, res, edge_budget(graph, 0.1))
     n_test = graph.idx_test.numel()
@@ -125,3 +125,38 @@ def test_unknown_names_list_valid_ones(defended):
         AutoAttack(model, members="pgd/nope")
     with pytest.raises(ValueError, match="needs a rank"):
         create_attack("pgd", defended[1]["gcn_jaccard"], mask="eigenspace")(defended[0])
+
+
+def test_prbcd_block_merge_matches_pyg():
+    """The sort-free merge gives PyG's perturbed graph: the same weight on every directed pair, same gradient."""
+    from torch_geometric.contrib.nn import PRBCDAttack
+
+    from robustbench_geo.attacks.graph.rbcd import _FastPRBCD
+
+    graph = sbm_graph(seed=2)
+    n, ei = graph.num_nodes, graph.edge_index
+    g = torch.Generator().manual_seed(0)
+    lin = torch.unique(torch.randint(n * (n - 1) // 2, (300,), generator=g))
+    block = PRBCDAttack._linear_to_triu_idx(n, lin)
+    weights = []
+    for cls in (PRBCDAttack, _FastPRBCD):
+        att = cls(torch.nn.Linear(1, 1), block_size=400, is_undirected=True)
+        att.num_nodes, att.device = n, torch.device("cpu")
+        w = torch.rand(lin.numel(), generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        out_ei, out_w = att._get_modified_adj(ei, torch.ones(ei.shape[1]), block, w)
+        dense = torch.zeros(n, n).index_put((out_ei[0], out_ei[1]), out_w, accumulate=True)
+        (grad,) = torch.autograd.grad((dense * torch.arange(n * n).view(n, n).float().sin()).sum(), w)
+        weights.append((dense.detach(), grad))
+    assert torch.allclose(weights[0][0], weights[1][0]) and torch.allclose(weights[0][1], weights[1][1], atol=1e-6)
+
+
+def test_degree_collapse_reports_the_real_accuracy_and_is_valid(defended):
+    graph, models = defended
+    for fraction in (0.0, 0.2):
+        res = create_attack("degree_collapse", models["gcn_svd"], budget_edge_fraction=fraction, candidates=3)(graph, seed=0)
+        reference_check(graph, res, edge_budget(graph, fraction))
+        if fraction:
+            acc = 1 - independent_misclassified(models["gcn_svd"], graph, res.edge_index) / graph.idx_test.numel()
+            assert acc == pytest.approx(res.work["accuracy"])
+    with pytest.raises(ValueError, match="expected a model with dense_preprocess"):
+        create_attack("degree_collapse", _train("gcn", graph))
