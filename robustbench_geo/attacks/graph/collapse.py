@@ -70,7 +70,7 @@ class DegreeCollapse(GraphAttack):
                 res = finalize(graph.to("cpu"), torch.stack([top // n, top % n]).cpu(), budget)
                 pred = model(x, res.edge_index.to(dev))[nodes].argmax(1)
                 acc = float((pred == truth).float().mean())
-            tried.append({"node": i, "degree": float(degree[i]), "accuracy": acc, "flips": res.flips})
+            tried.append({"node": i, "degree": float(degree[i].detach()), "accuracy": acc, "flips": res.flips})
             if acc < best_acc:
                 best, best_acc = res, acc
         if best is None:
