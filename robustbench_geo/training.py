@@ -230,7 +230,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     seed_everything(seed)  # the initialisation depends on the seed only, not on what ran before
     net, kwargs = build_model(model, train, **(model_kwargs or {}))
     if init_from is not None:
-        net, init_meta = load_checkpoint(init_from)
+        net, init_meta = load_checkpoint(init_from, plugin=model)  # imports no plug-in other than `model`
         if init_meta["model"] != model:
             raise ValueError(f"init_from: checkpoint is a {init_meta['model']!r}, not a {model!r}")
         kwargs = init_meta["model_kwargs"]
