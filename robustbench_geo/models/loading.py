@@ -24,6 +24,7 @@ import inspect
 import os
 import pickle
 import struct
+from pathlib import Path
 from collections.abc import Mapping
 
 import torch
@@ -73,7 +74,10 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                           for k, v in obj.items()):
         what = type(obj).__name__ if not isinstance(obj, Mapping) else f"a mapping with keys {list(obj)[:4]}"
-        raise WeightsError(f"weights {p}: expected a state dict (parameter names -> tensors), got {what}; {_EXPECTED}")
+        inner = next((k for k in ("state_dict", "model_state_dict", "model") if isinstance(obj, Mapping) and k in obj), None)
+        hint = f" (for a training checkpoint: torch.save(ckpt[{inner!r}], FILE))" if inner else ""
+        raise WeightsError(f"weights {p}: expected a state dict (parameter names -> tensors), got {what}; "
+                           f"{_EXPECTED}{hint}")
     return dict(obj)
 
 
@@ -226,7 +230,7 @@ def _from_checkpoint(checkpoint, spec, data, device) -> tuple[nn.Module, dict]:
     meta = {**meta, "source": "checkpoint"}
     if data is not None:
         stored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["model_kwargs"].items()}
-        check_model_output(model, meta["model"], meta.get("task", "image"), stored)
+        check_model_output(model, meta["model"], meta.get("task", "image"), {**data_kwargs(data), **stored})
     return model, meta
 
 
