@@ -62,6 +62,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"weights {p}: not a readable safetensors file ({e})") from None
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save: a zip archive or a pickle
+        raise WeightsError(f"weights {p}: cannot be read: neither safetensors nor a torch.save file; {_EXPECTED}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -92,7 +94,7 @@ def state_sha256(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
