@@ -132,9 +132,8 @@ def _task_of(data) -> str:
     return "image" if "image_size" in data_kwargs(data) else "graph"
 
 
-def _factory_kwargs(spec: str, data, params: dict) -> dict:
+def _factory_kwargs(spec: str, entry, data, params: dict) -> dict:
     """Registered models get every size kwarg; plug-ins the ones their signature names (all with ``**kwargs``)."""
-    entry = get_model_entry(spec)
     base = data_kwargs(data) if data is not None else {}
     if not is_plugin_spec(spec):
         if "image_size" not in base and "in_features" not in base:
@@ -195,11 +194,13 @@ def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = N
     if preprocessing is not None and data is not None and _task_of(data) == "graph":
         raise ValueError("--preprocessing applies to image models (mean/std per channel), got a graph dataset")
     state = read_weights(weights) if weights is not None else None  # bad files fail before any plug-in runs
-    kwargs = _factory_kwargs(spec, data, params)
+    entry = get_model_entry(spec)  # a plug-in's file is imported here, once
+    kwargs = _factory_kwargs(spec, entry, data, params)
     try:
-        model = get_model_entry(spec).factory(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"model {spec!r}: the factory cannot be called with {sorted(kwargs)}: {e}") from None
+        model = entry.factory(**kwargs)
+    except Exception as e:  # noqa: BLE001 - the user's factory: any failure is bad input, reported in one line
+        raise ValueError(f"model {spec!r}: calling the factory with {sorted(kwargs) or 'no arguments'} raised "
+                         f"{type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
         raise TypeError(f"model {spec!r}: the factory must return a torch.nn.Module, got {type(model).__name__}")
     if state is not None:

@@ -21,6 +21,11 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     epochs = 2                     # also lr, batch_size, augment, trainable (see training.py)
     params = { num_deform = 3 }    # model factory kwargs
 
+    [models.theirs]                # a trained model, evaluated as given (never trained):
+    checkpoint = "checkpoints/cnn" # a checkpoint of rbgeo train (+ model = "f.py:fn" to allow its plug-in)
+    dataset = "mnist"              # or: factory = "f.py:fn" with pretrained = true, and optionally
+                                   # weights = "w.safetensors", preprocessing = "mean=M,std=S", params
+
     [attacks.rotation]             # a label you choose
     attack = "grid"                # registry name (rbgeo list attacks) or "none" (clean accuracy); default: the label
     datasets = ["mnist", "mnist-scaled"]  # evaluation datasets (labels); default: each model's own
@@ -34,7 +39,9 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
 One *cell* is one trained model x one attack setting x one evaluation dataset x one seed. Its
 hash covers its whole configuration (model and kwargs, training settings, datasets and their
 variants, attack and parameters with defaults filled in, seed, package version), so a finished cell
-is found again whichever file or order produced it.
+is found again whichever file or order produced it. For an evaluated model (``checkpoint`` or
+pretrained ``factory``) the model part is its name, kwargs and the SHA-256 of its weights, not
+their path: changed weights are new cells (see docs/own-models.md).
 """
 
 from __future__ import annotations
