@@ -224,9 +224,9 @@ def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = N
 def _from_checkpoint(checkpoint, spec, data, device) -> tuple[nn.Module, dict]:
     meta = read_metadata(checkpoint)
     check_plugin_allowed(meta, spec, f"checkpoint {checkpoint}")  # before anything is imported
-    if spec is not None and spec != meta["model"] and not is_plugin_spec(spec):
+    if spec is not None and spec != meta["model"] and not is_plugin_spec(meta["model"]):  # plug-ins: checked above
         raise ValueError(f"--model {spec!r} does not match checkpoint {checkpoint}, a {meta['model']!r}; with a "
-                         f"checkpoint, --model only allows its plug-in")
+                         f"checkpoint, --model only allows the plug-in it names")
     if data is not None:
         check_fits(meta, data, f"checkpoint {checkpoint}")
     model, meta = load_checkpoint(checkpoint, device=device, plugin=spec)

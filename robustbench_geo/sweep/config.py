@@ -349,7 +349,7 @@ def _parse_checkpoint_model(label: str, m: dict, p: str, c: _Checker, datasets: 
         check_fits(meta, dataset_info(d.spec), f"checkpoint {path}")
     except (CheckpointError, ValueError) as e:
         c.fail(f"{p}.checkpoint", str(e))
-    if plugin is not None and plugin != meta["model"] and not is_plugin_spec(plugin):
+    if plugin is not None and plugin != meta["model"] and not is_plugin_spec(meta["model"]):  # plug-ins: checked above
         c.fail(f"{p}.model", f"checkpoint {path} is a {meta['model']!r}; with a checkpoint, model may only name its plug-in")
     return ModelCfg(label, meta["model"], d.label, meta.get("task", "image"), dict(meta["model_kwargs"]), {},
                     source="checkpoint", checkpoint=path, plugin=plugin, weights_sha256=sha)

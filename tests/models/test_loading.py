@@ -89,3 +89,14 @@ def test_load_checkpoint_plugin_only_when_named(tmp_path):
     assert not marker.exists()
     model, meta = load_checkpoint(tmp_path / "ck", plugin=f"{plug}:f")
     assert marker.exists() and isinstance(model, nn.Linear)
+
+
+def test_model_spec_must_match_a_registered_checkpoint(tmp_path):
+    from robustbench_geo.models import create_model
+
+    kw = {"in_features": 4, "num_classes": 2}
+    save_checkpoint(tmp_path / "g", create_model("gcn", **kw), {"model": "gcn", "model_kwargs": kw, "task": "graph"})
+    with pytest.raises(ValueError, match="does not match checkpoint .*a 'gcn'"):
+        load_model(str(tmp_path / "nope.py") + ":f", checkpoint=tmp_path / "g")  # never imported: not even looked up
+    model, meta = load_model("gcn", checkpoint=tmp_path / "g")
+    assert meta["source"] == "checkpoint" and not model.training
