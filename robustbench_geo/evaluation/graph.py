@@ -18,17 +18,22 @@ fed to the model's sparse ``forward`` (evasion) or a model is retrained on it (p
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from robustbench_geo.attacks.base import AttackOutcome, check_params, get_attack
+from robustbench_geo._version import versions
+from robustbench_geo.attacks.base import get_attack
 from robustbench_geo.attacks.graph.base import GraphPerturbation, check_perturbation, check_target, degrees
 from robustbench_geo.data.base import GraphDataset
+from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
+from robustbench_geo.models.predict import graph_logits, model_device, on_device
+from robustbench_geo.models.registry import create_model
+from robustbench_geo.training import TrainConfig, seed_everything, train_graph_model
 
 MODES = ("evasion", "poisoning")
 
@@ -61,16 +66,11 @@ def _margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _predict(model, graph: GraphDataset, edge_index: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-    from robustbench_geo.evaluation import graph_logits
-
     g = graph if x is None else graph.with_edges(graph.edge_index, x)
     return graph_logits(model, g, edge_index)
 
 
 def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, device, edge_index=None, x=None):
-    from robustbench_geo.models import create_model
-    from robustbench_geo.training import TrainConfig, seed_everything, train_graph_model
-
     if not checkpoint_meta or "model" not in checkpoint_meta:
         raise ValueError("mode='poisoning' retrains the model: expected checkpoint_meta with 'model', 'model_kwargs' "
                          "and 'train' (the checkpoint's JSON metadata), got none")
@@ -86,16 +86,15 @@ def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, devic
 
 def resolve_params(entry, params: dict, budget) -> dict:
     """The attack's parameters with defaults filled in and ``budget`` mapped to its budget parameter."""
-    full = {**{k: v for k, v in entry.params.items() if v is not inspect.Parameter.empty},
-            **check_params(entry, params)}
+    full = entry.fill(params)
     if budget is not None:
         full[entry.cls.budget_param] = budget
     return full
 
 
 def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict | None = None, *, seed: int = 0,
-                          mode: str = "evasion", budget=None, checkpoint_meta: dict | None = None, device="cpu",
-                          progress: bool = True, targets: list[int] | None = None, **_) -> AttackOutcome:
+                          mode: str = "evasion", budget=None, checkpoint_meta: dict | None = None, device=None,
+                          progress: bool = True, targets: list[int] | None = None) -> AttackOutcome:
     """Run structure attack ``attack`` on ``graph`` against ``model`` under protocol ``mode``.
 
     Args:
@@ -108,22 +107,20 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
             count of flips per target (targeted; ``None`` keeps the default, degree + 2).
         checkpoint_meta: the checkpoint's metadata (needed for poisoning).
         targets: explicit target nodes for targeted attacks (default: the 40-target protocol).
+        device: where the model runs (and poisoning retrains); ``None`` (default): where it is. The
+            caller's model is never moved (a copy runs elsewhere).
 
     Returns:
         :class:`~robustbench_geo.attacks.base.AttackOutcome` with metrics ``clean_accuracy``,
         ``robust_accuracy``, ``success_rate``, ``flips``, ``insertions``, ``deletions``, ``budget``.
     """
-    from tqdm.auto import tqdm
-
-    from robustbench_geo.checkpoint import versions
-    from robustbench_geo.training import seed_everything
-
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     entry = get_attack(attack)
     full = resolve_params(entry, params or {}, budget)
     graph = graph.to("cpu")
-    model = model.to(device).eval()
+    model = on_device(model, device).eval()
+    device = model_device(model)
     seed_everything(seed)
     attacker = entry.cls(model, **full)
     if hasattr(attacker, "progress"):
@@ -137,10 +134,10 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
     else:
         clean_logits_eval = clean_logits
     clean_correct = clean_logits_eval.argmax(1) == y
-    clean_acc = clean_correct[test].float().mean().item()
+    clean_acc = summarise(clean_correct[test], clean_correct[test])["clean_accuracy"]
     if getattr(entry.cls, "targeted", False):
         metrics, rows, results = _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode,
-                                           checkpoint_meta, device, progress, targets, tqdm)
+                                           checkpoint_meta, device, progress, targets)
     else:
         seed_everything(seed)
         res = attacker(graph, seed=seed)
@@ -151,9 +148,8 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
             logits = _predict(model, graph, res.edge_index, res.x)
         pred = logits.argmax(1)
         now_correct = pred == y
-        was = clean_correct[test]
-        metrics = {"robust_accuracy": now_correct[test].float().mean().item(),
-                   "success_rate": ((~now_correct[test]) & was).sum().item() / max(int(was.sum()), 1)}
+        summary = summarise(clean_correct[test], now_correct[test], robust_needs_clean=False)
+        metrics = {k: summary[k] for k in ("robust_accuracy", "success_rate")}
         rows = [{"node": int(i), "label": int(y[i]), "clean_prediction": int(clean_logits_eval[i].argmax()),
                  "prediction": int(pred[i]), "clean_correct": bool(clean_correct[i]), "correct": bool(now_correct[i])}
                 for i in test.tolist()]
@@ -185,7 +181,7 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
 
 
 def _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode, checkpoint_meta, device, progress,
-              targets, tqdm):
+              targets):
     y = graph.y
     if targets is None:
         correct = clean_logits_eval.argmax(1) == y
