@@ -12,8 +12,8 @@ import importlib
 from robustbench_geo._version import __version__
 
 _API = (
-    "BenchmarkResult", "Accuracy", "benchmark", "create_model", "evaluate", "list_attacks", "list_models",
-    "list_threat_models", "load_checkpoint", "load_dataset", "threat_model",
+    "Accuracy", "BenchmarkResult", "benchmark", "create_model", "evaluate", "list_attacks", "list_models",
+    "list_threat_models", "load_checkpoint", "load_dataset",
 )
 
 
