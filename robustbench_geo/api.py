@@ -115,7 +115,8 @@ class BenchmarkResult:
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        return (f"{self.threat_model} ({self.attack}) on {self.config['data']['description']}: "
+        name = self.threat_model if self.threat_model == self.attack else f"{self.threat_model} ({self.attack})"
+        return (f"{name} on {self.config['data']['description']}: "
                 f"clean {self.clean_accuracy}, robust {self.robust_accuracy} (95 % Wilson intervals)")
 
     def to_dict(self) -> dict:

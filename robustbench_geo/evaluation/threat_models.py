@@ -11,7 +11,7 @@ name                          attack      parameters (others: the attack's defau
 ``worst-of-10``               worst_of_k  k = 10 random draws in the same box
 ``random``                    random      one random draw in the same box
 ``scaling``                   scale       content scale in [0.4, 1] (grid + gradient refinement)
-``affine``                    affine_pgd  the box above, scale in [0.8, 1.2], shear +-10 deg
+``affine``                    affine_pgd  the box above and content scale in [0.9, 1.1]
 ``flow``                      stadv       flow field, tau = 0.05, L-BFGS
 ``structure-evasion``         pgd         5 % of the edges flipped, evasion
 ``structure-poisoning``       metattack   5 % of the edges flipped, poisoning (the model is retrained)
@@ -78,9 +78,9 @@ for _tm in (
     ThreatModel("scaling", "scale", {"scale_range": (0.4, 1.0)}, "image",
                 "Dai et al. 2017, Deformable Convolutional Networks (ICCV): the Scaled MNIST range",
                 "content shrunk to 40-100 % of its size: grid search, then gradient refinement"),
-    ThreatModel("affine", "affine_pgd", {**ENGSTROM_BOX, "scale_range": (0.8, 1.2), "max_shear_deg": 10.0}, "image",
-                f"{_ENGSTROM}: first-order attack, extended to scale and shear",
-                "projected gradient ascent on rotation, shifts, log-scale and shear (5 restarts x 40 steps)"),
+    ThreatModel("affine", "affine_pgd", {**ENGSTROM_BOX, "scale_range": (0.9, 1.1)}, "image",
+                f"{_ENGSTROM}: their first-order attack, extended to scale",
+                "projected gradient ascent on rotation, shifts and log-scale (5 restarts x 40 steps)"),
     ThreatModel("flow", "stadv", {"tau": 0.05}, "image",
                 "Xiao et al. 2018, Spatially Transformed Adversarial Examples (ICLR)",
                 "a smooth per-pixel flow field (stAdv), L-BFGS with a binary search on tau"),
