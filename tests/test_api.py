@@ -153,6 +153,17 @@ def test_bad_input_fails_with_the_valid_names(trained, mnist_small_split):
         rbg.benchmark(trained, data, "structure-evasion")
     with pytest.raises(TypeError, match="expected a dataset name, an \\(x, y\\) pair"):
         rbg.benchmark(trained, [1, 2, 3], "random")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['n_exampels'\].*valid options: batch_size, device, n, "):
+        evaluate_attack(trained, test, "random", {}, n_exampels=3, progress=False)
+
+
+def test_a_model_elsewhere_runs_as_a_copy_and_is_never_moved(trained):
+    from robustbench_geo.models.predict import on_device
+
+    assert on_device(trained, None) is trained and on_device(trained, "cpu") is trained
+    elsewhere = on_device(trained, "meta")  # a device every machine has
+    assert elsewhere is not trained and next(elsewhere.parameters()).device.type == "meta"
+    assert all(p.device.type == "cpu" for p in trained.parameters())
 
 
 def test_every_threat_model_names_a_registered_attack_and_a_source():

@@ -44,10 +44,10 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
         raise ValueError(f"attack {attack!r} is a {entry.domain} attack but the dataset is {domain} data; "
                          f"{domain} attacks: {', '.join(list_attacks(domain))}")
     run = evaluate_graph_attack if domain == "graph" else evaluate_image_attack
+    _check_options(run, kwargs)
     was_training = model.training
     try:
         if entry.cls is NoAttack:
-            _check_options(run, kwargs)
             entry.fill(params or {})
             return clean_outcome(model, dataset, seed=seed, device=kwargs.get("device"),
                                  **({"batch_size": kwargs["batch_size"]} if kwargs.get("batch_size") else {}))
