@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import robustbench_geo
+from robustbench_geo._version import __version__, versions  # noqa: F401  (versions: re-exported)
 from robustbench_geo.models.registry import create_model, is_plugin_spec, same_plugin
 
 FORMAT_VERSION = 1
@@ -58,21 +57,6 @@ def check_plugin_allowed(meta: dict, plugin: str | None, where: str = "checkpoin
         f"{where} names the plug-in model {name!r}; loading it would import and run that code, which a checkpoint "
         f"never does on its own{given}. If you trust it, name it yourself: --model {name} (CLI) or model = \"{name}\" "
         f"(sweep file)")
-
-
-def versions() -> dict:
-    import kornia
-    import torchvision
-
-    out = {"robustbench_geo": robustbench_geo.__version__, "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "kornia": kornia.__version__, "python": platform.python_version()}
-    try:
-        import torch_geometric
-
-        out["torch_geometric"] = torch_geometric.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:

@@ -49,8 +49,11 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
     """
     import pandas as pd
 
-    from robustbench_geo.attacks import evaluate_attack, get_attack
+    from robustbench_geo.attacks import get_attack
     from robustbench_geo.data import dataset_info, load_dataset
+    from robustbench_geo.evaluation import evaluate_attack
+    from robustbench_geo.evaluation.graph import write_artefacts as write_graph_artefacts
+    from robustbench_geo.evaluation.image import write_artefacts as write_image_artefacts
     from robustbench_geo.models import set_deform_backend
     from robustbench_geo.models.loading import load_model
 
@@ -60,7 +63,7 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
         raise ValueError(f"--seeds: expected at least 1, got {seeds}")
     checkpoint, dataset = split_model_args(args, model_spec, weights)
     task = dataset_info(dataset).task
-    if task != entry.domain:
+    if not entry.applies_to(task):
         raise ValueError(f"attack {attack_name!r} is a {entry.domain} attack but dataset {dataset!r} is {task} data")
     if task == "image":
         if n <= 0:
@@ -100,9 +103,5 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
                               if k in meta},
                     "dataset": dataset} for o in outcomes]
         (out / "outcome.json").write_text(json.dumps(summary, indent=2, default=str))
-        if task == "image":
-            from robustbench_geo.attacks.image.runner import write_artefacts
-        else:
-            from robustbench_geo.attacks.graph.runner import write_artefacts
-        write_artefacts(outcomes[0], out)
+        (write_image_artefacts if task == "image" else write_graph_artefacts)(outcomes[0], out)
         click.echo(f"wrote {out / 'rows.csv'}, {out / 'outcome.json'}")

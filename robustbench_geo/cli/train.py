@@ -84,7 +84,7 @@ def evaluate(args, model_spec, weights, preprocessing, subset, seed, device, def
       rbgeo eval --model my_models.py:net --weights net.pt --preprocessing mean=0.1307,std=0.3081 mnist
     """
     from robustbench_geo.data import dataset_info, load_dataset
-    from robustbench_geo.evaluation import evaluate as _evaluate
+    from robustbench_geo.evaluation import accuracy
     from robustbench_geo.models import set_deform_backend
     from robustbench_geo.models.loading import load_model
 
@@ -97,7 +97,7 @@ def evaluate(args, model_spec, weights, preprocessing, subset, seed, device, def
         ds = load_dataset(dataset, root=data_root, seed=seed, subset=subset)
         model, meta = load_model(model_spec, checkpoint, weights, data=ds, preprocessing=preprocessing, device=device)
     set_deform_backend(model, deform_backend)
-    acc = _evaluate(model, ds)
+    acc = accuracy(model, ds)
     click.echo(f"{meta['model']} ({checkpoint or weights or 'factory'}) on {dataset}: clean accuracy {100 * acc:.2f} % "
                f"(n={_size(ds)})")
 

@@ -10,13 +10,12 @@ finished cells again.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-import robustbench_geo
+from robustbench_geo._version import __version__
 from robustbench_geo.attacks.base import get_attack
 from robustbench_geo.sweep.config import AttackCfg, DatasetCfg, ModelCfg, SweepConfig, _applies
 from robustbench_geo.training import default_config
@@ -57,9 +56,7 @@ def config_hash(obj) -> str:
 
 
 def _attack_defaults(name: str) -> dict:
-    if name == "none":
-        return {}
-    return {k: v for k, v in get_attack(name).params.items() if v is not inspect.Parameter.empty}
+    return get_attack(name).defaults()
 
 
 def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
@@ -69,7 +66,7 @@ def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
     d = cfg.datasets[m.dataset]
     tc = asdict(default_config(m.task, **m.train, seed=seed))
     return {"model": m.model, "model_params": m.params, "dataset": d.spec, "train_subset": d.train_subset,
-            "train": tc, "deform_backend": cfg.deform_backend, "package_version": robustbench_geo.__version__}
+            "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
 
 
 def model_config(m: ModelCfg) -> dict:
@@ -116,7 +113,7 @@ def _cell(cfg: SweepConfig, m: ModelCfg, a: AttackCfg, d: DatasetCfg, point: dic
         "training": tcfg,
         "dataset": {"label": d.label, "spec": d.spec, "test_subset": d.test_subset},
         "attack": {"label": a.label, "name": a.attack, "params": params, "runner": runner, "grid_point": point},
-        "seed": seed, "package_version": robustbench_geo.__version__,
+        "seed": seed, "package_version": __version__,
     }
     config = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
     hashed = {k: v for k, v in config.items() if k != "model"}

@@ -71,22 +71,6 @@ _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mod
 _TOP_KEYS = {"sweep", "datasets", "models", "attacks"}
 
 
-@dataclass(frozen=True)
-class _NoAttack:
-    """``attack = "none"``: clean accuracy only (the baseline row of every table)."""
-
-    name: str = "none"
-    domain: str = "any"
-    params: dict = field(default_factory=dict)
-    cls: type = object
-
-    def describe_params(self) -> list[str]:
-        return []
-
-
-NO_ATTACK = _NoAttack()
-
-
 class SweepConfigError(ValueError):
     """A sweep file is malformed or names something unknown; the message names the key and line."""
 
@@ -415,7 +399,7 @@ def _parse_attack(label: str, a: dict, c: _Checker, datasets: dict[str, DatasetC
     c.keys(a, _ATTACK_KEYS, p)
     name = c.typed(a.get("attack", label), str, f"{p}.attack", "an attack name")
     try:
-        entry = NO_ATTACK if name == "none" else get_attack(name)
+        entry = get_attack(name)
     except KeyError as e:
         c.fail(f"{p}.attack" if "attack" in a else p, f"{e} (or 'none' for clean accuracy)")
     params, grid = _attack_params(a, p, c, entry)

@@ -83,10 +83,11 @@ def test_evaluated_models_are_never_trained(trained, mnist_root, monkeypatch):
         raise AssertionError("an evaluated model was trained")
 
     monkeypatch.setattr(runner, "trained_model", no_training)
+    monkeypatch.setattr(runner, "fit", no_training)
     monkeypatch.setattr(training, "fit", no_training)
     cfg = parse_config(sweep_toml(trained, trained / "cnn"))
     assert [m.source for m in cfg.models.values()] == ["checkpoint", "pretrained", "pretrained"]
-    summary = run_sweep(cfg, data_root=mnist_root, progress=False, report=False)
+    summary = run_sweep(cfg, data_root=mnist_root, progress=False)
     assert not summary.failed, summary.failed[0]["error"] if summary.failed else ""
     assert len(summary.ran) == 3 * 2
     by = {(r["cell"].model_label, r["cell"].attack_label): r["metrics"] for r in summary.ran}
