@@ -146,7 +146,7 @@ def is_plugin_spec(name: str) -> bool:
 
     Using a plug-in imports and runs its code, so the package only does that for specs the user gave.
     """
-    return ":" in name and name not in _REGISTRY
+    return ":" in name and name not in MODELS
 
 
 def same_plugin(a: str, b: str) -> bool:
