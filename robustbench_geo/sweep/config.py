@@ -170,6 +170,15 @@ class _Checker:
             if k not in allowed:
                 self.fail(f"{path}.{k}" if path else k, f"unknown key {k!r}; expected one of {', '.join(sorted(allowed))}")
 
+    def lookup(self, table: dict, key: str, default: str, path: str, what: str, getter, errors=(KeyError,),
+               hint: str = ""):
+        """``(name, getter(name))`` for the string ``table[key]`` (else ``default``); a failed lookup names the key."""
+        name = self.typed(table.get(key, default), str, f"{path}.{key}", what)
+        try:
+            return name, getter(name)
+        except errors as e:
+            self.fail(f"{path}.{key}" if key in table else path, f"{e}{hint}")
+
     def typed(self, value, types, path: str, what: str):
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             self.fail(path, f"expected {what}, got {value!r}")
@@ -239,11 +248,7 @@ def _parse_datasets(tables: dict, c: _Checker) -> dict[str, DatasetCfg]:
 def _parse_dataset(label: str, d: dict, c: _Checker) -> DatasetCfg:
     p = f"datasets.{label}"
     c.keys(d, _DATASET_KEYS, p)
-    spec = c.typed(d.get("spec", label), str, f"{p}.spec", "a dataset spec string")
-    try:
-        info = dataset_info(spec)
-    except KeyError as e:
-        c.fail(f"{p}.spec" if "spec" in d else p, str(e))
+    spec, info = c.lookup(d, "spec", label, p, "a dataset spec string", dataset_info)
     subsets = {}
     for k in ("train_subset", "test_subset"):
         if k in d:
@@ -284,12 +289,7 @@ def _model_dataset(m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]
 
 def _model_name(m: dict, key: str, default: str, p: str, c: _Checker) -> str:
     """``m[key]`` (or ``default``), checked to be a registered model or an importable plug-in."""
-    name = c.typed(m.get(key, default), str, f"{p}.{key}", "a model name")
-    try:
-        get_model_entry(name)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        c.fail(f"{p}.{key}" if key in m else p, str(e))
-    return name
+    return c.lookup(m, key, default, p, "a model name", get_model_entry, (KeyError, ValueError, FileNotFoundError))[0]
 
 
 def _only(m: dict, allowed: set, p: str, c: _Checker, kind: str) -> None:
@@ -397,11 +397,7 @@ def _parse_attack(label: str, a: dict, c: _Checker, datasets: dict[str, DatasetC
                   models: dict[str, ModelCfg]) -> AttackCfg:
     p = f"attacks.{label}"
     c.keys(a, _ATTACK_KEYS, p)
-    name = c.typed(a.get("attack", label), str, f"{p}.attack", "an attack name")
-    try:
-        entry = get_attack(name)
-    except KeyError as e:
-        c.fail(f"{p}.attack" if "attack" in a else p, f"{e} (or 'none' for clean accuracy)")
+    name, entry = c.lookup(a, "attack", label, p, "an attack name", get_attack, hint=" (or 'none' for clean accuracy)")
     params, grid = _attack_params(a, p, c, entry)
     runner = _attack_runner(a, p, c, entry, name)
     sel = _attack_selection(a, p, c, entry, name, datasets, models)
