@@ -1,0 +1,47 @@
+"""The ``triton`` backend: its kernels in Triton's CPU interpreter (a subprocess) and its dispatch.
+
+Triton decides when it is imported (and ``import torch`` imports it) whether ``@triton.jit``
+kernels are compiled or interpreted, so the interpreter cases
+(``tests/ops/triton_interpreter_cases.py``) run in a fresh interpreter with ``TRITON_INTERPRET=1``;
+this process, and every other test in it, keeps Triton's normal mode.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed (it ships with PyTorch on Linux x86_64 only)")
+
+from robustbench_geo.ops import deform_conv2d, resolve_backend  # noqa: E402
+from robustbench_geo.ops._deform_triton import interpreter_enabled  # noqa: E402
+from tests.ops.test_deform_conv import CASES, _inputs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_kernels_in_triton_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ops/triton_interpreter_cases.py"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"interpreter cases failed:\n{tail}"
+    assert " passed" in tail and "skipped" not in tail, tail
+
+
+@pytest.mark.skipif(interpreter_enabled(), reason="this process runs Triton's interpreter")
+def test_cpu_tensors_need_the_interpreter():
+    args = _inputs(CASES["plain3x3"], torch.float32)
+    with pytest.raises(RuntimeError, match="backend='triton' runs on CUDA tensors, got cpu tensors.*TRITON_INTERPRET=1"):
+        deform_conv2d(**args, backend="triton")
+
+
+def test_auto_never_picks_triton_before_it_is_measured():
+    assert resolve_backend("auto", "cuda") == "torchvision"
+    assert resolve_backend("auto", "cpu") in ("native", "torchvision")
+    assert resolve_backend("triton", "cuda") == "triton"
