@@ -18,6 +18,11 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (it ships with PyTorch on Linux x86_64 only)")
 
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from robustbench_geo.ops import _deform_triton_kernels as kernels  # noqa: E402
 from robustbench_geo.ops import deform_conv2d, resolve_backend  # noqa: E402
 from robustbench_geo.ops._deform_triton import interpreter_enabled  # noqa: E402
 from tests.ops.test_deform_conv import CASES, _inputs  # noqa: E402
@@ -32,6 +37,20 @@ def test_kernels_in_triton_interpreter():
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"interpreter cases failed:\n{tail}"
     assert " passed" in tail and "skipped" not in tail, tail
+
+
+@pytest.mark.skipif(interpreter_enabled(), reason="this process runs Triton's interpreter")
+def test_kernels_compile_for_a_gpu_without_one():
+    """Ahead-of-time compilation to an sm_90 cubin (Triton bundles ptxas): catches what the interpreter
+    does not check (types of loop-carried values, dot shapes and precisions, shared memory)."""
+    tiles = dict(PRECISION="ieee", BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, HAS_MASK=True)
+    for fn, flags in ((kernels.deform_fwd_kernel, dict(HAS_BIAS=True)),
+                      (kernels.deform_bwd_data_kernel, dict(NEED_INPUT=True, NEED_POINT=True)),
+                      (kernels.deform_bwd_weight_kernel, {})):
+        consts = {**tiles, **flags}
+        sig = {a: "constexpr" if a in consts else "*fp32" if a.endswith("_ptr") else "i32" for a in fn.arg_names}
+        compiled = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32))
+        assert compiled.metadata.shared <= 228 * 1024, (fn.__name__, compiled.metadata.shared)  # H100/H200 limit
 
 
 @pytest.mark.skipif(interpreter_enabled(), reason="this process runs Triton's interpreter")
