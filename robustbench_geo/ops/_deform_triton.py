@@ -104,11 +104,15 @@ class _Call:
             self.block_m = _pow2_between(self.m, 16, 256)
             self.block_n = _pow2_between(self.cog, 16, 64)
             self.block_k = _pow2_between(min(self.cpg, self.cg), 16, 64)
-        else:  # register-sized tiles (to be tuned on a GPU; docs/gpu.md)
+        else:  # register-sized tiles, untuned (docs/gpu.md): wide layers re-sample the input less with wide N tiles
             f64 = input.dtype == torch.float64
             self.block_m = 32 if f64 else 64
-            self.block_n = _pow2_between(self.cog, 16, 32 if f64 else 64)
+            self.block_n = _pow2_between(self.cog, 16, 32 if f64 else 128)
             self.block_k = _pow2_between(min(self.cpg, self.cg), 16, 16 if f64 else 32)
+        self.num_warps = 8 if self.block_m * self.block_n >= 64 * 128 else 4
+        if triton.cdiv(self.m, self.block_m) > 65535:  # CUDA's limit on the second grid dimension
+            raise ValueError(f"input: expected at most {65535 * self.block_m} output positions (B * H_out * W_out) for "
+                             f"backend='triton', got {self.m}; split the batch")
         self.weight_rows = None
         if tiles is not None:
             self.block_m, self.block_n, self.block_k, self.weight_rows = (tiles.block_m, tiles.block_n, tiles.block_k,
@@ -149,11 +153,11 @@ class DeformConv2dTriton(torch.autograd.Function):
         ctx.save_for_backward(x, off, mask.contiguous() if mask is not None else None, weight)
         if call.m == 0 or call.co == 0:
             return out
-        grid = (triton.cdiv(call.m, call.block_m), triton.cdiv(call.cog, call.block_n), call.groups)
+        grid = (triton.cdiv(call.cog, call.block_n), triton.cdiv(call.m, call.block_m), call.groups)
         _kernels.deform_fwd_kernel[grid](
             x, off, msk, _weight_rows(weight, call, False), bias if bias is not None else out, out, *call.geometry,
             HAS_MASK=mask is not None, HAS_BIAS=bias is not None, PRECISION=call.precision,
-            BLOCK_M=call.block_m, BLOCK_N=call.block_n, BLOCK_K=call.block_k)
+            BLOCK_M=call.block_m, BLOCK_N=call.block_n, BLOCK_K=call.block_k, num_warps=call.num_warps)
         return out
 
     @staticmethod
@@ -172,9 +176,9 @@ class DeformConv2dTriton(torch.autograd.Function):
             go = grad_out.contiguous()
             msk = mask if mask is not None else off
             common = dict(HAS_MASK=mask is not None, PRECISION=call.precision, BLOCK_M=call.block_m,
-                          BLOCK_N=call.block_n, BLOCK_K=call.block_k)
+                          BLOCK_N=call.block_n, BLOCK_K=call.block_k, num_warps=call.num_warps)
             if need_in or need_off or need_mask:
-                grid = (triton.cdiv(call.m, call.block_m), call.k * call.g)
+                grid = (call.k * call.g, triton.cdiv(call.m, call.block_m))
                 _kernels.deform_bwd_data_kernel[grid](
                     x, off, msk, _weight_rows(weight, call, True), go, gx if gx is not None else x,
                     goff if goff is not None else off, gmask if gmask is not None else msk, *call.geometry,

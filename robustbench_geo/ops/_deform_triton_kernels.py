@@ -90,11 +90,12 @@ def deform_fwd_kernel(x_ptr, off_ptr, msk_ptr, w_ptr, bias_ptr, out_ptr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """``out[b, gi * cog + n, l] = sum_{k, c} sample(m, k, c) * w[gi, k, c, n] (+ bias)``.
 
-    Grid ``(cdiv(M, BLOCK_M), cdiv(cog, BLOCK_N), groups)``; the reduction runs over taps, the
-    offset groups meeting this convolution group, and ``BLOCK_K`` channel slices of each.
+    Grid ``(cdiv(cog, BLOCK_N), cdiv(M, BLOCK_M), groups)``: the output-channel tiles of a row tile
+    run next to each other, so its input gathers hit L2 after the first. The reduction runs over
+    taps, the offset groups meeting this convolution group, and ``BLOCK_K`` channel slices of each.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
     gi = tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
@@ -143,14 +144,15 @@ def deform_bwd_data_kernel(x_ptr, off_ptr, msk_ptr, wt_ptr, go_ptr, gx_ptr, goff
                            BLOCK_K: tl.constexpr):
     """Input, offset and mask gradients of rows ``BLOCK_M`` x (tap ``k``, offset group ``g``).
 
-    Grid ``(cdiv(M, BLOCK_M), K * G)``. For each channel slice of the offset group the column
+    Grid ``(K * G, cdiv(M, BLOCK_M))``: the programs of one row tile run next to each other and
+    share its ``grad_out`` rows in L2. For each channel slice of the offset group the column
     gradient ``gcol = go @ w^T`` (``(BLOCK_M, BLOCK_K)``) is formed in registers; the input
     gradient scatters ``gcol`` times each corner's weight with atomic adds; the offset and mask
     gradients need the per-corner sums ``s = sum_c gcol * x[corner]`` over the whole offset
     group, which this program owns, so they are stored without atomics.
     """
-    pid_m = tl.program_id(0)
-    pid_kg = tl.program_id(1)
+    pid_kg = tl.program_id(0)
+    pid_m = tl.program_id(1)
     k = pid_kg // G
     g = pid_kg - k * G
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
