@@ -67,20 +67,33 @@ def _corners(py, px, b, row_ok, H, W, C):
 
 
 @triton.jit
+def _blend_weights(ly, lx, m):
+    """The four corners' bilinear weights times the modulation, as ``(BLOCK_M, 1)`` columns."""
+    hy = 1.0 - ly
+    hx = 1.0 - lx
+    return (hy * hx * m)[:, None], (hy * lx * m)[:, None], (ly * hx * m)[:, None], (ly * lx * m)[:, None]
+
+
+@triton.jit
+def _gather_blend(x_ptr, p00, ok00, ok01, ok10, ok11, w00, w01, w10, w11, ch, ch_ok, W, C):
+    """``(BLOCK_M, BLOCK_K)``: the four corners' channel slices ``ch`` blended with their weights."""
+    src = x_ptr + p00[:, None] + ch[None, :]
+    cm = ch_ok[None, :]
+    tile = w00 * tl.load(src, mask=ok00[:, None] & cm, other=0.0)
+    tile += w01 * tl.load(src + C, mask=ok01[:, None] & cm, other=0.0)
+    tile += w10 * tl.load(src + W * C, mask=ok10[:, None] & cm, other=0.0)
+    tile += w11 * tl.load(src + (W * C + C), mask=ok11[:, None] & cm, other=0.0)
+    return tile
+
+
+@triton.jit
 def _sampled_tile(x_ptr, off_ptr, msk_ptr, b, l, row_ok, k, g, ch, ch_ok, H, W, C, G, K, L, WO, KW,
                   SH, SW, PH, PW, DH, DW, HAS_MASK: tl.constexpr):
     """Modulated bilinear samples ``(BLOCK_M, BLOCK_K)`` of offset group ``g``'s channels among ``ch``."""
     py, px, m = _point(off_ptr, msk_ptr, b, l, row_ok, k, g, G, K, L, WO, KW, SH, SW, PH, PW, DH, DW, HAS_MASK)
     p00, ok00, ok01, ok10, ok11, ly, lx = _corners(py, px, b, row_ok, H, W, C)
-    hy = 1.0 - ly
-    hx = 1.0 - lx
-    src = x_ptr + p00[:, None] + ch[None, :]
-    cm = ch_ok[None, :]
-    tile = (hy * hx * m)[:, None] * tl.load(src, mask=ok00[:, None] & cm, other=0.0)
-    tile += (hy * lx * m)[:, None] * tl.load(src + C, mask=ok01[:, None] & cm, other=0.0)
-    tile += (ly * hx * m)[:, None] * tl.load(src + W * C, mask=ok10[:, None] & cm, other=0.0)
-    tile += (ly * lx * m)[:, None] * tl.load(src + (W * C + C), mask=ok11[:, None] & cm, other=0.0)
-    return tile
+    w00, w01, w10, w11 = _blend_weights(ly, lx, m)
+    return _gather_blend(x_ptr, p00, ok00, ok01, ok10, ok11, w00, w01, w10, w11, ch, ch_ok, W, C)
 
 
 @triton.jit
@@ -112,21 +125,11 @@ def deform_fwd_kernel(x_ptr, off_ptr, msk_ptr, w_ptr, bias_ptr, out_ptr,
             ce = tl.minimum(c_hi, g * CG + CG)
             py, px, m = _point(off_ptr, msk_ptr, b, l, row_ok, k, g, G, K, L, WO, KW, SH, SW, PH, PW, DH, DW, HAS_MASK)
             p00, ok00, ok01, ok10, ok11, ly, lx = _corners(py, px, b, row_ok, H, W, C)
-            hy = 1.0 - ly
-            hx = 1.0 - lx
-            w00 = (hy * hx * m)[:, None]
-            w01 = (hy * lx * m)[:, None]
-            w10 = (ly * hx * m)[:, None]
-            w11 = (ly * lx * m)[:, None]
+            w00, w01, w10, w11 = _blend_weights(ly, lx, m)
             for c0 in range(cs, ce, BLOCK_K):
                 ch = c0 + tl.arange(0, BLOCK_K)
                 ch_ok = ch < ce
-                src = x_ptr + p00[:, None] + ch[None, :]
-                cm = ch_ok[None, :]
-                a = w00 * tl.load(src, mask=ok00[:, None] & cm, other=0.0)
-                a += w01 * tl.load(src + C, mask=ok01[:, None] & cm, other=0.0)
-                a += w10 * tl.load(src + W * C, mask=ok10[:, None] & cm, other=0.0)
-                a += w11 * tl.load(src + (W * C + C), mask=ok11[:, None] & cm, other=0.0)
+                a = _gather_blend(x_ptr, p00, ok00, ok01, ok10, ok11, w00, w01, w10, w11, ch, ch_ok, W, C)
                 wrow = (gi * K + k) * CPG + (ch - c_lo)
                 wtile = tl.load(w_ptr + wrow[:, None] * COG + ns[None, :], mask=ch_ok[:, None] & n_ok[None, :], other=0.0)
                 acc = tl.dot(a, wtile, acc, input_precision=PRECISION)
@@ -161,12 +164,7 @@ def deform_bwd_data_kernel(x_ptr, off_ptr, msk_ptr, wt_ptr, go_ptr, gx_ptr, goff
     l = rows - b * L
     py, px, m = _point(off_ptr, msk_ptr, b, l, row_ok, k, g, G, K, L, WO, KW, SH, SW, PH, PW, DH, DW, HAS_MASK)
     p00, ok00, ok01, ok10, ok11, ly, lx = _corners(py, px, b, row_ok, H, W, C)
-    hy = 1.0 - ly
-    hx = 1.0 - lx
-    w00 = (hy * hx * m)[:, None]
-    w01 = (hy * lx * m)[:, None]
-    w10 = (ly * hx * m)[:, None]
-    w11 = (ly * lx * m)[:, None]
+    w00, w01, w10, w11 = _blend_weights(ly, lx, m)
     s00 = tl.zeros((BLOCK_M,), dtype=py.dtype)
     s01 = tl.zeros((BLOCK_M,), dtype=py.dtype)
     s10 = tl.zeros((BLOCK_M,), dtype=py.dtype)
@@ -204,6 +202,8 @@ def deform_bwd_data_kernel(x_ptr, off_ptr, msk_ptr, wt_ptr, go_ptr, gx_ptr, goff
                 s10 += tl.sum(gcol * tl.load(src + W * C, mask=ok10[:, None] & cm, other=0.0), axis=1)
                 s11 += tl.sum(gcol * tl.load(src + (W * C + C), mask=ok11[:, None] & cm, other=0.0), axis=1)
     if NEED_POINT:
+        hy = 1.0 - ly
+        hx = 1.0 - lx
         o = goff_ptr + ((b * G + g) * K + k) * 2 * L + l
         tl.store(o, m * (hx * (s10 - s00) + lx * (s11 - s01)), mask=row_ok)
         tl.store(o + L, m * (hy * (s01 - s00) + ly * (s11 - s10)), mask=row_ok)
