@@ -52,6 +52,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 from robustbench_geo.checkpoint import versions  # noqa: E402
 from robustbench_geo.models import build_model, create_model, deformable_layers, set_deform_backend  # noqa: E402
 from robustbench_geo.ops import _deform_kernel, deform_conv2d, resolve_backend  # noqa: E402
+from robustbench_geo.ops._deform_triton import Tiles, deform_conv2d_triton  # noqa: E402
 
 ISSUE_SHAPES = [(128, 32, 14, 14, 64, 1), (128, 64, 7, 7, 64, 1), (32, 64, 28, 28, 64, 1)]
 #: issue 13's GPU shapes (B, C_in, H, W, C_out, stride): the three above, a strided one and two large ones
@@ -92,8 +93,12 @@ def _time(fn, device: str) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def bench_shape(shape, reps: int, seed: int = 0, device: str = "cpu") -> dict:
-    """Median milliseconds of each op of ``DEVICE_OPS[device]``, forward and forward+backward."""
+def bench_shape(shape, reps: int, seed: int = 0, device: str = "cpu", ops: list[str] | None = None,
+                tiles: Tiles | None = None) -> dict:
+    """Median milliseconds of each op (default ``DEVICE_OPS[device]``), forward and forward+backward.
+
+    ``tiles``: the triton backend's tile sizes instead of its automatic choice (tuning).
+    """
     b, c, h, w, co, stride = shape
     g = torch.Generator().manual_seed(seed)
     ho, wo = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
@@ -108,13 +113,15 @@ def bench_shape(shape, reps: int, seed: int = 0, device: str = "cpu") -> dict:
         def op(lv):
             if backend == "torchvision":
                 return torchvision.ops.deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2])
+            if backend == "triton" and tiles is not None:
+                return deform_conv2d_triton(lv[0], lv[1], lv[3], None, (stride, stride), (1, 1), (1, 1), lv[2], tiles=tiles)
             return deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2], backend=backend)
         return op
 
     def conv(lv):
         return F.conv2d(lv[0], lv[3], None, stride, 1)
 
-    ops = {name: conv if name == "conv2d" else deform(name) for name in DEVICE_OPS[device]}
+    ops = {name: conv if name == "conv2d" else deform(name) for name in ops or DEVICE_OPS[device]}
 
     def fwd(op):
         with torch.no_grad():
@@ -168,8 +175,9 @@ def _fmt_table(rows, names: list[str]) -> str:
         for mode in ("fwd", "fwd_bwd"):
             m = r[mode]
             cells = " ".join(f"{m[n + '_ms']:14.2f}" for n in names)
-            lines.append(f"{label:36s} | {mode.replace('_', '+'):7s} | {cells} | "
-                         f"{m['torchvision_ms'] / m[ours + '_ms']:13.2f}x {m[ours + '_ms'] / m['conv2d_ms']:15.2f}x")
+            tv = f"{m['torchvision_ms'] / m[ours + '_ms']:13.2f}x" if "torchvision_ms" in m else f"{'-':>14s}"
+            cv = f"{m[ours + '_ms'] / m['conv2d_ms']:15.2f}x" if "conv2d_ms" in m else f"{'-':>16s}"
+            lines.append(f"{label:36s} | {mode.replace('_', '+'):7s} | {cells} | {tv} {cv}")
             label = ""
     return "\n".join(lines)
 
@@ -179,6 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=sorted(DEVICE_OPS), default="cpu", help="where the ops run (see above)")
     p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 in float32 GEMMs (triton and torchvision)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per op (medians reported)")
+    p.add_argument("--ops", default=None, help="comma list of ops to time (default: all of the device's)")
+    p.add_argument("--large-only", action="store_true", help="CUDA: only the two large shapes of issue 13")
+    p.add_argument("--tiles", default=None, help="triton tile sizes BLOCK_M,BLOCK_N,BLOCK_K (powers of 2 >= 16)")
     p.add_argument("--resnet-batch", type=int, default=32, help="batch of the deform_resnet18 stage shapes")
     p.add_argument("--no-model-shapes", action="store_true", help="only the three shapes of the issue")
     p.add_argument("--epoch", action="store_true", help="also time one deform_cnn MNIST training epoch per backend")
@@ -202,18 +213,28 @@ def main(argv=None) -> int:
             p.error("--epoch: times CPU training; run it without --device cuda")
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
-    issue_shapes = GPU_SHAPES if args.device == "cuda" else ISSUE_SHAPES
+    ops = args.ops.split(",") if args.ops else DEVICE_OPS[args.device]
+    unknown = set(ops) - set(DEVICE_OPS[args.device])
+    if unknown:
+        p.error(f"--ops: expected some of {', '.join(DEVICE_OPS[args.device])}, got {sorted(unknown)}")
+    tiles = None
+    if args.tiles:
+        try:
+            tiles = Tiles(*(int(v) for v in args.tiles.split(",")))
+        except (TypeError, ValueError):
+            p.error(f"--tiles: expected BLOCK_M,BLOCK_N,BLOCK_K, got {args.tiles!r}")
+    issue_shapes = GPU_SHAPES[-2:] if args.large_only else GPU_SHAPES if args.device == "cuda" else ISSUE_SHAPES
     shapes = [] if (args.skip_shapes and args.epoch) else [("issue", s) for s in issue_shapes]
-    if shapes and not args.no_model_shapes:
+    if shapes and not (args.no_model_shapes or args.large_only):
         shapes += [("resnet18", s) for s in model_shapes("deform_resnet18", args.resnet_batch, 3, 32)]
         shapes += [("deform_cnn", s) for s in model_shapes("deform_cnn", 128, 1, 28)]
     rows = []
     for source, shape in shapes:
-        rows.append({"source": source, "shape": list(shape), **bench_shape(shape, args.reps, args.seed, args.device)})
+        rows.append({"source": source, "shape": list(shape), **bench_shape(shape, args.reps, args.seed, args.device, ops, tiles)})
         if not args.json:
             print(f"measured {source} {shape}", file=sys.stderr)
     native_impl = "compiled kernel" if args.device == "cpu" and _deform_kernel.available() else "pure PyTorch"
-    meta = {"device": args.device, "ops": DEVICE_OPS[args.device], "reps": args.reps, "threads": torch.get_num_threads(),
+    meta = {"device": args.device, "ops": ops, "tiles": args.tiles, "reps": args.reps, "threads": torch.get_num_threads(),
             "dtype": "float32", "kernel": "3x3, padding 1, mask", "native_impl": native_impl,
             "auto_backend": resolve_backend("auto", args.device), "load_average": list(os.getloadavg()),
             "versions": versions()}
@@ -232,7 +253,7 @@ def main(argv=None) -> int:
     print(f"\nDeformable convolution, float32, 3x3, padding 1, with mask; median of {args.reps} interleaved runs; "
           f"{where}; native = {meta['native_impl']}; load average {meta['load_average'][0]:.1f}")
     if rows:
-        print(_fmt_table(rows, DEVICE_OPS[args.device]))
+        print(_fmt_table(rows, ops))
     if args.epoch:
         print("\nOne training epoch on MNIST (batch 128, Adam), seconds:")
         for r in result["epoch"]:

@@ -79,6 +79,14 @@ class Tiles:
     block_k: int
     weight_rows: int | None = None
 
+    def __post_init__(self):
+        sizes = (self.block_m, self.block_n, self.block_k)
+        if any(v < 16 or v & (v - 1) for v in sizes):
+            raise ValueError(f"tiles: expected powers of two >= 16 (tl.dot's minimum), got {sizes}")
+        if self.weight_rows is not None and (self.weight_rows < 1 or self.weight_rows % self.block_m):
+            raise ValueError(f"tiles: expected weight_rows a positive multiple of block_m={self.block_m}, "
+                             f"got {self.weight_rows}")
+
 
 class _Call:
     """Sizes, tile shapes and launch constants of one call."""

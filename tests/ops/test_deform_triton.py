@@ -24,7 +24,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from robustbench_geo.ops import _deform_triton_kernels as kernels  # noqa: E402
 from robustbench_geo.ops import deform_conv2d, resolve_backend  # noqa: E402
-from robustbench_geo.ops._deform_triton import interpreter_enabled  # noqa: E402
+from robustbench_geo.ops._deform_triton import Tiles, interpreter_enabled  # noqa: E402
 from tests.ops.test_deform_conv import CASES, _inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +64,11 @@ def test_auto_never_picks_triton_before_it_is_measured():
     assert resolve_backend("auto", "cuda") == "torchvision"
     assert resolve_backend("auto", "cpu") in ("native", "torchvision")
     assert resolve_backend("triton", "cuda") == "triton"
+
+
+def test_tile_sizes_are_checked():
+    assert Tiles(16, 32, 64, weight_rows=48).block_n == 32
+    with pytest.raises(ValueError, match=r"expected powers of two >= 16 \(tl.dot's minimum\), got \(16, 8, 16\)"):
+        Tiles(16, 8, 16)
+    with pytest.raises(ValueError, match="expected weight_rows a positive multiple of block_m=32, got 48"):
+        Tiles(32, 32, 32, weight_rows=48)
