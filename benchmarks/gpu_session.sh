@@ -8,9 +8,9 @@
 # Steps (default: all, in this order; each gets what is left of GPU_BUDGET_S, default 540 s, capped per step):
 #   env     GPU, driver, versions
 #   tests   python -m pytest tests/test_cuda.py (compiled triton kernels, CUDA attacks, tiny CUDA sweep)
-#   bench   benchmarks/deform_conv.py --device cuda --reps 20 --json (issue 13's table), then with --tf32
-#   tune    triton alone on the two large shapes with a few tile sizes (JSON lines, one per tile size)
+#   bench   benchmarks/deform_conv.py --device cuda --reps 20 --json (issue 13's table)
 #   sweep   the quick preset with device = "cuda" (all cells must be done, none failed)
+#   tune    the issue shapes with --tf32, then triton alone on the two large shapes with a few tile sizes
 #   scaled  benchmarks/scaled_mnist.py --device cuda --json (60k images, 10 epochs, full test sets)
 # Everything is teed to $OUT (at most 8 files come back): session.log, test_cuda.log, deform_conv.json,
 # deform_conv_tf32.json, tune.jsonl, quick_cuda_summary.md, quick_cuda_results.csv, scaled_mnist.json.
@@ -28,7 +28,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # this tree's package (it is 
 export RBGEO_DATA=${RBGEO_DATA:-$PWD/.gpudata} RBGEO_CACHE=${RBGEO_CACHE:-/tmp/rbgeo-cache}
 mkdir -p "$RBGEO_CACHE"
 budget=${GPU_BUDGET_S:-540}
-steps=${*:-env tests bench tune sweep scaled}
+steps=${*:-env tests bench sweep tune scaled}
 
 step() {  # step NAME CAP COMMAND...: run with the smaller of CAP and the time left, report rc and seconds
     local name=$1 cap=$2 t0=$SECONDS left
@@ -54,7 +54,6 @@ for s in $steps; do
         ;;
     bench)
         step bench 200 sh -c "python3 benchmarks/deform_conv.py --device cuda --reps 20 --json > '$OUT/deform_conv.json'"
-        step bench_tf32 120 sh -c "python3 benchmarks/deform_conv.py --device cuda --reps 20 --tf32 --no-model-shapes --json > '$OUT/deform_conv_tf32.json'"
         python3 - "$OUT/deform_conv.json" <<'PY' || true
 import json, sys
 sys.path.insert(0, "benchmarks")
@@ -64,6 +63,7 @@ print(_fmt_table(res["shapes"], res["meta"]["ops"]))
 PY
         ;;
     tune)
+        step bench_tf32 120 sh -c "python3 benchmarks/deform_conv.py --device cuda --reps 20 --tf32 --no-model-shapes --json > '$OUT/deform_conv_tf32.json'"
         for t in 64,64,32 64,128,32 128,64,32 128,128,32 64,128,64 32,128,32; do
             step "tune $t" 45 sh -c "python3 benchmarks/deform_conv.py --device cuda --large-only --ops triton --tiles $t --reps 10 --json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >> '$OUT/tune.jsonl'"
         done
@@ -78,7 +78,7 @@ PY
         step scaled 600 sh -c "python3 benchmarks/scaled_mnist.py --device cuda --json > '$OUT/scaled_mnist.json'"
         ;;
     *)
-        echo "unknown step '$s'; expected some of: env tests bench tune sweep scaled"
+        echo "unknown step '$s'; expected some of: env tests bench sweep tune scaled"
         exit 2
         ;;
     esac
