@@ -117,14 +117,14 @@ class _Call:
             self.block_m = 32 if f64 else 64
             self.block_n = _pow2_between(self.cog, 16, 32 if f64 else 128)
             self.block_k = _pow2_between(min(self.cpg, self.cg), 16, 16 if f64 else 32)
-        self.num_warps = 8 if self.block_m * self.block_n >= 64 * 128 else 4
-        if triton.cdiv(self.m, self.block_m) > 65535:  # CUDA's limit on the second grid dimension
-            raise ValueError(f"input: expected at most {65535 * self.block_m} output positions (B * H_out * W_out) for "
-                             f"backend='triton', got {self.m}; split the batch")
         self.weight_rows = None
         if tiles is not None:
             self.block_m, self.block_n, self.block_k, self.weight_rows = (tiles.block_m, tiles.block_n, tiles.block_k,
                                                                           tiles.weight_rows)
+        self.num_warps = 8 if self.block_m * self.block_n >= 64 * 128 else 4
+        if triton.cdiv(self.m, self.block_m) > 65535:  # CUDA's limit on the second grid dimension
+            raise ValueError(f"input: expected at most {65535 * self.block_m} output positions (B * H_out * W_out) for "
+                             f"backend='triton', got {self.m}; split the batch")
         self.precision = "tf32" if (input.dtype == torch.float32 and not self.interpret
                                     and torch.backends.cuda.matmul.allow_tf32) else "ieee"
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
