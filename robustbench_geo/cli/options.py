@@ -58,7 +58,7 @@ device_option = click.option("--device", default="cpu", show_default=True, help=
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 deform_backend_option = click.option("--deform-backend", default="auto", show_default=True,
-                                     help="Deformable-convolution backend: auto, native or torchvision.")
+                                     help="Deformable-convolution backend: auto, native, torchvision or triton (CUDA).")
 
 
 def model_source_options(fn):
