@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-#: published clean accuracy (%) on Cora and where it comes from; the splits differ (see docs/gnn-defenses.md)
+#: published clean accuracy (%) on the same graph and split (Cora LCC, Pro-GNN split); None where no paper reports one
 PAPER = {
-    "gcn": (83.50, "Pro-GNN Table 2, Cora LCC, Pro-GNN split"),
-    "rgcn": (83.09, "Pro-GNN Table 2 (RGCN baseline), Cora LCC, Pro-GNN split"),
-    "prognn": (82.98, "Pro-GNN Table 2, Cora LCC, Pro-GNN split"),
-    "gnnguard": (83.7, "GNNGuard Table 1 (attack-free GCN-GNNGuard), Cora"),
-    "grand": (85.4, "GRAND Table 2, Cora, Planetoid split"),
-    "soft_median_gdc": (82.6, "Geisler et al. 2021 Table 2 (Soft Median GDC), Cora ML"),
+    "gcn": 83.50,  # Pro-GNN (Jin et al. 2020) Table 2, 0 % perturbation
+    "rgcn": 83.09,  # Pro-GNN Table 2 (RGCN baseline)
+    "prognn": 82.98,  # Pro-GNN Table 2
+    "gnnguard": None,  # the paper reports accuracies under attack only, on its own splits
+    "grand": None,  # 85.4 in the GRAND paper (Table 2) is on the Planetoid split of the full Cora graph
+    "soft_median_gdc": None,  # Geisler et al. 2021 report Cora ML, not the Cora LCC
 }
 
 
@@ -83,7 +83,7 @@ def main():
             print(f"  {name} seed {seed}: {json.dumps({k: v for k, v in row.items() if k != 'config'})}", flush=True)
         results["models"][name] = rows
         m, s = ms([r["clean"] for r in rows])
-        paper = PAPER.get(name, (float("nan"), ""))[0]
+        paper = "-" if PAPER.get(name) is None else f"{PAPER[name]:.2f}"
         tr = statistics.mean(r["train_seconds"] for r in rows)
         att = [r for r in rows if "pgd" in r]
         pgd = ", ".join(f"{100 * r['pgd']:.2f}" for r in att) or "-"

@@ -187,3 +187,15 @@ def test_nuclear_prox_of_a_symmetric_matrix_is_singular_value_soft_thresholding(
     u, sv, vh = torch.linalg.svd(s)
     expected = (u * (sv - 1.5).clamp_min(0)) @ vh
     assert torch.allclose(nuclear_prox_symmetric(s, 1.5), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["rgcn", "gnnguard"])
+def test_short_training_on_real_cora_is_sane(name, cora):
+    """A few epochs on the Cora LCC (Pro-GNN split); full runs are in benchmarks/gnn_defenses.py."""
+    torch.manual_seed(0)
+    model, _ = build_model(name, cora)
+    train_graph_model(model, cora, default_config("graph", name, epochs=40, patience=40), progress=False)
+    with torch.no_grad():
+        pred = model.eval()(cora.x, cora.edge_index).argmax(1)
+    acc = (pred[cora.idx_test] == cora.y[cora.idx_test]).float().mean().item()
+    assert acc > 0.7, f"{name}: {acc:.3f} test accuracy after 40 epochs (full training reaches about 0.8)"

@@ -41,11 +41,17 @@ def _unit_rows(h: torch.Tensor) -> torch.Tensor:
     return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def edge_importance(h: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """GNNGuard's ``alpha`` on the edges ``(E,)`` and on the self-loops ``(N,)``; ``h`` is detached."""
-    n = h.shape[0]
+def edge_cosine(h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """``(E,)`` cosine similarity of each edge's endpoints (0 for a zero vector), without gradient."""
     u = _unit_rows(h.detach())
-    s = w * (u[edge_index[0]] * u[edge_index[1]]).sum(1)
+    return (u[edge_index[0]] * u[edge_index[1]]).sum(1)
+
+
+def edge_importance(h: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor,
+                    cos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GNNGuard's ``alpha`` on the edges ``(E,)`` and on the self-loops ``(N,)``; ``cos`` may be precomputed."""
+    n = h.shape[0]
+    s = w * (edge_cosine(h, edge_index) if cos is None else cos)
     count = scatter((s != 0).to(h.dtype), edge_index[1], 0, dim_size=n, reduce="sum")
     total = scatter(s, edge_index[1], 0, dim_size=n, reduce="sum")
     total = torch.where(total.abs() < DIV_LIMIT, torch.ones_like(total), total)
@@ -80,6 +86,7 @@ class GNNGuard(nn.Module):
         self.pre_beta = nn.Parameter(torch.rand(()))
         self.dropout = dropout
         self._cos: tuple | None = None
+        self._edge_cos: tuple | None = None
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -88,7 +95,7 @@ class GNNGuard(nn.Module):
         beta = self.pre_beta.sigmoid()
         h, mem = x, None
         for k, lin in enumerate((self.lin1, self.lin2)):
-            a_edge, a_loop = edge_importance(h, edge_index, w)
+            a_edge, a_loop = edge_importance(h, edge_index, w, self._input_edge_cosine(x, edge_index) if k == 0 else None)
             alpha = torch.cat([a_edge, a_loop])
             mem = alpha if mem is None else beta * mem + (1 - beta) * alpha
             deg = scatter(mem, ei[1], 0, dim_size=n, reduce="sum").clamp_min(1e-5).rsqrt()
@@ -110,10 +117,21 @@ class GNNGuard(nn.Module):
                 h = F.dropout(F.relu(h), self.dropout, self.training)
         return h
 
+    def _input_edge_cosine(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """:func:`edge_cosine` of the input features, cached per feature matrix and edge set (training reuses it).
+
+        The cache holds the tensors themselves, so a later tensor can never pass for them (a freed
+        tensor's address can be reused); in-place changes are caught by the version counters.
+        """
+        c = self._edge_cos
+        if c is None or c[0] is not x or c[1] is not edge_index or c[2] != (x._version, edge_index._version):
+            self._edge_cos = c = (x, edge_index, (x._version, edge_index._version), edge_cosine(x, edge_index))
+        return c[3]
+
     def _input_cosine(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, N)`` cosine similarity of the input features, cached per feature matrix (attacks reuse it)."""
-        key = (x.data_ptr(), tuple(x.shape), x._version, x.device)
-        if self._cos is None or self._cos[0] != key:
+        c = self._cos
+        if c is None or c[0] is not x or c[1] != x._version:
             u = _unit_rows(x.detach())
-            self._cos = (key, u @ u.T)
-        return self._cos[1]
+            self._cos = c = (x, x._version, u @ u.T)
+        return c[2]

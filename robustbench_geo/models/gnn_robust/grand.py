@@ -79,7 +79,7 @@ class GRAND(nn.Module):
         if w.requires_grad:
             return lambda h: scaled_propagate(edge_index, w, h, scale)
         ei, wl = with_self_loops(edge_index, w, n)
-        a_hat = torch.sparse_coo_tensor(ei.flip(0), wl * scale[ei[0]] * scale[ei[1]], (n, n)).coalesce()
+        a_hat = torch.sparse_coo_tensor(ei.flip(0), wl * scale[ei[0]] * scale[ei[1]], (n, n), check_invariants=True).coalesce()
         return lambda h: torch.sparse.mm(a_hat, h)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
