@@ -50,9 +50,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from robustbench_geo.attacks.graph.runner import evaluate_graph_attack
     from robustbench_geo.data import load_dataset
-    from robustbench_geo.evaluation import graph_accuracy
+    from robustbench_geo.evaluation import evaluate_graph_attack, graph_accuracy
     from robustbench_geo.models import build_model
     from robustbench_geo.training import default_config, seed_everything, train_graph_model
 

@@ -81,7 +81,7 @@ def evaluate(checkpoint, dataset, subset, seed, device, deform_backend, data_roo
     """
     from robustbench_geo.checkpoint import load_checkpoint
     from robustbench_geo.data import load_dataset
-    from robustbench_geo.evaluation import evaluate as _evaluate
+    from robustbench_geo.evaluation import accuracy
     from robustbench_geo.models import check_model_output, set_deform_backend
     from robustbench_geo.models.registry import model_kwargs_for
 
@@ -95,7 +95,7 @@ def evaluate(checkpoint, dataset, subset, seed, device, deform_backend, data_roo
         if k in expected and stored.get(k) != expected[k]:
             raise ValueError(f"checkpoint was built for {k}={stored.get(k)} but dataset {dataset!r} has {k}={expected[k]}")
     check_model_output(model, meta["model"], meta.get("task", "image"), stored)
-    acc = _evaluate(model, ds)
+    acc = accuracy(model, ds)
     click.echo(f"{meta['model']} ({checkpoint}) on {dataset}: clean accuracy {100 * acc:.2f} % (n={_size(ds)})")
 
 
