@@ -199,3 +199,18 @@ def test_short_training_on_real_cora_is_sane(name, cora):
         pred = model.eval()(cora.x, cora.edge_index).argmax(1)
     acc = (pred[cora.idx_test] == cora.y[cora.idx_test]).float().mean().item()
     assert acc > 0.7, f"{name}: {acc:.3f} test accuracy after 40 epochs (full training reaches about 0.8)"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pgd_attacks_each_defense_through_its_dense_forward(name, trained):
+    from robustbench_geo.attacks import create_attack
+
+    graph, models = trained
+    model = models[name]
+    with torch.no_grad():
+        clean = (model(graph.x, graph.edge_index).argmax(1) == graph.y)[graph.idx_test].float().mean()
+    res = create_attack("pgd", model, budget_edge_fraction=0.2, steps=10, samples=3, refine_steps=3)(graph, seed=0)
+    assert 0 < res.flips <= res.budget
+    with torch.no_grad():
+        attacked = (model(graph.x, res.edge_index).argmax(1) == graph.y)[graph.idx_test].float().mean()
+    assert attacked <= clean
