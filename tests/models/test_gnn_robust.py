@@ -10,17 +10,9 @@ from robustbench_geo.models import build_model
 from robustbench_geo.models.gnn_robust.gnnguard import dense_edge_importance
 from robustbench_geo.models.gnn_robust.soft_median import soft_median
 from robustbench_geo.training import TrainConfig, default_config, model_train_defaults, train_graph_model
-from tests.attacks.graph.conftest import sbm_graph
+from tests.attacks.graph.conftest import _one_thread, sbm_graph  # noqa: F401  (one intra-op thread, autouse)
 
 MODELS = {"rgcn": {}, "gnnguard": {}, "grand": {}, "soft_median_gdc": {"neighbors": 12}, "prognn": {}}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _train(name, graph, epochs=30, seed=0, **kw):
