@@ -206,3 +206,16 @@ def test_pgd_attacks_each_defense_through_its_dense_forward(name, trained):
     with torch.no_grad():
         attacked = (model(graph.x, res.edge_index).argmax(1) == graph.y)[graph.idx_test].float().mean()
     assert attacked <= clean
+
+
+def test_prognn_feature_smoothness_is_the_trace_of_the_normalised_laplacian_form():
+    graph = sbm_graph(seed=4)
+    model, _ = build_model("prognn", graph)
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(graph.num_nodes, graph.num_nodes, generator=g, dtype=torch.float64)
+    x = graph.x.double()
+    model._gram = x @ x.T
+    sym = (s + s.T) / 2
+    r = torch.diag((sym.sum(1) + 1e-3).rsqrt())
+    lap = r @ (torch.diag(sym.sum(1)) - sym) @ r
+    assert torch.allclose(model.feature_smoothness(s), torch.trace(x.T @ lap @ x))
