@@ -55,7 +55,7 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
     from robustbench_geo.evaluation.graph import write_artefacts as write_graph_artefacts
     from robustbench_geo.evaluation.image import write_artefacts as write_image_artefacts
     from robustbench_geo.models import set_deform_backend
-    from robustbench_geo.models.loading import load_model
+    from robustbench_geo.loading import load_model
 
     entry = get_attack(attack_name)  # unknown names fail before loading anything
     attack_params = parse_params(params)

@@ -86,7 +86,7 @@ def evaluate(args, model_spec, weights, preprocessing, subset, seed, device, def
     from robustbench_geo.data import dataset_info, load_dataset
     from robustbench_geo.evaluation import accuracy
     from robustbench_geo.models import set_deform_backend
-    from robustbench_geo.models.loading import load_model
+    from robustbench_geo.loading import load_model
 
     checkpoint, dataset = split_model_args(args, model_spec, weights)
     info = dataset_info(dataset)

@@ -55,7 +55,7 @@ from robustbench_geo.attacks.base import check_params, get_attack
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, read_metadata, sha256_file, weights_sha256
 from robustbench_geo.data import dataset_info
-from robustbench_geo.models.loading import check_fits, load_model, read_weights, state_sha256
+from robustbench_geo.loading import check_fits, load_model, read_weights, state_sha256
 from robustbench_geo.models.preprocessing import parse_preprocessing
 from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
 from robustbench_geo.training import default_config

@@ -28,7 +28,7 @@ from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
-from robustbench_geo.models.loading import load_model
+from robustbench_geo.loading import load_model
 from robustbench_geo.training import fit
 
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
