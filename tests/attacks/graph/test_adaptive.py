@@ -119,6 +119,8 @@ def test_unknown_names_list_valid_ones(defended):
         create_attack("pgd", model, mask="eigen")
     with pytest.raises(KeyError, match="Valid lr_schedule.*constant, cosine, sqrt"):
         create_attack("pgd", model, lr_schedule="step")
+    with pytest.raises(KeyError, match="Valid surrogate.*drop, model"):
+        create_attack("prbcd", model, surrogate="freeze")
     with pytest.raises(KeyError, match="Valid labels"):
         create_attack("pgd", model, labels="gold")
     with pytest.raises(ValueError, match="expected labels among pgd/prob_margin"):
