@@ -57,7 +57,7 @@ def trained(name: str, graph, seed: int, cache: Path):
     if path.exists():
         model.load_state_dict(torch.load(path))
     else:
-        train_graph_model(model, graph, default_config("graph", seed=seed), progress=False)
+        train_graph_model(model, graph, default_config("graph", name, seed=seed), progress=False)
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
     return model.eval()
