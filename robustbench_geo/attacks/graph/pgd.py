@@ -20,6 +20,13 @@ not proposed again and the swap size halves (it doubles after a success, from 16
 on Cora (GCN, 5 %): selecting by loss beat selecting by changed predictions, because many changed
 predictions are nodes the model already got wrong (see ``benchmarks/graph_fidelity.py``).
 
+Adaptive options (Mujkanovic et al. 2022; :mod:`~robustbench_geo.attacks.graph.adaptive`): ``surrogate``
+(differentiate the model, or the model with its pre-processing dropped or frozen), ``mask`` (the
+eigenspace-alignment edge-difference mask for low-rank defenses), ``lr_schedule``, ``restarts``,
+``init`` / ``init_flips`` (start from another attack's perturbation, which stays a candidate) and
+``labels`` (the loss against predicted or true labels). Samples and swaps are always judged by the
+real model's sparse forward, whatever is differentiated.
+
 Cost: every step differentiates the model's dense path (``dense_forward``) on an ``N x N``
 adjacency; samples and swaps are judged by the model's own sparse ``forward``. On the Cora LCC
 (2485 nodes, GCN, one thread) an attack with the defaults takes about 28 s (``benchmarks/graph_speed.py``).
