@@ -122,7 +122,7 @@ class AutoAttack(GraphAttack):
             elif attack == "prbcd":
                 est[label] = 250 * fwd_s * 2
             elif attack == "degree_collapse":
-                est[label] = 8 * (grad_s + fwd_s)
+                est[label] = 8 * grad_s + 24 * fwd_s
             else:
                 est[label] = edge_budget(graph, self.budget_edge_fraction) * 100 * grad_s
         if self.chain:
