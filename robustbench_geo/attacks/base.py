@@ -17,7 +17,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from robustbench_geo.check import unknown_name_error
+from robustbench_geo.check import check_like, check_number, unknown_name_error
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,18 @@ def get_attack(name: str) -> AttackEntry:
 
 
 def check_params(entry: AttackEntry, params: dict) -> dict:
-    """Reject unknown parameter names, listing the valid ones (values are checked by the attack)."""
+    """Reject unknown parameter names (listing the valid ones) and values of the wrong kind.
+
+    Every value goes through :func:`~robustbench_geo.check.check_number` when its default is a
+    number (``angle_steps=true`` is not 1, ``max_angle_deg=inf`` is not a budget) and must be a
+    string or boolean where the default is one; ranges are checked by the attack's constructor with
+    the same shared checks. Returns the parameters (integral floats for integer parameters as ints).
+    """
     unknown = sorted(set(params) - set(entry.params))
     if unknown and not getattr(entry.cls, "accepts_any_params", False):
         raise ValueError(f"attack {entry.name!r}: unknown parameter(s) {unknown}; valid parameters: "
                          f"{', '.join(entry.describe_params()) or '(none)'}")
-    return dict(params)
+    return {k: check_like(v, entry.params.get(k), f"attack {entry.name!r}: {k}") for k, v in params.items()}
 
 
 def create_attack(name: str, model, **params):
@@ -155,4 +161,13 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
         from robustbench_geo.attacks.image.runner import evaluate_image_attack as run
     else:
         from robustbench_geo.attacks.graph.runner import evaluate_graph_attack as run
-    return run(model, dataset, attack, params or {}, seed=seed, **kwargs)
+    outcome = run(model, dataset, attack, params or {}, seed=seed, **kwargs)
+    check_metrics(outcome.metrics, f"attack {attack!r}")
+    return outcome
+
+
+def check_metrics(metrics: dict, what: str) -> None:
+    """Every metric is a finite number before anything is printed or stored (NaN never counts as fooled)."""
+    for k, v in metrics.items():
+        if v is not None:
+            check_number(v, f"{what}: metric {k}")

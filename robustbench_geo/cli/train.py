@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from robustbench_geo.cli.options import (
-    data_root_option, deform_backend_option, device_option, handle_errors, parse_params, quiet_option, seed_option,
+    check_output_path, data_root_option, deform_backend_option, device_option, handle_errors, parse_params, quiet_option,
+    seed_option,
 )
 
 
@@ -52,6 +53,7 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
     if out is None:
         safe = model.replace("/", "_").replace(":", "_").replace(".py", "")
         out = f"checkpoints/{safe}_{dataset.replace(':', '_')}_s{seed}"
+    check_output_path(out, "--out", folder=False)
     result = fit(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment, device=device,
                  out=out, data_root=data_root, subset=subset, test_subset=test_subset, deform_backend=deform_backend,
                  trainable=trainable, init_from=init_from, model_kwargs=model_kwargs, schedule=schedule,
@@ -66,12 +68,13 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("dataset")
 @click.option("--subset", type=int, default=None, help="Evaluate on a seeded subset of this many test images.")
+@click.option("--force", is_flag=True, help="Evaluate even on another dataset variant or split than the checkpoint's.")
 @seed_option
 @device_option
 @deform_backend_option
 @data_root_option
 @handle_errors
-def evaluate(checkpoint, dataset, subset, seed, device, deform_backend, data_root):
+def evaluate(checkpoint, dataset, subset, force, seed, device, deform_backend, data_root):
     """Print the clean accuracy of CHECKPOINT on DATASET (test images / test nodes).
 
     \b
@@ -79,7 +82,7 @@ def evaluate(checkpoint, dataset, subset, seed, device, deform_backend, data_roo
       rbgeo eval checkpoints/cnn_mnist mnist-scaled
       rbgeo eval checkpoints/gcn_cora_s0 cora
     """
-    from robustbench_geo.checkpoint import load_checkpoint
+    from robustbench_geo.checkpoint import check_dataset_fit, load_checkpoint
     from robustbench_geo.data import load_dataset
     from robustbench_geo.evaluation import evaluate as _evaluate
     from robustbench_geo.models import check_model_output, set_deform_backend
@@ -95,6 +98,8 @@ def evaluate(checkpoint, dataset, subset, seed, device, deform_backend, data_roo
         if k in expected and stored.get(k) != expected[k]:
             raise ValueError(f"checkpoint was built for {k}={stored.get(k)} but dataset {dataset!r} has {k}={expected[k]}")
     check_model_output(model, meta["model"], meta.get("task", "image"), stored)
+    for line in check_dataset_fit(meta, ds, spec=dataset, force=force):
+        click.echo(f"warning (--force): checkpoint and dataset differ: {line}", err=True)
     acc = _evaluate(model, ds)
     click.echo(f"{meta['model']} ({checkpoint}) on {dataset}: clean accuracy {100 * acc:.2f} % (n={_size(ds)})")
 

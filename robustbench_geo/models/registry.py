@@ -114,6 +114,10 @@ def model_kwargs_for(name: str, info, **kwargs) -> dict:
                 "image_size": tuple(int(s) for s in info.image_size)}
     else:
         base = {"in_features": int(info.num_features), "num_classes": int(info.num_classes)}
+    for k, v in kwargs.items():  # the data fixes these: a model built otherwise cannot train or be evaluated on it
+        if k in base and (tuple(v) if isinstance(v, list) else v) != base[k]:
+            raise ValueError(f"{k}: dataset {getattr(info, 'name', '?')!r} has {k}={base[k]}, got {v!r} "
+                             f"(set by the data; leave it out)")
     return {**base, **kwargs}
 
 

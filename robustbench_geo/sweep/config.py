@@ -213,6 +213,7 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
             attack parameters (naming the key and its line), or a model/dataset/attack mismatch.
     """
     from robustbench_geo.attacks.base import check_params, get_attack
+    from robustbench_geo.check import check_number
     from robustbench_geo.data import dataset_info
     from robustbench_geo.models.registry import check_task, get_model_entry
 
@@ -304,11 +305,12 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
         for k, v in grid.items():
             if not v:
                 c.fail(f"{p}.grid.{k}", "expected a non-empty list of values")
-        for k in list(params) + list(grid):
-            try:
-                check_params(entry, {k: None})
-            except ValueError as e:
-                c.fail(f"{p}.{'grid' if k in grid else 'params'}.{k}", str(e))
+        for k, values in [*((k, [v]) for k, v in params.items()), *grid.items()]:
+            for v in values:  # names, and each value through the shared numeric check
+                try:
+                    check_params(entry, {k: v})
+                except ValueError as e:
+                    c.fail(f"{p}.{'grid' if k in grid else 'params'}.{k}", str(e))
         both = set(params) & set(grid)
         if both:
             c.fail(f"{p}.grid.{sorted(both)[0]}", "set either in params or in grid, not both")
@@ -319,8 +321,10 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
             budget = a.get("budget", [None])
             budget = budget if isinstance(budget, list) else [budget]
             for b in budget:
-                if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0):
-                    c.fail(f"{p}.budget", f"expected non-negative numbers (fraction of edges or flips per target), got {b!r}")
+                try:
+                    b is None or check_number(b, "budget (fraction of edges or flips per target)", low=0.0)
+                except ValueError as e:
+                    c.fail(f"{p}.budget", str(e))
             mode = a.get("mode", ["evasion"])
             mode = mode if isinstance(mode, list) else [mode]
             for md in mode:
@@ -336,6 +340,8 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
                                        f"({', '.join(entry.params) or 'none'})")
             if "batch_size" in a:
                 runner["batch_size"] = c.typed(a["batch_size"], int, f"{p}.batch_size", "a positive integer")
+                if runner["batch_size"] < 1:
+                    c.fail(f"{p}.batch_size", f"expected a positive integer, got {runner['batch_size']}")
         sel = {}
         for k, pool in (("datasets", datasets), ("models", models)):
             if k in a:

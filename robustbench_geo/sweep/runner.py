@@ -25,8 +25,10 @@ CHECKPOINT_EVAL_SUBSET = 200
 
 
 def default_checkpoint_cache() -> Path:
-    base = os.environ.get("RBGEO_CACHE") or Path.home() / ".cache" / "robustbench_geo"
-    return Path(base) / "checkpoints"
+    """``$RBGEO_CACHE/checkpoints`` (else ``~/.cache/robustbench_geo/checkpoints``), created and writable."""
+    from robustbench_geo.data.root import writable_cache
+
+    return writable_cache("checkpoints")
 
 
 @contextlib.contextmanager
@@ -87,11 +89,11 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
     import socket
 
     t0 = time.perf_counter()
-    if threads:
-        torch.set_num_threads(int(threads))
     try:
+        if threads:
+            torch.set_num_threads(int(threads))
         from robustbench_geo.attacks import evaluate_attack
-        from robustbench_geo.checkpoint import versions
+        from robustbench_geo.checkpoint import check_dataset_fit, versions
         from robustbench_geo.data import load_dataset
         from robustbench_geo.models import set_deform_backend
 
@@ -107,6 +109,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         else:
             ds = load_dataset(ds_cfg["spec"], root=data_root, seed=seed)
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
+        check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         ta = time.perf_counter()
         if att["name"] == "none":
             outcome = clean_outcome(model, ds, seed=seed)
@@ -126,7 +129,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
                      "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
                      "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {})},
         }
-    except Exception:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
+    except (Exception, SystemExit):  # noqa: BLE001 - a failed cell is recorded (sys.exit in a factory too), the sweep goes on
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
 
 
