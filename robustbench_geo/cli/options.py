@@ -38,11 +38,12 @@ def as_click_error(e: BaseException) -> click.ClickException:
     """The CLI's one-line message and exit code (2: bad input, 1: environment) for an exception."""
     from robustbench_geo.checkpoint import CheckpointError, DatasetMismatchError
     from robustbench_geo.data.root import ChecksumError, DataMissingError
+    from robustbench_geo.models.registry import PluginError
 
     if isinstance(e, SystemExit):
         return EnvironmentProblem(f"the code called sys.exit({e.code!r}) (a model factory or plug-in?); nothing was "
                                   f"saved {DEBUG_HINT}")
-    if isinstance(e, DatasetMismatchError):
+    if isinstance(e, (DatasetMismatchError, PluginError)):
         return UserInputError(str(e))
     if isinstance(e, (DataMissingError, CheckpointError, ChecksumError, PermissionError)):
         return EnvironmentProblem(str(e))
@@ -110,6 +111,8 @@ def check_output_path(path, option: str, *, folder: bool) -> Path | None:
             of an output file does not exist (exit 2).
         EnvironmentProblem: the nearest existing folder is not writable (exit 1).
     """
+    from robustbench_geo.data.root import folder_writable
+
     if path is None:
         return None
     p = Path(path)
@@ -123,7 +126,7 @@ def check_output_path(path, option: str, *, folder: bool) -> Path | None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserInputError(f"{option} {p}: {existing} is a file, expected a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not folder_writable(existing):
         raise EnvironmentProblem(f"{option} {p}: folder {existing} is not writable")
     return p
 

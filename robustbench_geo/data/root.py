@@ -66,7 +66,7 @@ def writable_cache(*parts: str) -> Path:
         raise CacheError(f"{where}: {path} cannot be a folder (a file is in the way)") from None
     except OSError as e:
         raise CacheError(f"{where} is not writable ({e.strerror}); point RBGEO_CACHE at a writable folder") from None
-    if not _dir_writable(path):
+    if not folder_writable(path):
         raise CacheError(f"{where} is not writable; point RBGEO_CACHE at a writable folder")
     return path
 
@@ -79,10 +79,11 @@ def is_writable(path: Path) -> bool:
     """
     if os.environ.get("RBGEO_DATA_READONLY", "") not in ("", "0"):
         return False
-    return _dir_writable(path)
+    return folder_writable(path)
 
 
-def _dir_writable(path: Path) -> bool:
+def folder_writable(path: Path) -> bool:
+    """Whether the nearest existing folder of ``path`` is writable (permission bits, mount, access)."""
     p = Path(path)
     while not p.exists():
         if p.parent == p:

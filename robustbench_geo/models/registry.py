@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from robustbench_geo.check import unknown_name_error
+from robustbench_geo.check import check_finite, unknown_name_error
 
 ENTRY_POINT_GROUP = "robustbench_geo.models"
 
@@ -155,6 +155,11 @@ def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> 
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model {name!r}: expected output {what}, i.e. shape {want}, got {got}")
+    check_finite(out, f"model {name!r}: logits for a valid {task} input")
+
+
+class PluginError(RuntimeError):
+    """A plug-in's own code failed while it was imported (the message names the file)."""
 
 
 def _plugin_entry(spec: str) -> ModelEntry:
@@ -168,7 +173,10 @@ def _plugin_entry(spec: str) -> ModelEntry:
         mod_name = f"rbgeo_plugin_{abs(hash(str(path.resolve())))}"
         mod_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - the user's file: say which one failed and how
+            raise PluginError(f"plug-in model {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
     else:
         try:
             module = importlib.import_module(target)

@@ -403,7 +403,12 @@ def load_config(path_or_preset: str | Path, *, output: str | Path | None = None)
         if not p.is_file():
             raise FileNotFoundError(f"sweep file {p} not found")
         source = str(p)
-    return parse_config(p.read_text(), source, output=output)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SweepConfigError(f"{source}: expected a UTF-8 text file (TOML), got byte {e.object[e.start]:#04x} at "
+                               f"offset {e.start}") from None
+    return parse_config(text, source, output=output)
 
 
 def list_presets() -> list[str]:
