@@ -61,9 +61,9 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
     for domain, options in given.items():
         extra_opts = [k for k, v in options.items() if v is not None and domain != entry.domain]
         if extra_opts:
-            raise ValueError(f"{', '.join(extra_opts)} apply to {domain} attacks only; {attack_name!r} is a "
-                             f"{entry.domain} attack" + (f" (its budget is a --param: {', '.join(entry.params)})"
-                                                         if entry.domain == "image" else ""))
+            verb, article = "applies" if len(extra_opts) == 1 else "apply", "an" if entry.domain == "image" else "a"
+            raise ValueError(f"{', '.join(extra_opts)} {verb} to {domain} attacks only; {attack_name!r} is {article} "
+                             f"{entry.domain} attack")
     out = check_output_path(out, "--out", folder=True)
     model, meta = load_checkpoint(checkpoint, device=device)
     set_deform_backend(model, deform_backend)

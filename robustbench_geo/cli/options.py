@@ -37,7 +37,7 @@ def debug_enabled() -> bool:
 def as_click_error(e: BaseException) -> click.ClickException:
     """The CLI's one-line message and exit code (2: bad input, 1: environment) for an exception."""
     from robustbench_geo.checkpoint import CheckpointError, DatasetMismatchError
-    from robustbench_geo.data.root import ChecksumError, DataMissingError
+    from robustbench_geo.data.root import CacheError, ChecksumError, DataMissingError
     from robustbench_geo.models.registry import PluginError
 
     if isinstance(e, SystemExit):
@@ -45,7 +45,7 @@ def as_click_error(e: BaseException) -> click.ClickException:
                                   f"saved {DEBUG_HINT}")
     if isinstance(e, (DatasetMismatchError, PluginError)):
         return UserInputError(str(e))
-    if isinstance(e, (DataMissingError, CheckpointError, ChecksumError, PermissionError)):
+    if isinstance(e, (DataMissingError, CheckpointError, ChecksumError, CacheError, PermissionError)):
         return EnvironmentProblem(str(e))
     if isinstance(e, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
         return UserInputError(str(e))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustbench_geo.cli.options import check_output_path, data_root_option, handle_errors, quiet_option
+from robustbench_geo.cli.options import check_device, check_output_path, data_root_option, handle_errors, quiet_option
 
 
 @click.command()
@@ -62,6 +62,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
                    f"training is timed, attacks without history assume fixed passes per image)")
         return
     check_output_path(cfg.output, "sweep.output", folder=True)
+    check_device(None, None, cfg.device)  # a GPU sweep on a machine without one fails here, not in every cell
     summary = run_sweep(cfg, executor=executor, jobs=jobs, address=address, data_root=data_root, threads=threads,
                         progress=not quiet, report=not no_report, limit=limit)
     for line in summary.lines():

@@ -213,7 +213,8 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
             attack parameters (naming the key and its line), or a model/dataset/attack mismatch.
     """
     from robustbench_geo.attacks.base import check_params, get_attack
-    from robustbench_geo.check import check_number
+    from robustbench_geo.check import DeviceUnavailableError, check_device, check_number
+    from robustbench_geo.ops.deform_conv import resolve_backend
     from robustbench_geo.data import dataset_info
     from robustbench_geo.models.registry import check_task, get_model_entry
 
@@ -361,6 +362,14 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
     if not attacks:
         c.fail("attacks", "expected at least one [attacks.LABEL] table")
 
+    for key, check in (("device", check_device), ("deform_backend", resolve_backend)):
+        try:
+            value = c.typed(sw.get(key, "cpu" if key == "device" else "auto"), str, f"sweep.{key}", "a string")
+            value == "auto" or check(value)  # "auto" is always valid (resolving it would build kernels)
+        except (ValueError, KeyError) as e:
+            c.fail(f"sweep.{key}", str(e))
+        except DeviceUnavailableError:
+            pass  # a valid name: a dry run of a GPU sweep works on any machine; running it checks the device
     cfg = SweepConfig(name=name, output=Path(output or sw.get("output", f"reports/{name}")), seeds=list(seeds),
                       device=str(sw.get("device", "cpu")), deform_backend=str(sw.get("deform_backend", "auto")),
                       checkpoint_cache=str(sw.get("checkpoint_cache", "")), datasets=datasets, models=models,

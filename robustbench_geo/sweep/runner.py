@@ -93,6 +93,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         if threads:
             torch.set_num_threads(int(threads))
         from robustbench_geo.attacks import evaluate_attack
+        from robustbench_geo.attacks.base import check_metrics
         from robustbench_geo.checkpoint import check_dataset_fit, versions
         from robustbench_geo.data import load_dataset
         from robustbench_geo.models import set_deform_backend
@@ -116,6 +117,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         else:
             outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s = time.perf_counter() - ta
+        check_metrics(outcome.metrics, f"cell {att['name']!r}")  # a NaN fails the cell; it is never stored as done
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
         if backend is not None and isinstance(examples, dict) and "clean" in examples:

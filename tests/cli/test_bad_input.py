@@ -152,9 +152,9 @@ CASES = [
     Case("n-zero", f"{ATTACK} grid --n 0", 2, ("--n", "integer >= 1")),
     Case("seeds-zero", f"{ATTACK} grid --seeds 0", 2, ("--seeds",)),
     # options that do not apply
-    Case("budget-on-image", f"{ATTACK} grid --budget 0.05", 2, ("--budget", "graph attacks only")),
+    Case("budget-on-image", f"{ATTACK} grid --budget 0.05", 2, ("--budget", "applies to graph attacks only", "an image attack")),
     Case("mode-on-image", f"{ATTACK} grid --mode poisoning", 2, ("--mode", "graph attacks only")),
-    Case("n-on-graph", f"{GRAPH_ATTACK} --n 10", 2, ("--n", "image attacks only")),
+    Case("n-on-graph", f"{GRAPH_ATTACK} --n 10", 2, ("--n", "applies to image attacks only", "a graph attack")),
     Case("batch-size-on-graph", f"{GRAPH_ATTACK} --batch-size 8", 2, ("--batch-size", "image attacks only")),
     Case("backend-bogus", f"{ATTACK} grid --deform-backend bogus", 2, ("--deform-backend", "bogus", "native")),
     # training and dataset options (item 3)
