@@ -103,12 +103,12 @@ def check_output_path(path, option: str, *, folder: bool) -> Path | None:
     Args:
         path: the folder (``folder=True``) or file/checkpoint stem to write; ``None`` passes.
         option: option name for the message.
-        folder: whether ``path`` is a folder (created with its parents) or a file (its folder must
-            exist for files named by the user, e.g. ``results export --out``).
+        folder: whether ``path`` is a folder or a file / checkpoint stem (both are created with
+            their missing parents).
 
     Raises:
-        UserInputError: the path (or a parent) is a file where a folder is needed, or the folder
-            of an output file does not exist (exit 2).
+        UserInputError: the path (or a parent) is a file where a folder is needed, or a folder
+            where a file is needed (exit 2).
         EnvironmentProblem: the nearest existing folder is not writable (exit 1).
     """
     from robustbench_geo.data.root import folder_writable
