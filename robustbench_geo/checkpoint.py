@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import stat
 from pathlib import Path
 
@@ -21,28 +20,14 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import robustbench_geo
+from robustbench_geo._version import __version__, versions  # noqa: F401  (versions: re-exported)
+from robustbench_geo.models.registry import create_model
 
 FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not match the model it describes."""
-
-
-def versions() -> dict:
-    import kornia
-    import torchvision
-
-    out = {"robustbench_geo": robustbench_geo.__version__, "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "kornia": kornia.__version__, "python": platform.python_version()}
-    try:
-        import torch_geometric
-
-        out["torch_geometric"] = torch_geometric.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -130,8 +115,6 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", **override_kwargs) -> tuple[nn.Module, dict]:
     """Rebuild the model from a checkpoint; returns ``(model in eval mode, metadata)``."""
-    from robustbench_geo.models import create_model
-
     weights, meta_path = _paths(path)
     meta = read_metadata(meta_path)
     if not weights.exists():

@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustbench_geo.check import check_finite, check_number, check_positive_int, unknown_name_error
+from robustbench_geo.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint, versions
+from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
 from robustbench_geo.geometry import get_augmentation
+from robustbench_geo.models import build_model, set_deform_backend
+from robustbench_geo.models.predict import accuracy
+from robustbench_geo.models.registry import check_task
 
 
 def seed_everything(seed: int) -> None:
@@ -210,12 +215,6 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         model_kwargs: extra factory kwargs (``num_deform``, ``deform``, ``hidden``, ...).
         schedule: image learning-rate schedule, ``constant`` or ``cosine`` (annealed to 0 per step).
     """
-    from robustbench_geo.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint, versions
-    from robustbench_geo.data import dataset_info, load_dataset
-    from robustbench_geo.evaluation import evaluate
-    from robustbench_geo.models import build_model, set_deform_backend
-    from robustbench_geo.models.registry import check_task
-
     info = dataset_info(dataset)
     check_task(model, info)  # fails before loading data on a task mismatch
     cfg = default_config(info.task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
@@ -243,7 +242,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     else:
         history = train_graph_model(net, train, cfg, device=device, progress=progress)
     net.cpu()
-    acc = evaluate(net, test)
+    acc = accuracy(net, test)
     meta = {
         "model": model, "model_kwargs": kwargs, "task": info.task, "dataset": dataset,
         "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),

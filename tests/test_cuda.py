@@ -12,7 +12,8 @@ import copy
 import pytest
 import torch
 
-from robustbench_geo.attacks import create_attack, evaluate_attack
+from robustbench_geo.attacks import create_attack
+from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.attacks.image.search import params_in_box
 from tests.attacks.graph.conftest import sbm_graph, train_small
 from tests.attacks.graph.test_invariants import reference_check

@@ -47,11 +47,14 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
     """
     import pandas as pd
 
-    from robustbench_geo.attacks import evaluate_attack, get_attack
+    from robustbench_geo.attacks import get_attack
     from robustbench_geo.attacks.base import check_params
     from robustbench_geo.check import check_number
     from robustbench_geo.checkpoint import check_dataset_fit, load_checkpoint
     from robustbench_geo.data import load_dataset
+    from robustbench_geo.evaluation import evaluate_attack
+    from robustbench_geo.evaluation.graph import write_artefacts as write_graph_artefacts
+    from robustbench_geo.evaluation.image import write_artefacts as write_image_artefacts
     from robustbench_geo.models import set_deform_backend
 
     entry = get_attack(attack_name)  # unknown names fail before loading anything
@@ -59,7 +62,7 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
     check_number(seeds, "--seeds", integer=True, low=1)
     given = {"image": {"--n": n, "--batch-size": batch_size}, "graph": {"--budget": budget, "--mode": mode}}
     for domain, options in given.items():
-        extra_opts = [k for k, v in options.items() if v is not None and domain != entry.domain]
+        extra_opts = [k for k, v in options.items() if v is not None and not entry.applies_to(domain)]
         if extra_opts:
             verb, article = "applies" if len(extra_opts) == 1 else "apply", "an" if entry.domain == "image" else "a"
             raise ValueError(f"{', '.join(extra_opts)} {verb} to {domain} attacks only; {attack_name!r} is {article} "
@@ -68,7 +71,7 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
     model, meta = load_checkpoint(checkpoint, device=device)
     set_deform_backend(model, deform_backend)
     task = meta.get("task", "image")
-    if task != entry.domain:
+    if not entry.applies_to(task):
         raise ValueError(f"attack {attack_name!r} is a {entry.domain} attack but checkpoint {checkpoint} is a {task} model")
     if task == "image":
         n = DEFAULT_N if n is None else check_number(n, "--n", integer=True, low=1)
@@ -100,9 +103,5 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
         summary = [{"attack": o.attack, "params": o.params, "seed": o.seed, "metrics": o.metrics, "seconds": o.seconds,
                     "config": o.config, "checkpoint": str(checkpoint), "dataset": dataset} for o in outcomes]
         (out / "outcome.json").write_text(json.dumps(summary, indent=2, default=str))
-        if task == "image":
-            from robustbench_geo.attacks.image.runner import write_artefacts
-        else:
-            from robustbench_geo.attacks.graph.runner import write_artefacts
-        write_artefacts(outcomes[0], out)
+        (write_image_artefacts if task == "image" else write_graph_artefacts)(outcomes[0], out)
         click.echo(f"wrote {out / 'rows.csv'}, {out / 'outcome.json'}")

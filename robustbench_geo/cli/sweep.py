@@ -34,6 +34,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
       rbgeo sweep my_sweep.toml --output runs/again --quiet
     """
     from robustbench_geo.check import check_number
+    from robustbench_geo.report import write_report
     from robustbench_geo.sweep import estimate, expand, list_presets, load_config, run_sweep
     from robustbench_geo.sweep.driver import unique_cells
 
@@ -64,7 +65,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     check_output_path(cfg.output, "sweep.output", folder=True)
     check_device(None, None, cfg.device)  # a GPU sweep on a machine without one fails here, not in every cell
     summary = run_sweep(cfg, executor=executor, jobs=jobs, address=address, data_root=data_root, threads=threads,
-                        progress=not quiet, report=not no_report, limit=limit)
+                        progress=not quiet, report=None if no_report else write_report, limit=limit)
     for line in summary.lines():
         click.echo(line)
     if summary.failed:

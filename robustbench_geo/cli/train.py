@@ -84,7 +84,7 @@ def evaluate(checkpoint, dataset, subset, force, seed, device, deform_backend, d
     """
     from robustbench_geo.checkpoint import check_dataset_fit, load_checkpoint
     from robustbench_geo.data import load_dataset
-    from robustbench_geo.evaluation import evaluate as _evaluate
+    from robustbench_geo.evaluation import accuracy
     from robustbench_geo.models import check_model_output, set_deform_backend
     from robustbench_geo.models.registry import model_kwargs_for
 
@@ -100,7 +100,7 @@ def evaluate(checkpoint, dataset, subset, force, seed, device, deform_backend, d
     check_model_output(model, meta["model"], meta.get("task", "image"), stored)
     for line in check_dataset_fit(meta, ds, spec=dataset, force=force):
         click.echo(f"warning (--force): checkpoint and dataset differ: {line}", err=True)
-    acc = _evaluate(model, ds)
+    acc = accuracy(model, ds)
     click.echo(f"{meta['model']} ({checkpoint}) on {dataset}: clean accuracy {100 * acc:.2f} % (n={_size(ds)})")
 
 

@@ -1,7 +1,8 @@
 """Sweeps: models x attacks x budgets x seeds from one TOML file, resumable, with reports.
 
+>>> from robustbench_geo.report import write_report                 # doctest: +SKIP
 >>> from robustbench_geo.sweep import load_config, run_sweep      # doctest: +SKIP
->>> summary = run_sweep(load_config("quick"))                       # doctest: +SKIP
+>>> summary = run_sweep(load_config("quick"), report=write_report)  # doctest: +SKIP
 
 See :mod:`robustbench_geo.sweep.config` for the file format, :mod:`~robustbench_geo.sweep.store`
 for the results store and :mod:`~robustbench_geo.sweep.executors` for local/Ray execution.

@@ -47,7 +47,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import robustbench_geo
+from robustbench_geo._version import __version__
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -57,22 +57,6 @@ _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable"}
 _MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
 _TOP_KEYS = {"sweep", "datasets", "models", "attacks"}
-
-
-@dataclass(frozen=True)
-class _NoAttack:
-    """``attack = "none"``: clean accuracy only (the baseline row of every table)."""
-
-    name: str = "none"
-    domain: str = "any"
-    params: dict = field(default_factory=dict)
-    cls: type = object
-
-    def describe_params(self) -> list[str]:
-        return []
-
-
-NO_ATTACK = _NoAttack()
 
 
 class SweepConfigError(ValueError):
@@ -297,7 +281,7 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
         c.keys(a, _ATTACK_KEYS, p)
         name_a = c.typed(a.get("attack", label), str, f"{p}.attack", "an attack name")
         try:
-            entry = NO_ATTACK if name_a == "none" else get_attack(name_a)
+            entry = get_attack(name_a)
         except KeyError as e:
             c.fail(f"{p}.attack" if "attack" in a else p, f"{e} (or 'none' for clean accuracy)")
         params = c.typed(a.get("params", {}), dict, f"{p}.params", "a table of attack parameters")
@@ -430,14 +414,9 @@ def _applies(a: AttackCfg, m: ModelCfg) -> bool:
 
 
 def _attack_defaults(name: str) -> dict:
-    import inspect
-
-    if name == "none":
-        return {}
-
     from robustbench_geo.attacks.base import get_attack
 
-    return {k: v for k, v in get_attack(name).params.items() if v is not inspect.Parameter.empty}
+    return get_attack(name).defaults()
 
 
 def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict:
@@ -447,7 +426,7 @@ def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict:
     d = cfg.datasets[m.dataset]
     tc = asdict(default_config(m.task, **m.train, seed=seed))
     return {"model": m.model, "model_params": m.params, "dataset": d.spec, "train_subset": d.train_subset,
-            "train": tc, "deform_backend": cfg.deform_backend, "package_version": robustbench_geo.__version__}
+            "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
@@ -484,7 +463,7 @@ def expand(cfg: SweepConfig) -> list[Cell]:
                             "dataset": {"label": d.label, "spec": d.spec, "test_subset": d.test_subset},
                             "attack": {"label": a.label, "name": a.attack, "params": params, "runner": runner,
                                        "grid_point": point},
-                            "seed": seed, "package_version": robustbench_geo.__version__,
+                            "seed": seed, "package_version": __version__,
                         }
                         config = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
                         hashed = {k: v for k, v in config.items() if k != "model"}

@@ -3,7 +3,7 @@
 :func:`run_cell` is a plain function of JSON-ready arguments, so the local executor, worker
 processes and Ray tasks all call the same code: it trains the cell's model or reuses the cached
 checkpoint (keyed by the training hash, guarded by a file lock so parallel workers train a model
-once), loads the evaluation data, calls :func:`robustbench_geo.attacks.evaluate_attack`, and for
+once), loads the evaluation data, calls :func:`robustbench_geo.evaluation.evaluate_attack`, and for
 deformable models records where the deformable layers sample on a clean and an attacked image.
 It returns plain data; only the driver writes files and the store (:func:`write_artefacts`).
 """
@@ -20,14 +20,21 @@ from pathlib import Path
 
 import torch
 
+from robustbench_geo._version import versions
+from robustbench_geo.checkpoint import CheckpointError, check_dataset_fit, load_checkpoint
+from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.data.root import writable_cache
+from robustbench_geo.evaluation import evaluate_attack
+from robustbench_geo.models import set_deform_backend
+from robustbench_geo.models.deformable import deformable_layers
+from robustbench_geo.training import fit
+
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
 CHECKPOINT_EVAL_SUBSET = 200
 
 
 def default_checkpoint_cache() -> Path:
     """``$RBGEO_CACHE/checkpoints`` (else ``~/.cache/robustbench_geo/checkpoints``), created and writable."""
-    from robustbench_geo.data.root import writable_cache
-
     return writable_cache("checkpoints")
 
 
@@ -49,9 +56,6 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
     Returns:
         ``(model, checkpoint metadata, checkpoint path, seconds spent training (0 when cached))``.
     """
-    from robustbench_geo.checkpoint import CheckpointError, load_checkpoint
-    from robustbench_geo.training import fit
-
     t = cell_config["training"]
     stem = Path(cache_dir) / f"{t['model'].replace('/', '_').replace(':', '_')}-{train_hash[:16]}"
     with _file_lock(stem.with_suffix(".lock")):
@@ -72,8 +76,6 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
 
 
 def _is_image(spec: str) -> bool:
-    from robustbench_geo.data import dataset_info
-
     return dataset_info(spec).task == "image"
 
 
@@ -92,12 +94,6 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
     try:
         if threads:
             torch.set_num_threads(int(threads))
-        from robustbench_geo.attacks import evaluate_attack
-        from robustbench_geo.attacks.base import check_metrics
-        from robustbench_geo.checkpoint import check_dataset_fit, versions
-        from robustbench_geo.data import load_dataset
-        from robustbench_geo.models import set_deform_backend
-
         model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
                                                    device=device, progress=progress)
         backend = set_deform_backend(model, deform_backend, device=device)
@@ -112,12 +108,8 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
         check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         ta = time.perf_counter()
-        if att["name"] == "none":
-            outcome = clean_outcome(model, ds, seed=seed)
-        else:
-            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+        outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s = time.perf_counter() - ta
-        check_metrics(outcome.metrics, f"cell {att['name']!r}")  # a NaN fails the cell; it is never stored as done
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
         if backend is not None and isinstance(examples, dict) and "clean" in examples:
@@ -133,36 +125,6 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         }
     except (Exception, SystemExit):  # noqa: BLE001 - a failed cell is recorded (sys.exit in a factory too), the sweep goes on
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
-
-
-def clean_outcome(model, dataset, *, seed: int = 0):
-    """The ``none`` attack: clean predictions only (robust accuracy = clean accuracy).
-
-    Images: every image of ``dataset``; graphs: the test nodes.
-    """
-    from robustbench_geo.attacks.base import AttackOutcome
-    from robustbench_geo.data.base import GraphDataset
-    from robustbench_geo.evaluation import graph_logits, predict_logits
-
-    t0 = time.perf_counter()
-    if isinstance(dataset, GraphDataset):
-        idx = dataset.idx_test
-        pred = graph_logits(model, dataset).argmax(1)[idx]
-        labels = dataset.y[idx]
-        config = {"split": dataset.split, "split_hash": dataset.split_hash, "nodes": "test"}
-    else:
-        idx = torch.arange(len(dataset))
-        pred = predict_logits(model, dataset.images).argmax(1)
-        labels = dataset.labels
-        config = {"dataset_meta": {k: v for k, v in dataset.meta.items() if k != "params"}}
-    correct = (pred == labels)
-    acc = int(correct.sum()) / len(labels) if len(labels) else float("nan")
-    rows = [{"index": int(i), "label": int(y), "clean_pred": int(p), "correct": bool(c)}
-            for i, y, p, c in zip(idx.tolist(), labels.tolist(), pred.tolist(), correct.tolist())]
-    from robustbench_geo.checkpoint import versions
-
-    return AttackOutcome("none", {}, seed, {"clean_accuracy": acc, "robust_accuracy": acc, "n": float(len(labels))},
-                         rows, {}, time.perf_counter() - t0, {**config, "versions": versions()})
 
 
 def _cpu(obj):
@@ -189,8 +151,6 @@ def sampling_locations(model, clean: torch.Tensor, adversarial: torch.Tensor, po
     Returns:
         ``{layer: {"clean": (P, K, 2), "adversarial": (P, K, 2), "regular": (P, K, 2)}}``, ``[y, x]`` pixels.
     """
-    from robustbench_geo.models.deformable import deformable_layers
-
     layers = deformable_layers(model)
     dev = next(model.parameters()).device
     shapes, outs = {}, {}
