@@ -36,14 +36,14 @@ def debug_enabled() -> bool:
 
 def as_click_error(e: BaseException) -> click.ClickException:
     """The CLI's one-line message and exit code (2: bad input, 1: environment) for an exception."""
-    from robustbench_geo.checkpoint import CheckpointError, DatasetMismatchError
+    from robustbench_geo.checkpoint import CheckpointError, DatasetMismatchError, PluginNotAllowedError
     from robustbench_geo.data.root import CacheError, ChecksumError, DataMissingError
     from robustbench_geo.models.registry import PluginError
 
     if isinstance(e, SystemExit):
         return EnvironmentProblem(f"the code called sys.exit({e.code!r}) (a model factory or plug-in?); nothing was "
                                   f"saved {DEBUG_HINT}")
-    if isinstance(e, (DatasetMismatchError, PluginError)):
+    if isinstance(e, (DatasetMismatchError, PluginNotAllowedError, PluginError)):
         return UserInputError(str(e))
     if isinstance(e, (DataMissingError, CheckpointError, ChecksumError, CacheError, PermissionError)):
         return EnvironmentProblem(str(e))
@@ -155,4 +155,34 @@ device_option = click.option("--device", default="cpu", show_default=True, callb
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 deform_backend_option = click.option("--deform-backend", default="auto", show_default=True, callback=check_backend,
-                                     help="Deformable-convolution backend: auto, native or torchvision.")
+                                     help="Deformable-convolution backend: auto, native, torchvision or triton (CUDA).")
+
+
+def model_source_options(fn):
+    """``--model``, ``--weights`` and ``--preprocessing``: evaluate a model that was not trained by ``rbgeo train``."""
+    for opt in reversed((
+        click.option("--model", "model_spec", default=None, metavar="SPEC",
+                     help="Plug-in factory returning a trained model (module:factory or file.py:factory), or the "
+                          "architecture for --weights (also a registered name). With a CHECKPOINT: allows the plug-in "
+                          "its metadata names (never imported otherwise)."),
+        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="State dict for --model: .safetensors, or torch.save(model.state_dict()) (no other pickles)."),
+        click.option("--preprocessing", default=None, metavar="mean=M,std=S",
+                     help="Normalisation the --model expects, applied inside it so attacks stay in [0, 1] pixels, "
+                          "e.g. mean=0.1307,std=0.3081 or mean=[0.49,0.48,0.45],std=[0.25,0.24,0.26]."),
+    )):
+        fn = opt(fn)
+    return fn
+
+
+def split_model_args(args: tuple[str, ...], model_spec: str | None, weights: str | None) -> tuple[str | None, str]:
+    """``[CHECKPOINT] DATASET`` -> ``(checkpoint or None, dataset)``; a checkpoint or ``--model`` is required."""
+    if len(args) == 2:
+        if weights is not None:
+            raise UserInputError(f"expected a CHECKPOINT or --weights, got both ({args[0]} and {weights})")
+        return args[0], args[1]
+    if len(args) == 1 and model_spec is not None:
+        return None, args[0]
+    if len(args) == 1:
+        raise UserInputError(f"expected CHECKPOINT DATASET, or --model SPEC [--weights FILE] DATASET, got only {args[0]!r}")
+    raise UserInputError(f"expected [CHECKPOINT] DATASET, got {len(args)} arguments: {' '.join(args) or 'none'}")
