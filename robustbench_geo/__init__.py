@@ -13,7 +13,7 @@ from robustbench_geo._version import __version__
 
 _API = (
     "Accuracy", "BenchmarkResult", "benchmark", "create_model", "evaluate", "list_attacks", "list_models",
-    "list_threat_models", "load_checkpoint", "load_dataset",
+    "list_threat_models", "load_checkpoint", "load_dataset", "load_model",
 )
 
 

@@ -21,7 +21,7 @@ LAYERS = {
     "geometry": 1, "ops": 1,
     "data": 2,
     "models": 3,
-    "checkpoint": 4,
+    "checkpoint": 4, "loading": 4,
     "training": 5, "fewshot": 5,
     "attacks": 6,
     "evaluation": 7,

@@ -78,11 +78,11 @@ def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, devic
     if fresh_model is None and (not checkpoint_meta or "model" not in checkpoint_meta):
         raise ValueError("mode='poisoning' retrains the model: expected checkpoint_meta with 'model', 'model_kwargs' "
                          "and 'train' (the checkpoint's JSON metadata) or fresh_model, got neither")
-    cfg = dict((checkpoint_meta or {}).get("train") or asdict(default_config("graph")))
-    cfg["seed"] = seed
     seed_everything(seed)
     model = fresh_model() if fresh_model is not None else \
         create_model(checkpoint_meta["model"], **checkpoint_meta.get("model_kwargs", {}))
+    cfg = dict((checkpoint_meta or {}).get("train") or asdict(default_config("graph", model)))
+    cfg["seed"] = seed
     g = graph if edge_index is None and x is None else graph.with_edges(
         graph.edge_index if edge_index is None else edge_index, x)
     train_graph_model(model, g, TrainConfig(**cfg), device=device, progress=False)

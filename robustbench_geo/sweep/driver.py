@@ -17,7 +17,8 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from robustbench_geo.sweep.config import Cell, SweepConfig, expand
+from robustbench_geo.sweep.cells import Cell, expand
+from robustbench_geo.sweep.config import SweepConfig
 from robustbench_geo.sweep.executors import make_executor
 from robustbench_geo.sweep.runner import default_checkpoint_cache, run_cell, write_artefacts
 from robustbench_geo.sweep.store import ResultStore, owner_id
