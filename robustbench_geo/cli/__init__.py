@@ -8,6 +8,7 @@ import click
 
 import robustbench_geo
 from robustbench_geo.cli.attack import attack
+from robustbench_geo.cli.certify import certify
 from robustbench_geo.cli.listing import list_group
 from robustbench_geo.cli.report import report
 from robustbench_geo.cli.results import results_group
@@ -27,6 +28,7 @@ main.add_command(train)
 main.add_command(evaluate)
 main.add_command(list_group)
 main.add_command(attack)
+main.add_command(certify)
 main.add_command(sweep)
 main.add_command(report)
 main.add_command(results_group)

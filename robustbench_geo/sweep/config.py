@@ -31,6 +31,8 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     mode = ["evasion"]             # graphs: evasion and/or poisoning (grid)
     batch_size = 256               # images: attack batch size
 
+``[certify.LABEL]`` tables add certification cells (see :mod:`robustbench_geo.sweep.certify_table`).
+
 One *cell* is one trained model x one attack setting x one evaluation dataset x one seed. Its
 hash covers its whole configuration (model and kwargs, training settings, datasets and their
 variants, attack and parameters with defaults filled in, seed, package version), so a finished cell
@@ -56,7 +58,7 @@ _DATASET_KEYS = {"spec", "train_subset", "test_subset"}
 _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable"}
 _MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
-_TOP_KEYS = {"sweep", "datasets", "models", "attacks"}
+_TOP_KEYS = {"sweep", "datasets", "models", "attacks", "certify"}
 
 
 @dataclass(frozen=True)
@@ -352,8 +354,11 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
                 c.fail(f"{p}.models", f"{name_a!r} is a {entry.domain} attack but model {v!r} is a {models[v].task} model")
         attacks[label] = AttackCfg(label, name_a, entry.domain, sel.get("datasets"), sel.get("models"),
                                    dict(params), grid, runner)
+    from robustbench_geo.sweep.certify_table import parse_certify_tables
+
+    attacks.update(parse_certify_tables(raw, c, datasets, models, AttackCfg))
     if not attacks:
-        c.fail("attacks", "expected at least one [attacks.LABEL] table")
+        c.fail("attacks", "expected at least one [attacks.LABEL] or [certify.LABEL] table")
 
     cfg = SweepConfig(name=name, output=Path(output or sw.get("output", f"reports/{name}")), seeds=list(seeds),
                       device=str(sw.get("device", "cpu")), deform_backend=str(sw.get("deform_backend", "auto")),
@@ -412,7 +417,7 @@ def _applies(a: AttackCfg, m: ModelCfg) -> bool:
 def _attack_defaults(name: str) -> dict:
     import inspect
 
-    if name == "none":
+    if name in ("none", "certify"):
         return {}
 
     from robustbench_geo.attacks.base import get_attack

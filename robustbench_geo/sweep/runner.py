@@ -110,6 +110,10 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         ta = time.perf_counter()
         if att["name"] == "none":
             outcome = clean_outcome(model, ds, seed=seed)
+        elif att["name"] == "certify":
+            from robustbench_geo.smoothing import certify_outcome
+
+            outcome = certify_outcome(model, ds, dict(att["params"]), checkpoint_meta=meta, seed=seed, progress=progress)
         else:
             outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s = time.perf_counter() - ta
