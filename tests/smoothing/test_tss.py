@@ -106,6 +106,17 @@ def test_interpolation_bound_holds_on_a_dense_sample(family, cells, substeps):
     assert m.max() < 3 * err.max() + 1.0  # not vacuous
 
 
+@pytest.mark.parametrize("family", [Rotation(30.0), Scaling(0.8, 1.2), Translation(2.0)])
+def test_fast_warp_is_the_attacks_warp(family):
+    image = (blob_image(30.0) + blob_image(200.0, 5.0, 1.0)).clamp(0, 1)[None]
+    lo, hi = family.box()[0]
+    t = lo + (hi - lo) * torch.rand(64, family.dims, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    diff = family.fast_warp(image, t) - family.warp(image, t)
+    from robustbench_geo.smoothing.families import WARP_SLACK
+
+    assert diff.pow(2).sum((1, 2, 3)).sqrt().max() < WARP_SLACK / 2
+
+
 # -- certificate properties ----------------------------------------------------------------------
 def test_constant_classifier_is_certified_everywhere():
     images = torch.stack([blob_image(a) for a in (0.0, 90.0, 250.0)])
