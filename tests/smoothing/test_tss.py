@@ -122,8 +122,9 @@ def test_constant_classifier_is_certified_everywhere():
     images = torch.stack([blob_image(a) for a in (0.0, 90.0, 250.0)])
     labels = torch.full((3,), 3)
     cfg = SmoothingConfig(sigma=0.5, n0=50, n=200, cells=30, substeps=100, batch_size=4000)
-    for family in (Rotation(30.0), Scaling(0.8, 1.2)):
-        cert = certify(Constant(), images, labels, family, config=cfg)
+    wide = SmoothingConfig(sigma=1.0, n0=50, n=200, cells=4, substeps=8, batch_size=4000)
+    for family, c in ((Rotation(30.0), cfg), (Scaling(0.8, 1.2), cfg), (Translation(0.5), wide)):
+        cert = certify(Constant(), images, labels, family, config=c)
         assert cert.certified.all() and cert.correct.all()
         assert torch.allclose(cert.radius, torch.full((3,), family.full_radius(), dtype=torch.float64))
 
