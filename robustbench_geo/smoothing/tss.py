@@ -44,7 +44,9 @@ from tqdm.auto import tqdm
 from robustbench_geo.smoothing.families import (
     DEFAULT_CELLS, DEFAULT_SUBSTEPS, Family, interpolation_bound, make_family,
 )
-from robustbench_geo.smoothing.stats import ABSTAIN, clopper_pearson_lower, gaussian_radius, predict_top
+from robustbench_geo.smoothing.stats import (
+    ABSTAIN, clopper_pearson_lower, gaussian_radius, predict_top, proportion_interval,
+)
 from robustbench_geo.check import check_shape
 
 
@@ -127,8 +129,6 @@ class Certificate:
 
     def summary(self) -> dict:
         """Certified and smoothed clean accuracy, abstention rate, with 95 % Clopper-Pearson intervals and n."""
-        from robustbench_geo.smoothing.stats import proportion_interval
-
         n = int(self.labels.shape[0])
         out = {"n": n, "seconds": self.seconds, "forward_passes": int(self.forward_passes.sum())}
         for key, mask in (("certified_accuracy", self.correct), ("smoothed_accuracy", self.prediction == self.labels),
