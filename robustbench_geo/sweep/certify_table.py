@@ -42,6 +42,9 @@ def parse_certify_tables(raw: dict, checker, datasets: dict, models: dict, attac
         except (TypeError, ValueError) as e:
             checker.fail(f"{p}.params", str(e))
         settings = {k: t[k] for k in _SETTINGS if k in t}
+        for k in ("attack_points", "attack_samples"):
+            if k in t and (isinstance(t[k], bool) or not isinstance(t[k], int) or t[k] < 0):
+                checker.fail(f"{p}.{k}", f"expected a non-negative integer, got {t[k]!r}")
         try:
             SmoothingConfig(**{("n" if k == "samples" else k): v for k, v in settings.items()
                                if k not in ("attack_points", "attack_samples")})

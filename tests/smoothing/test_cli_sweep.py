@@ -96,5 +96,7 @@ def test_sweep_certify_table_runs_and_reports(mnist_root, tmp_path):
     assert 'id="certification"' in (tmp_path / "out" / "report.html").read_text()
     with pytest.raises(SweepConfigError, match=r"certify.scale.sampels"):
         parse_config(SWEEP.replace("samples = 20", "sampels = 20"))
+    with pytest.raises(SweepConfigError, match=r"certify.scale.attack_points.*non-negative integer"):
+        parse_config(SWEEP.replace("attack_points = 3", 'attack_points = "3"'))
     with pytest.raises(SweepConfigError, match="unknown transformation"):
         parse_config(SWEEP.replace('transform = "scaling"', 'transform = "shear"'))
