@@ -88,6 +88,9 @@ def main():
                 {**o.as_dict(), "checkpoint": ckpt, "load_before": load0, "load_after": _load(), "seconds": secs,
                  "machine": platform.platform(), "cpus": os.cpu_count(), "device": args.device,
                  "torch_threads": torch.get_num_threads()}, indent=2, default=str))
+            import pandas as pd
+
+            pd.DataFrame(o.rows).to_csv(Path(args.out) / f"{name}_rows.csv", index=False)
     print("\n".join(lines))
 
 
