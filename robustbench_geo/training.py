@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustbench_geo.check import unknown_name_error
+from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
+from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
 from robustbench_geo.geometry import get_augmentation
+from robustbench_geo.models import build_model, set_deform_backend
+from robustbench_geo.models.predict import accuracy
+from robustbench_geo.models.registry import check_task, get_model_entry
 
 
 def seed_everything(seed: int) -> None:
@@ -72,10 +77,23 @@ class TrainConfig:
         get_augmentation(self.augment)  # validates the name
 
 
-def default_config(task: str, **overrides) -> TrainConfig:
+def default_config(task: str, model: str | nn.Module | None = None, **overrides) -> TrainConfig:
+    """The task's defaults, then the model's own ``train_defaults`` (graph models), then ``overrides`` (``None`` skipped).
+
+    ``model`` is a registry name / plug-in spec or a built module; a model class (or factory) may
+    carry ``train_defaults``, e.g. ``{"weight_decay": 1e-3, "patience": 200}`` (its authors' settings).
+    """
     base = {"epochs": 1000, "lr": 0.01, "weight_decay": 5e-4} if task == "graph" else {}
+    if model is not None and task == "graph":
+        base.update(model_train_defaults(model))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
+
+
+def model_train_defaults(model: str | nn.Module) -> dict:
+    """A model's ``train_defaults`` (``{}`` when it has none)."""
+    owner = get_model_entry(model).factory if isinstance(model, str) else model
+    return dict(getattr(owner, "train_defaults", None) or {})
 
 
 def _trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
@@ -139,7 +157,12 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
 def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *, device="cpu",
                       edge_index: torch.Tensor | None = None, edge_weight: torch.Tensor | None = None,
                       progress: bool = True) -> list[dict]:
-    """Full-batch training with early stopping on validation loss; restores the best weights."""
+    """Full-batch training with early stopping on validation loss; restores the best weights.
+
+    A model with ``training_loss(x, edge_index, edge_weight, y, idx_train, epoch=...)`` is trained on
+    that loss instead of the cross-entropy of ``model(x, edge_index, edge_weight)`` on the training
+    nodes (consistency losses, regularisers, jointly learned graphs); everything else is the same.
+    """
     seed_everything(cfg.seed)
     model.to(device)
     g = graph.to(device)
@@ -148,10 +171,14 @@ def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *
     opt = torch.optim.Adam(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, since, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
     bar = tqdm(range(cfg.epochs), desc="train", disable=not progress, leave=False, unit="epoch")
+    custom_loss = getattr(model, "training_loss", None)  # models with their own objective (GRAND, Pro-GNN, ...)
     for epoch in bar:
         model.train()
-        out = model(g.x, ei, ew)
-        loss = F.cross_entropy(out[g.idx_train], g.y[g.idx_train])
+        if custom_loss is not None:
+            loss = custom_loss(g.x, ei, ew, g.y, g.idx_train, epoch=epoch)
+        else:
+            out = model(g.x, ei, ew)
+            loss = F.cross_entropy(out[g.idx_train], g.y[g.idx_train])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -208,15 +235,9 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         model_kwargs: extra factory kwargs (``num_deform``, ``deform``, ``hidden``, ...).
         schedule: image learning-rate schedule, ``constant`` or ``cosine`` (annealed to 0 per step).
     """
-    from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
-    from robustbench_geo.data import dataset_info, load_dataset
-    from robustbench_geo.evaluation import evaluate
-    from robustbench_geo.models import build_model, set_deform_backend
-    from robustbench_geo.models.registry import check_task
-
     info = dataset_info(dataset)
     check_task(model, info)  # fails before loading data on a task mismatch
-    cfg = default_config(info.task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
+    cfg = default_config(info.task, model, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
                          trainable=trainable, schedule=schedule)
     if info.task == "graph" and augment != "none":
         raise ValueError("augment: geometric augmentation applies to image datasets only")
@@ -231,7 +252,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     seed_everything(seed)  # the initialisation depends on the seed only, not on what ran before
     net, kwargs = build_model(model, train, **(model_kwargs or {}))
     if init_from is not None:
-        net, init_meta = load_checkpoint(init_from)
+        net, init_meta = load_checkpoint(init_from, plugin=model)  # imports no plug-in other than `model`
         if init_meta["model"] != model:
             raise ValueError(f"init_from: checkpoint is a {init_meta['model']!r}, not a {model!r}")
         kwargs = init_meta["model_kwargs"]
@@ -241,7 +262,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     else:
         history = train_graph_model(net, train, cfg, device=device, progress=progress)
     net.cpu()
-    acc = evaluate(net, test)
+    acc = accuracy(net, test)
     meta = {
         "model": model, "model_kwargs": kwargs, "task": info.task, "dataset": dataset,
         "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),

@@ -1,4 +1,4 @@
-"""``rbgeo list models|datasets|attacks``."""
+"""``rbgeo list models|datasets|attacks|threat-models``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def list_group():
       rbgeo list models --pattern 'deform*'
       rbgeo list datasets
       rbgeo list attacks
+      rbgeo list threat-models
     """
 
 
@@ -51,3 +52,16 @@ def list_attacks_cmd(domain):
         click.echo(f"{name} [{e.domain}]: {e.description}")
         for line in e.describe_params():
             click.echo(f"    {line}")
+
+
+@list_group.command("threat-models")
+@click.option("--domain", type=click.Choice(["image", "graph"]), default=None, help="Only image or graph threat models.")
+def list_threat_models_cmd(domain):
+    """Named threat models of the Python API (rbg.benchmark): attack, parameters and source."""
+    from robustbench_geo.evaluation.threat_models import get_threat_model, list_threat_models
+
+    for name in list_threat_models(domain):
+        t = get_threat_model(name)
+        params = ", ".join(f"{k}={v}" for k, v in {**t.params, **t.options}.items())
+        click.echo(f"{name} [{t.domain}]: {t.attack}({params}): {t.description}")
+        click.echo(f"    source: {t.source}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-import robustbench_geo
+from robustbench_geo._version import __version__
 from robustbench_geo.report import plots
 from robustbench_geo.report.certify import certification_html, certification_markdown, certification_rows
 from robustbench_geo.report.tables import (
@@ -129,7 +129,7 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
     durations = plots.duration_figure(frame) if len(frame) else None
     html = _env().get_template("report.html").render(
         title=title or f"robustbench_geo sweep: {sweep}", sweep=sweep, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        package_version=robustbench_geo.__version__, summary=rows, cells=cells_table, failed=failed,
+        package_version=__version__, summary=rows, cells=cells_table, failed=failed,
         figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,
         json_files=[f"json/{names[m]}.json" for m in models])
     if cert_rows:  # the certification bracket, as its own section

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 
 from robustbench_geo.data.base import ImageDataset
+from robustbench_geo.evaluation.outcome import AttackOutcome
+from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
 from robustbench_geo.smoothing.attack import grid_attack, grid_points
 from robustbench_geo.smoothing.families import Family, interpolation_bound, make_family
 from robustbench_geo.smoothing.stats import proportion_interval
@@ -120,7 +122,7 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
 
 def certify_outcome(model: nn.Module, dataset: ImageDataset, params: dict, *, checkpoint_meta: dict | None = None,
                     seed: int = 0, progress: bool = False):
-    """A sweep cell of a ``[certify.LABEL]`` table, as an :class:`~robustbench_geo.attacks.base.AttackOutcome`.
+    """A sweep cell of a ``[certify.LABEL]`` table, as an :class:`~robustbench_geo.evaluation.outcome.AttackOutcome`.
 
     ``params`` holds ``transform``, ``family`` (the budget) and optional smoothing settings (``sigma``,
     ``samples``, ``n0``, ``alpha``, ``cells``, ``substeps``, ``batch_size``, ``attack_points``,
@@ -128,9 +130,6 @@ def certify_outcome(model: nn.Module, dataset: ImageDataset, params: dict, *, ch
     ``smoothed_attack_accuracy`` and ``base_attack_accuracy`` are the attacks' upper bounds and
     ``clean_accuracy`` the base classifier's clean accuracy.
     """
-    from robustbench_geo.attacks.base import AttackOutcome
-    from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
-
     p = dict(params)
     sigma = p.get("sigma")
     if sigma is None:

@@ -27,10 +27,10 @@ CERTIFY_KEYS = {"transform", "params", "sigma", "samples", "n0", "alpha", "cells
 _SETTINGS = {"sigma", "samples", "n0", "alpha", "cells", "substeps", "batch_size", "attack_points", "attack_samples"}
 
 
-def parse_certify_tables(raw: dict, checker, datasets: dict, models: dict, attack_cfg) -> dict:
-    """Validate ``raw["certify"]`` and return ``{label: AttackCfg}`` with ``attack = "certify"``."""
+def parse_certify_tables(tables: dict, checker, datasets: dict, models: dict, attack_cfg) -> dict:
+    """Validate the ``[certify.LABEL]`` tables and return ``{label: attack_cfg(...)}`` with ``attack = "certify"``."""
     out = {}
-    for label, t in raw.get("certify", {}).items():
+    for label, t in tables.items():
         p = f"certify.{label}"
         checker.keys(t, CERTIFY_KEYS, p)
         transform = t.get("transform", "rotation")
