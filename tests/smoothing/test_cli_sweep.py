@@ -83,13 +83,14 @@ attack_samples = 5
 
 
 def test_sweep_certify_table_runs_and_reports(mnist_root, tmp_path):
+    from robustbench_geo.report import write_report
     from robustbench_geo.sweep import run_sweep
-    from robustbench_geo.sweep.config import expand
+    from robustbench_geo.sweep.cells import expand
 
     cfg = parse_config(SWEEP, output=tmp_path / "out")
     cells = expand(cfg)
     assert [c.config["attack"]["name"] for c in cells] == ["certify"]
-    summary = run_sweep(cfg, data_root=mnist_root, progress=False)
+    summary = run_sweep(cfg, data_root=mnist_root, progress=False, report=write_report)
     assert all(r["ok"] for r in summary.ran), summary.ran
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "Certified robustness" in md and "scaling" in md
