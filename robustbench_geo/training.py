@@ -134,7 +134,7 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
             idx = order[i:i + cfg.batch_size]
             x, y = train.images[idx], train.labels[idx]
             if sampler is not None:
-                x = sampler(x, g_aug).clamp_(0, 1)
+                x = sampler(x, g_aug)  # geometric samplers clamp to [0, 1]; smoothing noise is not clamped
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = check_finite(F.cross_entropy(logits, y), f"training loss (epoch {epoch + 1})")
@@ -229,7 +229,8 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         dataset: dataset spec (``mnist``, ``mnist-scaled``, ``cora``, ``cora:public``, ...).
         epochs, lr, batch_size: override the task's defaults (see module docstring).
         seed: seed of initialisation, batch order, augmentation and dataset variants.
-        augment: ``none``, ``scale``, ``rotate`` or ``affine`` (images).
+        augment: ``none``, ``scale``, ``rotate``, ``affine`` or a smoothing augmentation such as
+            ``rotate-noise:angle_deg=35,sigma=0.5`` (images; see :func:`~robustbench_geo.geometry.get_augmentation`).
         out: checkpoint stem to save to (``None``: do not save).
         subset, test_subset: seeded random subsets of the train/test images.
         deform_backend: deformable-convolution backend for deformable models.

@@ -8,6 +8,7 @@ import click
 
 from robustbench_geo._version import __version__
 from robustbench_geo.cli.attack import attack
+from robustbench_geo.cli.certify import certify
 from robustbench_geo.cli.listing import list_group
 from robustbench_geo.cli.report import report
 from robustbench_geo.cli.results import results_group
@@ -32,6 +33,7 @@ main.add_command(train)
 main.add_command(evaluate)
 main.add_command(list_group)
 main.add_command(attack)
+main.add_command(certify)
 main.add_command(sweep)
 main.add_command(report)
 main.add_command(results_group)

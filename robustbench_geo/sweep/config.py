@@ -36,6 +36,8 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     mode = ["evasion"]             # graphs: evasion and/or poisoning (grid)
     batch_size = 256               # images: attack batch size
 
+``[certify.LABEL]`` tables add certification cells (see :mod:`robustbench_geo.sweep.certify_table`).
+
 One *cell* is one trained model x one attack setting x one evaluation dataset x one seed. Its
 hash covers its whole configuration (model and kwargs, training settings, datasets and their
 variants, attack and parameters with defaults filled in, seed, package version), so a finished cell
@@ -59,6 +61,7 @@ from robustbench_geo.loading import check_fits, load_model, read_weights, state_
 from robustbench_geo.models.preprocessing import parse_preprocessing
 from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
 from robustbench_geo.ops.deform_conv import resolve_backend
+from robustbench_geo.sweep.certify_table import parse_certify_tables
 from robustbench_geo.training import default_config
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -69,7 +72,7 @@ _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable"}
 _EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
 _MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS | _EVALUATED_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
-_TOP_KEYS = {"sweep", "datasets", "models", "attacks"}
+_TOP_KEYS = {"sweep", "datasets", "models", "attacks", "certify"}
 
 
 class SweepConfigError(ValueError):
@@ -203,7 +206,7 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
     sw = _parse_sweep_table(raw.get("sweep", {}), c)
     datasets = _parse_datasets(raw.get("datasets", {}), c)
     models = _parse_models(raw.get("models", {}), c, datasets)
-    attacks = _parse_attacks(raw.get("attacks", {}), c, datasets, models)
+    attacks = _parse_attacks(raw.get("attacks", {}), c, datasets, models, certify=raw.get("certify", {}))
     cfg = SweepConfig(name=sw["name"], output=Path(output or sw.get("output", f"reports/{sw['name']}")),
                       seeds=sw["seeds"], device=str(sw.get("device", "cpu")),
                       deform_backend=str(sw.get("deform_backend", "auto")),
@@ -395,10 +398,11 @@ def _factory_state_sha256(spec: str, params: dict, info, p: str, c: _Checker) ->
 
 
 def _parse_attacks(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg],
-                   models: dict[str, ModelCfg]) -> dict[str, AttackCfg]:
+                   models: dict[str, ModelCfg], certify: dict | None = None) -> dict[str, AttackCfg]:
     attacks = {label: _parse_attack(label, a, c, datasets, models) for label, a in tables.items()}
+    attacks.update(parse_certify_tables(certify or {}, c, datasets, models, AttackCfg))  # [certify.LABEL]
     if not attacks:
-        c.fail("attacks", "expected at least one [attacks.LABEL] table")
+        c.fail("attacks", "expected at least one [attacks.LABEL] or [certify.LABEL] table")
     return attacks
 
 

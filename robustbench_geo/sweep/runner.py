@@ -27,6 +27,7 @@ from robustbench_geo.checkpoint import CheckpointError, check_dataset_fit, load_
 from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.root import writable_cache
 from robustbench_geo.evaluation import evaluate_attack
+from robustbench_geo.smoothing import certify_outcome
 from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
 from robustbench_geo.loading import load_model
@@ -137,7 +138,10 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
         check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         ta = time.perf_counter()
-        outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+        if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
+            outcome = certify_outcome(model, ds, dict(att["params"]), checkpoint_meta=meta, seed=seed, progress=progress)
+        else:
+            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s = time.perf_counter() - ta
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
