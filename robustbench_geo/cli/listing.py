@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from robustbench_geo.cli.options import handle_errors
+
 
 @click.group("list")
 def list_group():
@@ -21,6 +23,7 @@ def list_group():
 
 @list_group.command("models")
 @click.option("--pattern", default="*", show_default=True, help="Glob over model names.")
+@handle_errors
 def list_models_cmd(pattern):
     """Registered models with their task and description."""
     from robustbench_geo.models import get_model_entry, list_models
@@ -31,6 +34,7 @@ def list_models_cmd(pattern):
 
 
 @list_group.command("datasets")
+@handle_errors
 def list_datasets_cmd():
     """Registered datasets with their task and shape."""
     from robustbench_geo.data import dataset_info, list_datasets
@@ -43,6 +47,7 @@ def list_datasets_cmd():
 
 @list_group.command("attacks")
 @click.option("--domain", type=click.Choice(["image", "graph"]), default=None, help="Only image or graph attacks.")
+@handle_errors
 def list_attacks_cmd(domain):
     """Registered attacks with their parameters, defaults and units."""
     from robustbench_geo.attacks import get_attack, list_attacks
