@@ -84,9 +84,6 @@ class Accuracy:
             return f"n/a (n={self.n})"
         return f"{100 * self.value:.1f} % [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
 
-    def to_dict(self) -> dict:
-        return {"value": _num(self.value), "n": self.n, "ci95": [_num(self.low), _num(self.high)]}
-
 
 @dataclass(frozen=True, eq=False)
 class BenchmarkResult:

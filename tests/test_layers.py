@@ -24,7 +24,7 @@ LAYERS = {
     "checkpoint": 4, "loading": 4,
     "training": 5, "fewshot": 5,
     "attacks": 6,
-    "evaluation": 7,
+    "evaluation": 7, "smoothing": 7,
     "sweep": 8,
     "report": 9,
     "api": 10,
