@@ -162,3 +162,16 @@ def test_degree_collapse_reports_the_real_accuracy_and_is_valid(defended):
             assert acc == pytest.approx(res.work["accuracy"])
     with pytest.raises(ValueError, match="expected a model with dense_preprocess"):
         create_attack("degree_collapse", _train("gcn", graph))
+
+
+def test_prbcd_projection_matches_pyg():
+    from torch_geometric.contrib.nn import PRBCDAttack
+
+    from robustbench_geo.attacks.graph.rbcd import _FastPRBCD
+
+    g = torch.Generator().manual_seed(0)
+    for budget, scale in ((10, 0.5), (50, 2.0), (400, 0.3)):
+        v = torch.randn(2000, generator=g) * scale
+        ours, theirs = _FastPRBCD._project(budget, v), PRBCDAttack._project(budget, v)
+        assert float(ours.sum()) <= budget + 1e-3
+        assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
