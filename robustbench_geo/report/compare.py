@@ -65,11 +65,18 @@ class ThreatModel:
 
 @dataclass
 class Line:
-    """One model's accuracies under one threat model: ``points[x]`` for each budget, ``clean`` at 0."""
+    """One model's accuracies under one threat model: ``points[x]`` for each budget, ``clean`` at 0.
+
+    ``clean`` is the accuracy of the attacked samples before the attack (budget 0); ``baseline`` is
+    the model's clean accuracy that comparisons check for a match. They differ only for targeted
+    attacks, whose targets are correctly classified test nodes by construction (``clean`` = 100 %
+    of the targets) while ``baseline`` is over all test nodes.
+    """
 
     model: str
     deformable: bool
     clean: Estimate
+    baseline: Estimate
     points: dict[float, Estimate] = field(default_factory=dict)
 
     @property
@@ -180,7 +187,12 @@ def _cells(frame: pd.DataFrame, tm: ThreatModel) -> pd.DataFrame:
 def _estimate(g: pd.DataFrame, metric: str) -> Estimate:
     col = f"m:{metric}"
     accs = list(g[col]) if col in g else [float("nan")] * len(g)
-    return estimate([float("nan") if a is None else float(a) for a in accs], list(g["n"]))
+    ns = g["clean_n" if metric == "clean_accuracy" and "clean_n" in g else "n"]
+    return estimate([float("nan") if a is None else float(a) for a in accs], list(ns))
+
+
+def _targeted(g: pd.DataFrame) -> bool:
+    return "m:targets" in g and bool(g["m:targets"].notna().any())
 
 
 def lines(frame: pd.DataFrame, tm: ThreatModel) -> list[Line]:
@@ -190,7 +202,9 @@ def lines(frame: pd.DataFrame, tm: ThreatModel) -> list[Line]:
         xs = [budget_value(tm.budget_key, gp.get(tm.budget_key)) if tm.budget_key else 1.0 for gp in g["grid_point"]]
         g = g.assign(_x=xs)
         first = g[g["_x"] == g["_x"].min()]
-        line = Line(model, bool(g["deformable"].iloc[0]), _estimate(first, "clean_accuracy"))
+        baseline = _estimate(first, "clean_accuracy")
+        clean = estimate([1.0] * len(first), list(first["n"])) if _targeted(first) else baseline
+        line = Line(model, bool(g["deformable"].iloc[0]), clean, baseline)
         for x, gx in g.groupby("_x", sort=True):
             line.points[float(x)] = _estimate(gx, "robust_accuracy")
         out.append(line)
@@ -216,7 +230,7 @@ def compare(frame: pd.DataFrame, tm: ThreatModel) -> list[Comparison]:
         a, b = (p, q) if p.points[top].mean >= q.points[top].mean else (q, p)
         ra, rb = a.points[top], b.points[top]
         lo, hi = difference_interval(ra.mean, ra.n * ra.seeds, rb.mean, rb.n * rb.seeds)
-        out.append(Comparison(tm, top if tm.budget_key else None, a.model, b.model, ra, rb, a.clean, b.clean, lo, hi))
+        out.append(Comparison(tm, top if tm.budget_key else None, a.model, b.model, ra, rb, a.baseline, b.baseline, lo, hi))
     return out
 
 
@@ -299,8 +313,9 @@ def headline(frame: pd.DataFrame) -> list[str]:
             ln = ls[0]
             x, est = ln.strongest
             at = f" at {_budget_text(tm, x)}" if tm.budget_key else ""
-            out.append(f"{tm.label}{at}: {ln.model} {ln.clean.format()} clean -> {est.format()} "
-                       f"({100 * (est.mean - ln.clean.mean):+.1f} points, {_n_text(est)})")
+            what = "of its targets" if _targeted(_cells(done, tm)) else ""
+            out.append(f"{tm.label}{at}: {ln.model} {ln.clean.format()} clean -> {est.format()} {what}".rstrip()
+                       + f" ({100 * (est.mean - ln.clean.mean):+.1f} points, {_n_text(est)})")
     if not out:
         out.append("Only clean accuracies in this sweep: no threat model to compare.")
     return out

@@ -24,12 +24,17 @@ SUMMARY_METRICS = ACCURACY_METRICS + ("success_rate",)
 
 CELL_COLUMNS = ["hash", "model", "model_name", "deformable", "task", "dataset", "dataset_spec", "attack", "attack_name",
                 "setting", "seed", "status", "seconds", "train_seconds", "attack_seconds", "grid_point", "params", "error",
-                "artefact_dir", "info", "config", "n"]
+                "artefact_dir", "info", "config", "n", "clean_n"]
 
 
-def sample_count(metrics: dict) -> float:
-    """Samples behind a cell's accuracies: ``n`` (images, nodes), else ``targets`` (targeted graph attacks), else nan."""
-    for key in ("n", "targets"):
+def sample_count(metrics: dict, metric: str = "robust_accuracy") -> float:
+    """Samples behind a cell's accuracy ``metric``: ``n`` (images, nodes), else ``targets``, else nan.
+
+    Targeted graph attacks measure robust accuracy on their targets but clean accuracy on all test
+    nodes (``clean_n``).
+    """
+    keys = ("clean_n", "n", "targets") if metric == "clean_accuracy" else ("n", "targets")
+    for key in keys:
         v = metrics.get(key)
         if v is not None and math.isfinite(float(v)) and float(v) > 0:
             return float(v)
@@ -58,7 +63,8 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
                "seed": r["seed"], "status": r["status"], "seconds": r["seconds"], "train_seconds": r["train_seconds"],
                "attack_seconds": r["attack_seconds"], "grid_point": cfg["attack"]["grid_point"],
                "params": cfg["attack"]["params"], "error": r["error"], "artefact_dir": r["artefact_dir"],
-               "info": r["info"], "config": cfg, "n": sample_count(r["metrics"])}
+               "info": r["info"], "config": cfg, "n": sample_count(r["metrics"]),
+               "clean_n": sample_count(r["metrics"], "clean_accuracy")}
         row.update({f"m:{k}": v for k, v in r["metrics"].items()})
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else CELL_COLUMNS)
@@ -78,9 +84,9 @@ def tidy_frame(cells: list[dict], sweep: str) -> pd.DataFrame:
         if r["status"] != "done":
             continue
         cfg = r["config"]
-        n = sample_count(r["metrics"])
         for name, value in sorted(r["metrics"].items()):
             value = float("nan") if value is None else float(value)
+            n = sample_count(r["metrics"], name)
             lo, hi = accuracy_interval(value, n) if name in ACCURACY_METRICS else (float("nan"), float("nan"))
             rows.append({"sweep": sweep, "hash": r["hash"], "model": r["model"], "model_name": cfg["model"]["name"],
                          "dataset": r["dataset"], "dataset_spec": cfg["dataset"]["spec"], "attack": r["attack"],
@@ -112,7 +118,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
         for m in SUMMARY_METRICS:
             col = f"m:{m}"
             vals = [float("nan") if v is None else float(v) for v in g[col]] if col in g else []
-            ns = list(g["n"]) if m in ACCURACY_METRICS else [float("nan")] * len(vals)
+            ns = list(g["clean_n" if m == "clean_accuracy" else "n"]) if m in ACCURACY_METRICS else [float("nan")] * len(vals)
             est = estimate(vals, ns) if vals else None
             ok = est is not None and not math.isnan(est.mean)
             row[m] = est.mean if ok else None

@@ -115,6 +115,8 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         attack_s, attack_cpu = time.perf_counter() - ta, time.process_time() - ca
         metrics = dict(outcome.metrics)
         metrics.setdefault("n", float(len(outcome.rows)))  # samples behind the accuracies (one row per sample/node/target)
+        if "targets" in metrics and hasattr(ds, "idx_test"):  # targeted: clean accuracy is over the test nodes
+            metrics.setdefault("clean_n", float(ds.idx_test.numel()))
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
         if backend is not None and isinstance(examples, dict) and "clean" in examples:

@@ -85,12 +85,12 @@ def test_intervals_hand_computed(quick_sweep):
     assert len(acc) and acc["n"].notna().all()
     for r in acc.itertuples():
         k = round(r.value * r.n)
-        assert k == pytest.approx(r.value * r.n, abs=1e-6)  # an accuracy is a count over n
+        assert k == pytest.approx(r.value * r.n, abs=1e-3), r  # an accuracy is a count over n (float32 means)
         lo, hi = _wilson(k, int(r.n))
         assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
-    graph = acc[acc["attack_name"] == "nettack"]
-    assert set(graph["n"]) <= {40.0} or len(graph) == 0 or graph["n"].max() <= 40  # targets, not nodes
-    assert (acc[acc["model"] == "gcn"]["n"] > 40).any()  # test nodes for the global attacks
+    nettack = acc[acc["attack_name"] == "nettack"].set_index("metric")["n"]
+    assert nettack["robust_accuracy"] == 40 and nettack["clean_accuracy"] > 1000  # targets vs all test nodes
+    assert (acc[(acc["model"] == "gcn") & (acc["attack_name"] == "pgd")]["n"] > 1000).all()  # test nodes
     doc = json.loads((cfg.output / "json" / "deform_cnn.json").read_text())
     assert doc["schema_version"] == 2
     for r in doc["results"]:

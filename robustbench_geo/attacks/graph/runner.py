@@ -192,8 +192,9 @@ def _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mod
         targets = select_targets(_margins(clean_logits_eval, y), correct, graph.idx_test, seed)
     targets = [check_target(graph, int(t)) for t in targets]
     rows, results = [], []
-    for k, t in enumerate(tqdm(targets, desc="targets", disable=not progress, unit="target")):
-        res: GraphPerturbation = attacker(graph, t, seed=seed + k)
+    for t in tqdm(targets, desc="targets", disable=not progress, unit="target"):
+        # one seed for all targets: Nettack trains its surrogate once per seed (as Zuegner et al.), not once per target
+        res: GraphPerturbation = attacker(graph, t, seed=seed)
         check_perturbation(graph, res)
         if mode == "poisoning":
             victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x)
