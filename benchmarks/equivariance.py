@@ -34,7 +34,7 @@ import torch
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-from robustbench_geo.attacks.base import evaluate_attack  # noqa: E402
+from robustbench_geo.evaluation import evaluate_attack  # noqa: E402
 from robustbench_geo.checkpoint import load_checkpoint, versions  # noqa: E402
 from robustbench_geo.data import load_dataset  # noqa: E402
 from robustbench_geo.evaluation import image_accuracy  # noqa: E402

@@ -100,10 +100,10 @@ def main():
     ap.add_argument("--out", default="runs/graph_fidelity.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from robustbench_geo.attacks import create_attack, evaluate_attack
+    from robustbench_geo.attacks import create_attack
     from robustbench_geo.attacks.graph.base import apply_flips
     from robustbench_geo.data import load_dataset
-    from robustbench_geo.evaluation import graph_accuracy
+    from robustbench_geo.evaluation import evaluate_attack, graph_accuracy
 
     graph = load_dataset("cora")
     seeds = list(range(args.seeds))

@@ -69,7 +69,7 @@ def _setup():
 
 
 def _targets(g, model, k):
-    from robustbench_geo.attacks.graph.runner import _margins, select_targets
+    from robustbench_geo.evaluation.graph import _margins, select_targets
     from robustbench_geo.evaluation import graph_logits
 
     logits = graph_logits(model, g)

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from robustbench_geo.attacks import evaluate_attack
+from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.attacks.image import GridAttack
 from robustbench_geo.checkpoint import load_checkpoint, versions
 from robustbench_geo.data import load_dataset

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from robustbench_geo.attacks import evaluate_attack
+from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.attacks.image import StAdv
 from robustbench_geo.attacks.image.stadv import flow_magnitude, flow_smoothness
 from robustbench_geo.checkpoint import load_checkpoint, versions

@@ -1,3 +1,30 @@
-"""robustbench_geo: geometric adversarial robustness for image and graph models."""
+"""robustbench_geo: geometric adversarial robustness for image and graph models.
 
-__version__ = "0.1.0"
+>>> import robustbench_geo as rbg                                        # doctest: +SKIP
+>>> result = rbg.benchmark(model, data=(x, y), threat_model="rotation-translation")  # doctest: +SKIP
+
+The public names below are imported on first use, so ``import robustbench_geo.data`` (or the
+CLI's ``--help``) does not load every layer.
+"""
+
+import importlib
+
+from robustbench_geo._version import __version__
+
+_API = (
+    "Accuracy", "BenchmarkResult", "benchmark", "create_model", "evaluate", "list_attacks", "list_models",
+    "list_threat_models", "load_checkpoint", "load_dataset", "load_model",
+)
+
+
+def __getattr__(name):
+    if name in _API:
+        return getattr(importlib.import_module("robustbench_geo.api"), name)
+    raise AttributeError(f"module 'robustbench_geo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])
+
+
+__all__ = ["__version__", *_API]

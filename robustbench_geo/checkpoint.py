@@ -3,7 +3,10 @@
 The JSON records the model name and kwargs, the dataset and its transform, seed, epochs, clean
 accuracy, package and torch versions, the deformable backend, and the SHA-256 of the weights file.
 Loading checks that hash (a truncated or edited file is a clear error) and rebuilds the model
-from the recorded name and kwargs, loading the weights strictly. Files are written to temporary
+from the recorded name and kwargs, loading the weights strictly. When the recorded name is a
+plug-in (``module:factory`` or ``file.py:factory``), rebuilding would import and run that code, so
+loading refuses unless the caller passes exactly that plug-in as ``plugin`` (the user named it on
+the command line or in a sweep file): a checkpoint's metadata never chooses code to run. Files are written to temporary
 names and renamed into place, so a failed save never leaves a half-written checkpoint.
 """
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -20,7 +22,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import robustbench_geo
+from robustbench_geo._version import __version__, versions  # noqa: F401  (versions: re-exported)
+from robustbench_geo.models.registry import create_model, is_plugin_spec, same_plugin
 
 FORMAT_VERSION = 1
 
@@ -29,19 +32,31 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not match the model it describes."""
 
 
-def versions() -> dict:
-    import kornia
-    import torchvision
+class PluginNotAllowedError(CheckpointError):
+    """A checkpoint names a plug-in model that the user did not name; loading it would run that code."""
 
-    out = {"robustbench_geo": robustbench_geo.__version__, "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "kornia": kornia.__version__, "python": platform.python_version()}
-    try:
-        import torch_geometric
 
-        out["torch_geometric"] = torch_geometric.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
+def check_plugin_allowed(meta: dict, plugin: str | None, where: str = "checkpoint") -> None:
+    """Refuse metadata whose ``model`` is a plug-in other than ``plugin`` (the one the user named).
+
+    Args:
+        meta: checkpoint metadata (its ``model`` is a registered name or a plug-in spec).
+        plugin: the plug-in spec the user gave explicitly (``--model`` or a sweep file's ``model``), or None.
+        where: what the metadata belongs to, for the message.
+
+    Raises:
+        PluginNotAllowedError: ``meta["model"]`` is a plug-in and not the same as ``plugin``.
+    """
+    name = meta.get("model")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{where}: expected 'model' to be a model name, got {name!r}")
+    if not is_plugin_spec(name) or (plugin is not None and same_plugin(name, plugin)):
+        return
+    given = f"; you gave {plugin!r}" if plugin else ""
+    raise PluginNotAllowedError(
+        f"{where} names the plug-in model {name!r}; loading it would import and run that code, which a checkpoint "
+        f"never does on its own{given}. If you trust it, name it yourself: --model {name} (CLI) or model = \"{name}\" "
+        f"(sweep file)")
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -50,12 +65,21 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint's weights file as it is on disk now (not the value its metadata records)."""
+    weights, meta_path = _paths(path)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} not found (next to {meta_path.name})")
+    return sha256_file(weights)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
@@ -78,7 +102,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Pa
     try:
         save_file(state, str(tmp_w))
         full = {"format_version": FORMAT_VERSION, **meta, "versions": meta.get("versions", versions()),
-                "weights_file": weights.name, "weights_sha256": _sha256(tmp_w),
+                "weights_file": weights.name, "weights_sha256": sha256_file(tmp_w),
                 "num_parameters": int(sum(p.numel() for p in model.parameters()))}
         tmp_m.write_text(json.dumps(_jsonable(full), indent=2, sort_keys=True))
         os.replace(tmp_w, weights)
@@ -108,15 +132,27 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", **override_kwargs) -> tuple[nn.Module, dict]:
-    """Rebuild the model from a checkpoint; returns ``(model in eval mode, metadata)``."""
-    from robustbench_geo.models import create_model
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *, plugin: str | None = None,
+                    **override_kwargs) -> tuple[nn.Module, dict]:
+    """Rebuild the model from a checkpoint; returns ``(model in eval mode, metadata)``.
 
+    Args:
+        path: checkpoint stem, or its ``.json`` / ``.safetensors`` file.
+        device: where the model goes.
+        plugin: the plug-in spec the user named explicitly; a checkpoint of a plug-in model loads
+            only when it is this one (see :func:`check_plugin_allowed`). Registered models need none.
+        override_kwargs: factory kwargs replacing the recorded ones.
+
+    Raises:
+        CheckpointError: missing, corrupt or mismatching files; :class:`PluginNotAllowedError` when
+            the metadata names a plug-in that ``plugin`` does not allow (nothing is imported then).
+    """
     weights, meta_path = _paths(path)
     meta = read_metadata(meta_path)
+    check_plugin_allowed(meta, plugin, f"checkpoint {meta_path}")
     if not weights.exists():
         raise CheckpointError(f"checkpoint weights {weights} not found (next to {meta_path.name})")
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != meta["weights_sha256"]:
         raise CheckpointError(f"checkpoint weights {weights} do not match their metadata (sha256 {digest[:12]}... != "
                               f"{meta['weights_sha256'][:12]}...): the file was truncated, edited or replaced")

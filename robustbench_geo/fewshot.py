@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustbench_geo.data.omniglot import CharacterSet, Episodes, sample_episodes
-from robustbench_geo.evaluation import model_device
+from robustbench_geo.models.predict import model_device
 
 
 def train_fewshot(model: nn.Module, chars: CharacterSet, *, n_way: int = 5, k_shot: int = 1, iterations: int = 2000,

@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustbench_geo.check import unknown_name_error
+from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
+from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
 from robustbench_geo.geometry import get_augmentation
+from robustbench_geo.models import build_model, set_deform_backend
+from robustbench_geo.models.predict import accuracy
+from robustbench_geo.models.registry import check_task
 
 
 def seed_everything(seed: int) -> None:
@@ -207,12 +212,6 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         model_kwargs: extra factory kwargs (``num_deform``, ``deform``, ``hidden``, ...).
         schedule: image learning-rate schedule, ``constant`` or ``cosine`` (annealed to 0 per step).
     """
-    from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
-    from robustbench_geo.data import dataset_info, load_dataset
-    from robustbench_geo.evaluation import evaluate
-    from robustbench_geo.models import build_model, set_deform_backend
-    from robustbench_geo.models.registry import check_task
-
     info = dataset_info(dataset)
     check_task(model, info)  # fails before loading data on a task mismatch
     cfg = default_config(info.task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
@@ -230,7 +229,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     seed_everything(seed)  # the initialisation depends on the seed only, not on what ran before
     net, kwargs = build_model(model, train, **(model_kwargs or {}))
     if init_from is not None:
-        net, init_meta = load_checkpoint(init_from)
+        net, init_meta = load_checkpoint(init_from, plugin=model)  # imports no plug-in other than `model`
         if init_meta["model"] != model:
             raise ValueError(f"init_from: checkpoint is a {init_meta['model']!r}, not a {model!r}")
         kwargs = init_meta["model_kwargs"]
@@ -240,7 +239,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     else:
         history = train_graph_model(net, train, cfg, device=device, progress=progress)
     net.cpu()
-    acc = evaluate(net, test)
+    acc = accuracy(net, test)
     meta = {
         "model": model, "model_kwargs": kwargs, "task": info.task, "dataset": dataset,
         "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),

@@ -103,7 +103,7 @@ def test_training_steps_reduce_the_loss(omniglot_small1):
     ("adjacency", "query", {"max_edges": 2, "scope": "all"}),
 ])
 def test_episode_attacks_are_verified(omniglot_small1, attack, target, params):
-    from robustbench_geo.attacks.fewshot import evaluate_fewshot_attack
+    from robustbench_geo.evaluation.fewshot import evaluate_fewshot_attack
 
     torch.manual_seed(0)
     model = create_model("fewshot_gnn", num_classes=3, nf=32).eval()

@@ -1,4 +1,4 @@
-"""What every attack shares: a registry, parameter validation, and the outcome summary.
+"""What every attack shares: the registry and parameter validation.
 
 An attack is a small class ``Attack(model, *, <threat-model parameters with units in their
 names>, ...)``; calling it returns a frozen result dataclass specific to its domain (images or
@@ -6,25 +6,27 @@ graphs). Classes register with :func:`register_attack`; their keyword-only ``__i
 parameters (and defaults) are the parameters users set with ``--param key=value`` or in sweep
 configs. Units and meanings come from the class attribute ``param_docs`` (``{name: text}``).
 
-:func:`evaluate_attack` is the one entry point the CLI and the sweep runner call: it dispatches to
-the image or graph runner, which returns an :class:`AttackOutcome` (metrics, per-sample rows and
-artefacts for reports).
+Running an attack over a dataset and summarising it is the evaluation layer's job
+(:func:`robustbench_geo.evaluation.evaluate_attack`).
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
-from robustbench_geo.check import unknown_name_error
+from robustbench_geo.registry import Registry
+
+#: ``image`` and ``graph`` attacks apply to one kind of data; ``any`` to both (the ``none`` attack)
+DOMAINS = ("image", "graph", "any")
 
 
 @dataclass(frozen=True)
 class AttackEntry:
     name: str
     cls: type
-    domain: str  # "image" or "graph"
+    domain: str  # "image", "graph" or "any"
     description: str
     params: dict  # name -> default (inspect.Parameter.empty when required)
     param_docs: dict
@@ -37,21 +39,28 @@ class AttackEntry:
             out.append(f"{p}{d}" + (f"  ({doc})" if doc else ""))
         return out
 
+    def defaults(self) -> dict:
+        """The parameters that have defaults, with their defaults."""
+        return {k: v for k, v in self.params.items() if v is not inspect.Parameter.empty}
 
-_ATTACKS: dict[str, AttackEntry] = {}
-#: prefix -> resolver(name) -> AttackEntry, e.g. "art" for ``art:ProjectedGradientDescent``
-_RESOLVERS: dict[str, Callable[[str], AttackEntry]] = {}
+    def fill(self, params: dict) -> dict:
+        """``params`` checked (:func:`check_params`) with the defaults filled in: what a run records."""
+        return {**self.defaults(), **check_params(self, params)}
+
+    def applies_to(self, domain: str) -> bool:
+        return self.domain in (domain, "any")
+
+
+ATTACKS: Registry[AttackEntry] = Registry("attack")
 
 
 def register_attack(name: str, *, domain: str, description: str = ""):
-    """Class decorator registering an attack under ``name`` for ``domain`` (``image``/``graph``)."""
-    if domain not in ("image", "graph"):
-        raise ValueError(f"domain: expected 'image' or 'graph', got {domain!r}")
+    """Class decorator registering an attack under ``name`` for ``domain`` (``image``/``graph``/``any``)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"domain: expected one of {', '.join(DOMAINS)}, got {domain!r}")
 
     def wrap(cls):
-        if name in _ATTACKS:
-            raise ValueError(f"attack {name!r} is already registered")
-        _ATTACKS[name] = make_entry(name, cls, domain, description)
+        ATTACKS.add(name, make_entry(name, cls, domain, description))
         return cls
 
     return wrap
@@ -67,34 +76,16 @@ def make_entry(name: str, cls, domain: str, description: str = "") -> AttackEntr
 
 def register_resolver(prefix: str, resolver: Callable[[str], AttackEntry]) -> None:
     """Resolve names ``prefix:...`` dynamically (e.g. ``art:`` for ART's evasion attacks)."""
-    _RESOLVERS[prefix] = resolver
+    ATTACKS.add_resolver(prefix, resolver)
 
 
-def _ensure_builtin() -> None:
-    import importlib
-
-    for mod in ("robustbench_geo.attacks.image", "robustbench_geo.attacks.graph"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a domain not installed yet in this checkout
-            if e.name != mod:
-                raise
-
-
-def list_attacks(domain: str | None = None) -> list[str]:
-    _ensure_builtin()
-    return sorted(n for n, e in _ATTACKS.items() if domain in (None, e.domain))
+def list_attacks(domain: str | None = None, pattern: str = "*") -> list[str]:
+    """Registered attack names matching the glob ``pattern``; with ``domain``, those that apply to it."""
+    return ATTACKS.names(pattern, None if domain is None else (lambda e: e.applies_to(domain)))
 
 
 def get_attack(name: str) -> AttackEntry:
-    _ensure_builtin()
-    if name in _ATTACKS:
-        return _ATTACKS[name]
-    prefix, sep, _ = name.partition(":")
-    if sep and prefix in _RESOLVERS:
-        return _RESOLVERS[prefix](name)
-    valid = list(_ATTACKS) + [f"{p}:<name>" for p in _RESOLVERS]
-    raise unknown_name_error("attack", name, valid)
+    return ATTACKS.get(name)
 
 
 def check_params(entry: AttackEntry, params: dict) -> dict:
@@ -110,49 +101,3 @@ def create_attack(name: str, model, **params):
     """Build attack ``name`` against ``model`` with validated ``params``."""
     entry = get_attack(name)
     return entry.cls(model, **check_params(entry, params))
-
-
-@dataclass
-class AttackOutcome:
-    """One attack run summarised for the CLI, the sweep store and reports.
-
-    Attributes:
-        attack: attack name.
-        params: the parameters used (defaults filled in).
-        seed: the attack seed.
-        metrics: numbers only: ``clean_accuracy``, ``robust_accuracy``, ``success_rate`` and
-            attack-specific ones (``flips``, ``mean_flow_px``, ``forward_passes``, ...).
-        rows: per-sample (images) or per-target (graphs) records, plain Python values.
-        artefacts: extra data for reports (example images, found parameters, edge flips, ...).
-        seconds: wall time of the attack.
-        config: everything needed to reproduce the run (model, dataset, versions, warp settings...).
-    """
-
-    attack: str
-    params: dict
-    seed: int
-    metrics: dict[str, float]
-    rows: list[dict] = field(default_factory=list)
-    artefacts: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    config: dict = field(default_factory=dict)
-
-
-def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, seed: int = 0, **kwargs) -> AttackOutcome:
-    """Run ``attack`` on ``model`` over ``dataset`` and summarise it (dispatches on the dataset type).
-
-    ``kwargs`` go to the domain runner (images: ``n``, ``batch_size``, ``device``, ``progress``;
-    graphs: ``mode``, ``checkpoint_meta``, ``budget``, ``targets`` ...).
-    """
-    from robustbench_geo.data.base import GraphDataset
-
-    entry = get_attack(attack)
-    domain = "graph" if isinstance(dataset, GraphDataset) else "image"
-    if entry.domain != domain:
-        raise ValueError(f"attack {attack!r} is a {entry.domain} attack but the dataset is {domain} data; "
-                         f"{domain} attacks: {', '.join(list_attacks(domain))}")
-    if domain == "image":
-        from robustbench_geo.attacks.image.runner import evaluate_image_attack as run
-    else:
-        from robustbench_geo.attacks.graph.runner import evaluate_graph_attack as run
-    return run(model, dataset, attack, params or {}, seed=seed, **kwargs)

@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-import robustbench_geo
+from robustbench_geo._version import __version__
 from robustbench_geo.cli.attack import attack
 from robustbench_geo.cli.listing import list_group
 from robustbench_geo.cli.report import report
@@ -16,7 +16,7 @@ from robustbench_geo.cli.train import evaluate, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(robustbench_geo.__version__, prog_name="rbgeo")
+@click.version_option(__version__, prog_name="rbgeo")
 def main():
     """robustbench_geo: geometric adversarial robustness of image and graph models."""
     # torch_geometric triggers torch's own deprecation warning at import; it is noise for CLI users

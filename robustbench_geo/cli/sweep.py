@@ -33,6 +33,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
       rbgeo sweep my_sweep.toml --executor ray --address auto
       rbgeo sweep my_sweep.toml --output runs/again --quiet
     """
+    from robustbench_geo.report import write_report
     from robustbench_geo.sweep import estimate, expand, list_presets, load_config, run_sweep
     from robustbench_geo.sweep.driver import unique_cells
 
@@ -57,7 +58,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
                    f"training is timed, attacks without history assume fixed passes per image)")
         return
     summary = run_sweep(cfg, executor=executor, jobs=jobs, address=address, data_root=data_root, threads=threads,
-                        progress=not quiet, report=not no_report, limit=limit)
+                        progress=not quiet, report=None if no_report else write_report, limit=limit)
     for line in summary.lines():
         click.echo(line)
     if summary.report:

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from robustbench_geo.check import unknown_name_error
 from robustbench_geo.data.base import GraphDataset, ImageDataset, split_hash
 from robustbench_geo.data.cluttered import load_mnist_cluttered
 from robustbench_geo.data.geometric import load_mnist_rotated, load_mnist_scaled
 from robustbench_geo.data.graphs import load_graph, load_prognn_perturbed
 from robustbench_geo.data.images import load_cifar10, load_fashion_mnist, load_mnist
 from robustbench_geo.data.root import ChecksumError, DataMissingError, resolve_data_root
+from robustbench_geo.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,32 +34,51 @@ class DatasetInfo:
     description: str = ""
 
 
-_IMAGE: dict[str, tuple[DatasetInfo, Callable]] = {
-    "mnist": (DatasetInfo("mnist", "image", 10, 1, (28, 28), "MNIST digits (torchvision)"), load_mnist),
-    "fashion-mnist": (DatasetInfo("fashion-mnist", "image", 10, 1, (28, 28), "Fashion-MNIST (torchvision)"), load_fashion_mnist),
-    "cifar10": (DatasetInfo("cifar10", "image", 10, 3, (32, 32), "CIFAR-10 (torchvision)"), load_cifar10),
-    "mnist-scaled": (DatasetInfo("mnist-scaled", "image", 10, 1, (28, 28),
-                                 "MNIST zoomed by Keras zoom in [1, 2.5] and shifted <= 20 % (seeded)"), load_mnist_scaled),
-    "mnist-rotated": (DatasetInfo("mnist-rotated", "image", 10, 1, (28, 28),
-                                  "MNIST rotated uniformly in +-max_angle_deg (default 45, seeded)"), load_mnist_rotated),
-    "mnist-cluttered": (DatasetInfo("mnist-cluttered", "image", 10, 1, (56, 56),
-                                    "MNIST digit at a random scale (0.7-1.5) and position on a 56x56 canvas, 4 clutter "
-                                    "pieces (seeded)"), load_mnist_cluttered),
-}
-_GRAPH: dict[str, DatasetInfo] = {
-    "cora": DatasetInfo("cora", "graph", 7, description="Cora: literature LCC (prognn/nettack splits) or Planetoid (public)"),
-    "citeseer": DatasetInfo("citeseer", "graph", 6, description="CiteSeer: literature LCC or Planetoid (public)"),
-    "pubmed": DatasetInfo("pubmed", "graph", 3, description="PubMed: Planetoid (public) or literature LCC"),
-    "cora_ml": DatasetInfo("cora_ml", "graph", 7, description="Cora-ML: literature LCC"),
-    "polblogs": DatasetInfo("polblogs", "graph", 2, description="Political blogs: literature LCC, identity features"),
-}
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: what it is and how to load it (``None`` for graphs: :func:`load_graph`)."""
+
+    info: DatasetInfo
+    loader: Callable | None = None
 
 
-def list_datasets(task: str | None = None) -> list[str]:
-    """Registered dataset names, optionally only ``image`` or ``graph`` ones."""
-    names = [n for n, (i, _) in _IMAGE.items() if task in (None, "image")]
-    names += [n for n in _GRAPH if task in (None, "graph")]
-    return sorted(names)
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(info: DatasetInfo, loader: Callable | None = None) -> DatasetInfo:
+    """Register a dataset; image datasets need ``loader(split, root, download, **options)``."""
+    if info.task not in ("image", "graph"):
+        raise ValueError(f"task: expected 'image' or 'graph', got {info.task!r}")
+    if info.task == "image" and loader is None:
+        raise ValueError(f"dataset {info.name!r}: image datasets need a loader")
+    DATASETS.add(info.name, DatasetEntry(info, loader))
+    return info
+
+
+for _info, _loader in (
+    (DatasetInfo("mnist", "image", 10, 1, (28, 28), "MNIST digits (torchvision)"), load_mnist),
+    (DatasetInfo("fashion-mnist", "image", 10, 1, (28, 28), "Fashion-MNIST (torchvision)"), load_fashion_mnist),
+    (DatasetInfo("cifar10", "image", 10, 3, (32, 32), "CIFAR-10 (torchvision)"), load_cifar10),
+    (DatasetInfo("mnist-scaled", "image", 10, 1, (28, 28),
+                 "MNIST zoomed by Keras zoom in [1, 2.5] and shifted <= 20 % (seeded)"), load_mnist_scaled),
+    (DatasetInfo("mnist-rotated", "image", 10, 1, (28, 28),
+                 "MNIST rotated uniformly in +-max_angle_deg (default 45, seeded)"), load_mnist_rotated),
+    (DatasetInfo("mnist-cluttered", "image", 10, 1, (56, 56),
+                 "MNIST digit at a random scale (0.7-1.5) and position on a 56x56 canvas, 4 clutter "
+                 "pieces (seeded)"), load_mnist_cluttered),
+    (DatasetInfo("cora", "graph", 7, description="Cora: literature LCC (prognn/nettack splits) or Planetoid (public)"), None),
+    (DatasetInfo("citeseer", "graph", 6, description="CiteSeer: literature LCC or Planetoid (public)"), None),
+    (DatasetInfo("pubmed", "graph", 3, description="PubMed: Planetoid (public) or literature LCC"), None),
+    (DatasetInfo("cora_ml", "graph", 7, description="Cora-ML: literature LCC"), None),
+    (DatasetInfo("polblogs", "graph", 2, description="Political blogs: literature LCC, identity features"), None),
+):
+    register_dataset(_info, _loader)
+del _info, _loader
+
+
+def list_datasets(task: str | None = None, pattern: str = "*") -> list[str]:
+    """Registered dataset names matching the glob ``pattern``, optionally only ``image`` or ``graph`` ones."""
+    return DATASETS.names(pattern, None if task is None else (lambda e: e.info.task == task))
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -70,7 +89,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         if "=" in part:
             k, v = part.split("=", 1)
             opts[k.strip()] = _coerce(v.strip())
-        elif name in _GRAPH:
+        elif name in DATASETS and DATASETS.get(name).info.task == "graph":
             opts["split"] = part.strip()
         else:
             raise ValueError(f"dataset spec {spec!r}: expected name:key=value[,key=value], got {part!r}")
@@ -79,11 +98,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 
 def dataset_info(spec: str) -> DatasetInfo:
     name, _ = parse_spec(spec)
-    if name in _IMAGE:
-        return _IMAGE[name][0]
-    if name in _GRAPH:
-        return _GRAPH[name]
-    raise unknown_name_error("dataset", name, list_datasets())
+    return DATASETS.get(name).info
 
 
 def load_dataset(spec: str, *, split: str | None = None, root=None, download: bool = True, seed: int = 0,
@@ -114,7 +129,7 @@ def load_dataset(spec: str, *, split: str | None = None, root=None, download: bo
     split = split or "train"
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test' for image dataset {name!r}, got {split!r}")
-    loader = _IMAGE[name][1]
+    loader = DATASETS.get(name).loader
     if name in ("mnist-scaled", "mnist-rotated", "mnist-cluttered"):
         opts["seed"] = seed
     try:
@@ -134,6 +149,7 @@ def _coerce(v: str):
 
 
 __all__ = [
-    "ChecksumError", "DataMissingError", "DatasetInfo", "GraphDataset", "ImageDataset", "dataset_info", "list_datasets",
-    "load_dataset", "load_graph", "load_prognn_perturbed", "parse_spec", "resolve_data_root", "split_hash",
+    "DATASETS", "ChecksumError", "DataMissingError", "DatasetEntry", "DatasetInfo", "GraphDataset", "ImageDataset", "dataset_info", "list_datasets",
+    "load_dataset", "load_graph", "load_prognn_perturbed", "parse_spec", "register_dataset", "resolve_data_root",
+    "split_hash",
 ]

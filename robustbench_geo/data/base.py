@@ -121,6 +121,35 @@ class GraphDataset:
         a[self.edge_index[0], self.edge_index[1]] = 1.0
         return a
 
+    @classmethod
+    def from_pyg(cls, data, name: str = "graph", split: str = "masks") -> "GraphDataset":
+        """A graph from a PyG ``Data`` with ``x``, ``edge_index``, ``y`` and ``train/val/test_mask``.
+
+        The structure is made canonical (both directions of every edge, no self-loops, sorted,
+        without duplicates), as every attack expects.
+        """
+        missing = [k for k in ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask")
+                   if getattr(data, k, None) is None]
+        if missing:
+            raise ValueError(f"data: expected a PyG Data with x, edge_index, y, train_mask, val_mask and test_mask, "
+                             f"missing {', '.join(missing)}")
+        x, y, ei = data.x.detach().float().cpu(), data.y.detach().long().cpu(), data.edge_index.detach().long().cpu()
+        n = x.shape[0]
+        if x.dim() != 2 or y.shape != (n,):
+            raise ValueError(f"data: expected x (N, F) and y (N,), got x {tuple(x.shape)} and y {tuple(y.shape)}")
+        if ei.dim() != 2 or ei.shape[0] != 2 or (ei.numel() and (ei.min() < 0 or ei.max() >= n)):
+            raise ValueError(f"data.edge_index: expected (2, E) node ids in [0, {n}), got shape {tuple(ei.shape)}")
+        idx = {}
+        for part in ("train", "val", "test"):
+            mask = getattr(data, f"{part}_mask").detach().cpu()
+            if mask.dtype != torch.bool or mask.shape != (n,):
+                raise ValueError(f"data.{part}_mask: expected a ({n},) bool mask, got {mask.dtype} {tuple(mask.shape)}")
+            idx[part] = mask.nonzero().squeeze(1)
+        ei = ei[:, ei[0] != ei[1]]
+        ids = torch.unique(torch.cat([ei[0] * n + ei[1], ei[1] * n + ei[0]]))
+        edge_index = torch.stack([ids // n, ids % n])
+        return cls(name, split, x, edge_index, y, idx["train"], idx["val"], idx["test"], {"source": "torch_geometric.data.Data"})
+
     def to_pyg(self):
         from torch_geometric.data import Data
 

@@ -13,7 +13,6 @@ Plug-ins follow the same protocol and are named ``package.module:factory``,
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import importlib.util
 import inspect
@@ -25,7 +24,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from robustbench_geo.check import unknown_name_error
+from robustbench_geo.data import list_datasets
+from robustbench_geo.registry import Registry
 
 ENTRY_POINT_GROUP = "robustbench_geo.models"
 
@@ -39,7 +39,7 @@ class ModelEntry:
     defaults: dict = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, *, task: str, description: str = "", **defaults):
@@ -48,37 +48,27 @@ def register_model(name: str, *, task: str, description: str = "", **defaults):
         raise ValueError(f"task: expected 'image' or 'graph', got {task!r}")
 
     def wrap(factory):
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, factory, task, doc, dict(defaults))
+        MODELS.add(name, ModelEntry(name, factory, task, doc, dict(defaults)))
         return factory
 
     return wrap
 
 
-def _ensure_builtin() -> None:
-    import robustbench_geo.models  # noqa: F401  (registers the built-in models)
-
-
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     """Registered names matching a glob ``pattern`` (e.g. ``"deform*"``), optionally of one task."""
-    _ensure_builtin()
     _load_entry_points()
-    return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or e.task in (task, "any")))
+    return MODELS.names(pattern, None if task is None else (lambda e: e.task in (task, "any")))
 
 
 def get_model_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``, or a plug-in entry for ``module:factory`` specs."""
-    _ensure_builtin()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    if name in MODELS:
+        return MODELS.get(name)
     if ":" in name:
         return _plugin_entry(name)
     _load_entry_points()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    raise unknown_name_error("model", name, _REGISTRY)
+    return MODELS.get(name)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -96,14 +86,8 @@ def check_task(name: str, info) -> str:
     task = getattr(info, "task", None) or ("graph" if hasattr(info, "edge_index") else "image")
     if entry.task not in (task, "any"):
         raise ValueError(f"model {name!r} is for {entry.task} data but dataset {getattr(info, 'name', '?')!r} is {task} data; "
-                         f"{entry.task} datasets: {', '.join(_datasets_of(entry.task))}")
+                         f"{entry.task} datasets: {', '.join(list_datasets(entry.task))}")
     return task
-
-
-def _datasets_of(task: str) -> list[str]:
-    from robustbench_geo.data import list_datasets
-
-    return list_datasets(task)
 
 
 def model_kwargs_for(name: str, info, **kwargs) -> dict:
@@ -153,34 +137,66 @@ def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> 
         raise ValueError(f"model {name!r}: expected output {what}, i.e. shape {want}, got {got}")
 
 
+class PluginError(ValueError):
+    """A plug-in model cannot be found or imported (missing file, error while importing, no factory)."""
+
+
+def is_plugin_spec(name: str) -> bool:
+    """Whether ``name`` is a plug-in spec (``module:factory`` or ``file.py:factory``) rather than a registered name.
+
+    Using a plug-in imports and runs its code, so the package only does that for specs the user gave.
+    """
+    return ":" in name and name not in MODELS
+
+
+def same_plugin(a: str, b: str) -> bool:
+    """Whether two plug-in specs name the same factory (file paths compared after resolving them)."""
+    ta, _, fa = a.rpartition(":")
+    tb, _, fb = b.rpartition(":")
+    if fa != fb:
+        return False
+    if _is_file_target(ta) and _is_file_target(tb):
+        return Path(ta).expanduser().resolve() == Path(tb).expanduser().resolve()
+    return ta == tb
+
+
+def _is_file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target
+
+
 def _plugin_entry(spec: str) -> ModelEntry:
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
-        raise ValueError(f"plug-in model {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'")
-    if target.endswith(".py") or "/" in target:
+        raise PluginError(f"plug-in model {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'")
+    if _is_file_target(target):
         path = Path(target).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"plug-in model {spec!r}: file {path} not found")
+            raise PluginError(f"plug-in model {spec!r}: file {path} not found")
         mod_name = f"rbgeo_plugin_{abs(hash(str(path.resolve())))}"
         mod_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any error in the user's file is reported as bad input
+            raise PluginError(f"plug-in model {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ValueError(f"plug-in model {spec!r}: cannot import {target!r}: {e}") from None
+            raise PluginError(f"plug-in model {spec!r}: cannot import {target!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001
+            raise PluginError(f"plug-in model {spec!r}: importing {target!r} raised {type(e).__name__}: {e}") from e
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise ValueError(f"plug-in model {spec!r}: {target!r} has no callable {attr!r}")
+        raise PluginError(f"plug-in model {spec!r}: {target!r} has no callable {attr!r}")
     task = getattr(factory, "task", "any")  # a plug-in serves the task of the dataset it is built for
     return ModelEntry(spec, factory, task, (inspect.getdoc(factory) or "plug-in").split("\n")[0])
 
 
 def _load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
+        if ep.name in MODELS:
             continue
         factory = ep.load()
-        _REGISTRY[ep.name] = ModelEntry(ep.name, factory, getattr(factory, "task", "any"),
-                                        (inspect.getdoc(factory) or "entry-point plug-in").split("\n")[0])
+        MODELS.add(ep.name, ModelEntry(ep.name, factory, getattr(factory, "task", "any"),
+                                        (inspect.getdoc(factory) or "entry-point plug-in").split("\n")[0]))

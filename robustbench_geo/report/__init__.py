@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-import robustbench_geo
+from robustbench_geo._version import __version__
 from robustbench_geo.report import plots
 from robustbench_geo.report.compare import compare, headline, lines, pivots, threat_models
 from robustbench_geo.report.tables import (
@@ -164,7 +164,7 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
     durations = plots.duration_figure(frame) if len(frame) else None
     html = _env().get_template("report.html").render(
         title=title or f"robustbench_geo sweep: {sweep}", sweep=sweep, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        package_version=robustbench_geo.__version__, summary=rows, cells=cells_table, failed=failed,
+        package_version=__version__, summary=rows, cells=cells_table, failed=failed,
         headline=headline(frame) if counts.get("done") else [status_message(counts)], pivots=pivots(frame),
         counts=counts,
         figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,

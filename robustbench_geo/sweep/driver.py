@@ -15,11 +15,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
 from robustbench_geo.stats import accuracy_interval
-from robustbench_geo.sweep.config import Cell, SweepConfig, expand
+from robustbench_geo.sweep.cells import Cell, expand
+from robustbench_geo.sweep.config import SweepConfig
+from robustbench_geo.sweep.executors import make_executor
 from robustbench_geo.sweep.runner import default_checkpoint_cache, run_cell, write_artefacts
 from robustbench_geo.sweep.store import ResultStore, owner_id
 
@@ -126,9 +129,9 @@ def _logger(folder: Path) -> tuple[logging.Logger, Path]:
 
 
 def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, address: str | None = None,
-              data_root=None, threads: int | None = None, progress: bool = True, report: bool = True,
-              limit: int | None = None) -> SweepSummary:
-    """Run every unfinished cell of ``cfg`` and (by default) write the report.
+              data_root=None, threads: int | None = None, progress: bool = True,
+              report: Callable[[Path], dict] | None = None, limit: int | None = None) -> SweepSummary:
+    """Run every unfinished cell of ``cfg`` and optionally write the report.
 
     Args:
         cfg: a validated sweep (:func:`~robustbench_geo.sweep.config.load_config`).
@@ -138,14 +141,17 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         threads: torch threads per cell (default: executor-specific).
         progress: report progress: bars (cells; epochs and attack iterations with the local executor)
             when stderr is a terminal, else one line per finished cell on stderr (no redraws in logs).
-        report: write ``report.html``, ``results.csv``, ``summary.md`` and JSON at the end.
+        report: called with the output folder at the end, returning paths with an ``"html"`` key
+            (the CLI passes :func:`robustbench_geo.report.write_report`; the sweep layer does not
+            import the report layer, which reads the sweep's store). ``None`` or ``False``: no report.
         limit: run at most this many cells (the rest stay pending).
 
     Raises:
         StoreError: the output folder holds another sweep's or an incompatible store (before any work).
     """
-    from robustbench_geo.sweep.executors import make_executor
-
+    if report is not None and report is not False and not callable(report):
+        raise TypeError("report: expected a function of the output folder such as robustbench_geo.report.write_report, "
+                        f"or None, got {report!r}")
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
     store = ResultStore(cfg.output, cfg.name)  # refuses another sweep's store before any work
@@ -221,9 +227,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         summary.seconds = time.perf_counter() - t0
         store.close()
     if report:
-        from robustbench_geo.report import write_report
-
-        summary.report = write_report(cfg.output)["html"]
+        summary.report = report(cfg.output)["html"]
     log.info("finished in %.1f s: %d ran, %d failed, %d skipped", summary.seconds, len(summary.ran),
              len(summary.failed), summary.skipped_done)
     for h in list(log.handlers):

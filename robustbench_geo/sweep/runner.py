@@ -3,7 +3,9 @@
 :func:`run_cell` is a plain function of JSON-ready arguments, so the local executor, worker
 processes and Ray tasks all call the same code: it trains the cell's model or reuses the cached
 checkpoint (keyed by the training hash, guarded by a file lock so parallel workers train a model
-once), loads the evaluation data, calls :func:`robustbench_geo.attacks.evaluate_attack`, and for
+once), or, for a ``checkpoint =`` or pretrained ``factory =`` model, loads it as given (never
+training it, and refusing weights that changed since the cell was keyed), loads the evaluation
+data, calls :func:`robustbench_geo.evaluation.evaluate_attack`, and for
 deformable models records where the deformable layers sample on a clean and an attacked image.
 It returns plain data; only the driver writes files and the store (:func:`write_artefacts`).
 """
@@ -19,6 +21,15 @@ import traceback
 from pathlib import Path
 
 import torch
+
+from robustbench_geo._version import versions
+from robustbench_geo.checkpoint import CheckpointError, load_checkpoint, weights_sha256
+from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.evaluation import evaluate_attack
+from robustbench_geo.models import set_deform_backend
+from robustbench_geo.models.deformable import deformable_layers
+from robustbench_geo.models.loading import load_model
+from robustbench_geo.training import fit
 
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
 CHECKPOINT_EVAL_SUBSET = 200
@@ -47,15 +58,12 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
     Returns:
         ``(model, checkpoint metadata, checkpoint path, seconds spent training (0 when cached))``.
     """
-    from robustbench_geo.checkpoint import CheckpointError, load_checkpoint
-    from robustbench_geo.training import fit
-
     t = cell_config["training"]
     stem = Path(cache_dir) / f"{t['model'].replace('/', '_').replace(':', '_')}-{train_hash[:16]}"
     with _file_lock(stem.with_suffix(".lock")):
         if stem.with_suffix(".json").exists():
             try:
-                model, meta = load_checkpoint(stem, device=device)
+                model, meta = load_checkpoint(stem, device=device, plugin=t["model"])  # the sweep file named it
                 return model, meta, stem, 0.0
             except CheckpointError:
                 pass  # a damaged cache entry is retrained and replaced
@@ -69,9 +77,29 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
         return res.model.to(device).eval(), res.meta, stem, res.meta["train_seconds"]
 
 
-def _is_image(spec: str) -> bool:
-    from robustbench_geo.data import dataset_info
+def evaluated_model(cell_config: dict, dataset, *, device: str = "cpu"):
+    """The model of a ``checkpoint =`` or ``factory = ... pretrained = true`` cell, loaded as given (never trained).
 
+    Its weights must still be the ones the cell was keyed by: changed weights are another cell.
+
+    Returns:
+        ``(model, metadata, where the weights came from)``.
+    """
+    m = cell_config["model"]
+    if m["source"] == "checkpoint":
+        model, meta = load_model(m["plugin"], checkpoint=m["checkpoint"], data=dataset, device=device)
+        sha, where = weights_sha256(m["checkpoint"]), m["checkpoint"]
+    else:
+        model, meta = load_model(m["name"], weights=m["weights"], data=dataset, preprocessing=m["preprocessing"],
+                                 params=m["params"], device=device)
+        sha, where = meta["weights_sha256"], m["weights"] or m["name"]
+    if sha != m["weights_sha256"]:
+        raise ValueError(f"model {m['label']!r}: its weights changed since the sweep was expanded (sha256 "
+                         f"{sha[:12]}... != {m['weights_sha256'][:12]}...): run the sweep again for new cells")
+    return model, meta, where
+
+
+def _is_image(spec: str) -> bool:
     return dataset_info(spec).task == "image"
 
 
@@ -90,28 +118,24 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        from robustbench_geo.attacks import evaluate_attack
-        from robustbench_geo.checkpoint import versions
-        from robustbench_geo.data import load_dataset
-        from robustbench_geo.models import set_deform_backend
-
-        model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
-                                                   device=device, progress=progress)
-        backend = set_deform_backend(model, deform_backend, device=device)
         ds_cfg, att, seed = cell_config["dataset"], cell_config["attack"], cell_config["seed"]
         runner = dict(att["runner"])
+        if cell_config["model"].get("source", "train") == "train":
+            model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
+                                                       device=device, progress=progress)
+            ds = _evaluation_data(ds_cfg["spec"], meta.get("task"), runner, data_root, seed)
+        else:
+            ds = _evaluation_data(ds_cfg["spec"], cell_config["model"]["task"], runner, data_root, seed)
+            model, meta, stem = evaluated_model(cell_config, ds, device=device)
+            train_s = 0.0
+        backend = set_deform_backend(model, deform_backend, device=device)
         if meta.get("task") == "image":
-            ds = load_dataset(ds_cfg["spec"], split="test", root=data_root, seed=seed, subset=runner.get("n"))
             runner["n"] = len(ds)
             kwargs = {**runner, "device": device, "progress": progress}
         else:
-            ds = load_dataset(ds_cfg["spec"], root=data_root, seed=seed)
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
         ta, ca = time.perf_counter(), time.process_time()
-        if att["name"] == "none":
-            outcome = clean_outcome(model, ds, seed=seed)
-        else:
-            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+        outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s, attack_cpu = time.perf_counter() - ta, time.process_time() - ca
         metrics = dict(outcome.metrics)
         metrics.setdefault("n", float(len(outcome.rows)))  # samples behind the accuracies (one row per sample/node/target)
@@ -128,6 +152,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             "info": {"device": str(device), "deform_backend": backend, "versions": versions(), "host": socket.gethostname(),
                      "threads": torch.get_num_threads(), "checkpoint_clean_accuracy": meta.get("clean_accuracy"),
                      "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
+                     "model_source": meta.get("source", "train"), "weights_sha256": meta.get("weights_sha256"),
                      "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {}),
                      # CPU seconds of this process (all torch threads): comparable across machine loads
                      "cpu_seconds": time.process_time() - c0, "attack_cpu_seconds": attack_cpu},
@@ -136,34 +161,10 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
 
 
-def clean_outcome(model, dataset, *, seed: int = 0):
-    """The ``none`` attack: clean predictions only (robust accuracy = clean accuracy).
-
-    Images: every image of ``dataset``; graphs: the test nodes.
-    """
-    from robustbench_geo.attacks.base import AttackOutcome
-    from robustbench_geo.data.base import GraphDataset
-    from robustbench_geo.evaluation import graph_logits, predict_logits
-
-    t0 = time.perf_counter()
-    if isinstance(dataset, GraphDataset):
-        idx = dataset.idx_test
-        pred = graph_logits(model, dataset).argmax(1)[idx]
-        labels = dataset.y[idx]
-        config = {"split": dataset.split, "split_hash": dataset.split_hash, "nodes": "test"}
-    else:
-        idx = torch.arange(len(dataset))
-        pred = predict_logits(model, dataset.images).argmax(1)
-        labels = dataset.labels
-        config = {"dataset_meta": {k: v for k, v in dataset.meta.items() if k != "params"}}
-    correct = (pred == labels)
-    acc = int(correct.sum()) / len(labels) if len(labels) else float("nan")
-    rows = [{"index": int(i), "label": int(y), "clean_pred": int(p), "correct": bool(c)}
-            for i, y, p, c in zip(idx.tolist(), labels.tolist(), pred.tolist(), correct.tolist())]
-    from robustbench_geo.checkpoint import versions
-
-    return AttackOutcome("none", {}, seed, {"clean_accuracy": acc, "robust_accuracy": acc, "n": float(len(labels))},
-                         rows, {}, time.perf_counter() - t0, {**config, "versions": versions()})
+def _evaluation_data(spec: str, task: str | None, runner: dict, data_root, seed: int):
+    if task == "image":
+        return load_dataset(spec, split="test", root=data_root, seed=seed, subset=runner.get("n"))
+    return load_dataset(spec, root=data_root, seed=seed)
 
 
 def _cpu(obj):
@@ -190,8 +191,6 @@ def sampling_locations(model, clean: torch.Tensor, adversarial: torch.Tensor, po
     Returns:
         ``{layer: {"clean": (P, K, 2), "adversarial": (P, K, 2), "regular": (P, K, 2)}}``, ``[y, x]`` pixels.
     """
-    from robustbench_geo.models.deformable import deformable_layers
-
     layers = deformable_layers(model)
     dev = next(model.parameters()).device
     shapes, outs = {}, {}

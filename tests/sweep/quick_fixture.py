@@ -49,10 +49,11 @@ def _relabel(cfg):
 @pytest.fixture(scope="session")
 def quick_sweep(tmp_path_factory, mnist_root, cora_root):
     """``(config, summary)`` of the shrunk quick preset, run once with its report."""
+    from robustbench_geo.report import write_report
     from robustbench_geo.sweep import load_config, run_sweep
 
     tmp = tmp_path_factory.mktemp("quick")
     cfg = _relabel(shrink(load_config("quick", output=tmp / "quick")))
     cfg = dataclasses.replace(cfg, checkpoint_cache=str(tmp / "ckpt"))
-    summary = run_sweep(cfg, progress=False, threads=1)
+    summary = run_sweep(cfg, progress=False, threads=1, report=write_report)
     return cfg, summary

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from robustbench_geo.cli import main
@@ -20,15 +22,33 @@ def test_quick_preset_end_to_end(quick_sweep):
     with ResultStore(out, "quick") as store:
         assert store.status_counts() == {"done": summary.total}
         rows = store.cells()
-    image = [r for r in rows if "n" in r["config"]["attack"]["runner"] and r["config"]["attack"]["name"] != "none"]
+    image = [r for r in rows if "n" in r["config"]["attack"]["runner"]]
     graph = [r for r in rows if r["config"]["attack"]["runner"].get("mode")]
-    assert image and graph
-    for r in image:  # every attacked image cell re-verified by the runner: robust <= clean
-        assert r["metrics"]["robust_accuracy"] <= r["metrics"]["clean_accuracy"] + 1e-9
+    assert image and graph and any(r["config"]["attack"]["name"] == "none" for r in image)
+    clean_by_model: dict = {}
+    for r in image:  # the stored metrics are what the stored per-image rows say
+        m, per_image = r["metrics"], pd.read_csv(out / r["artefact_dir"] / "rows.csv")
+        correct = per_image["clean_pred"] == per_image["label"]
+        assert len(per_image) == m["n"] == cfg.datasets[r["config"]["dataset"]["label"]].test_subset
+        assert m["clean_accuracy"] == pytest.approx(correct.mean())
+        if r["config"]["attack"]["name"] != "none":
+            held = per_image["adv_pred"] == per_image["label"]
+            assert m["robust_accuracy"] == pytest.approx((correct & held).mean()) and m["verification_mismatches"] == 0
+        key = (r["config"]["model"]["label"], r["config"]["dataset"]["label"], r["seed"])
+        clean_by_model.setdefault(key, set()).add(tuple(per_image["clean_pred"]))
+    assert all(len(v) == 1 for v in clean_by_model.values())  # one model, one test subset: one set of clean predictions
     for r in graph:
-        assert r["metrics"]["flips"] <= r["metrics"]["budget"]
+        m = r["metrics"]
+        assert m["flips"] == m["insertions"] + m["deletions"] <= m["budget"]
+        if r["config"]["attack"]["runner"]["mode"] == "evasion":  # the same trained GCN: the same clean accuracy
+            clean_by_model.setdefault((r["config"]["model"]["label"], r["seed"]), set()).add(m["clean_accuracy"])
+    assert all(len(v) == 1 for v in clean_by_model.values())
     for name in ("report.html", "results.csv", "summary.md"):
         assert (out / name).stat().st_size > 0
+    tidy = pd.read_csv(out / "results.csv")  # one row per cell x metric, with the stored values
+    assert set(tidy["hash"]) == {r["hash"] for r in rows}
+    robust = tidy[tidy["metric"] == "robust_accuracy"].set_index("hash")["value"]
+    assert all(robust[r["hash"]] == pytest.approx(r["metrics"]["robust_accuracy"]) for r in rows)
     assert list((out / "logs").glob("sweep-*.log"))
     # re-running finds everything done
     again = run_sweep(cfg, progress=False, report=False)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from robustbench_geo.attacks.base import AttackEntry, register_resolver
+from robustbench_geo.attacks.base import AttackEntry, create_attack, get_attack, register_resolver
 from robustbench_geo.attacks.image.core import ImageAttack, Work
 from robustbench_geo.check import unknown_name_error
 
@@ -164,16 +164,12 @@ def _geometric_evasion_class():
 
         def __init__(self, estimator, attack: str = "grid", **params):
             super().__init__(estimator=estimator)
-            from robustbench_geo.attacks.base import get_attack
-
             entry = get_attack(attack)
             if entry.domain != "image":
                 raise ValueError(f"attack: expected an image attack, got {attack!r} ({entry.domain})")
             self.attack, self.params, self.last_result = attack, params, None
 
         def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
-            from robustbench_geo.attacks.base import create_attack
-
             est = self.estimator
             if any(not _is_identity(op) for op in getattr(est, "preprocessing_operations", None) or []):
                 raise ValueError("estimator: expected a classifier without preprocessing (inputs in [0, 1]), "

@@ -6,8 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robustbench_geo.attacks import evaluate_attack
-from robustbench_geo.attacks.graph.runner import select_targets, write_artefacts
+from robustbench_geo.evaluation import evaluate_attack
+from robustbench_geo.evaluation.graph import select_targets, write_artefacts
 from robustbench_geo.cli import main
 from robustbench_geo.evaluation import graph_accuracy
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from robustbench_geo.attacks import create_attack, evaluate_attack, get_attack, list_attacks
+from robustbench_geo.attacks import create_attack, get_attack, list_attacks
+from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.attacks.image import GridAttack, WorstOfK
 from robustbench_geo.attacks.image.search import FIELDS, params_in_box
 from robustbench_geo.geometry import affine_matrix, warp

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_geo.attacks import evaluate_attack, get_attack
+from robustbench_geo.attacks import get_attack
+from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.attacks.image import to_art
 from robustbench_geo.attacks.image.art_bridge import GeometricEvasion
 

@@ -1,8 +1,8 @@
 """Evaluation protocols for structure attacks: evasion and poisoning, global and 40-target.
 
 * **Evasion**: the attack perturbs the graph; the given (trained) model is evaluated on it.
-* **Poisoning**: the attack perturbs the graph; a fresh model (``checkpoint_meta["model"]`` with
-  ``["model_kwargs"]``) is trained on it with the checkpoint's training config
+* **Poisoning**: the attack perturbs the graph; a fresh model (``fresh_model()``, else
+  ``checkpoint_meta["model"]`` with ``["model_kwargs"]``) is trained on it with the checkpoint's training config
   (:func:`~robustbench_geo.training.train_graph_model`, seed = attack seed) and evaluated; the clean
   reference is the same architecture trained with the same seed on the clean graph.
 * **Global** attacks report test accuracy; ``success_rate`` is the fraction of test nodes that
@@ -18,17 +18,25 @@ fed to the model's sparse ``forward`` (evasion) or a model is retrained on it (p
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
 
-from robustbench_geo.attacks.base import AttackOutcome, check_params, get_attack
+from robustbench_geo._version import versions
+from robustbench_geo.attacks.base import get_attack
 from robustbench_geo.attacks.graph.base import GraphPerturbation, check_perturbation, check_target, degrees
 from robustbench_geo.data.base import GraphDataset
+from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
+from robustbench_geo.models.predict import graph_logits, model_device, on_device
+from robustbench_geo.models.registry import create_model
+from robustbench_geo.training import TrainConfig, default_config, seed_everything, train_graph_model
 
 MODES = ("evasion", "poisoning")
 
@@ -61,23 +69,20 @@ def _margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _predict(model, graph: GraphDataset, edge_index: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-    from robustbench_geo.evaluation import graph_logits
-
     g = graph if x is None else graph.with_edges(graph.edge_index, x)
     return graph_logits(model, g, edge_index)
 
 
-def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, device, edge_index=None, x=None):
-    from robustbench_geo.models import create_model
-    from robustbench_geo.training import TrainConfig, seed_everything, train_graph_model
-
-    if not checkpoint_meta or "model" not in checkpoint_meta:
+def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, device, edge_index=None, x=None,
+             fresh_model: Callable[[], nn.Module] | None = None):
+    if fresh_model is None and (not checkpoint_meta or "model" not in checkpoint_meta):
         raise ValueError("mode='poisoning' retrains the model: expected checkpoint_meta with 'model', 'model_kwargs' "
-                         "and 'train' (the checkpoint's JSON metadata), got none")
-    cfg = dict(checkpoint_meta.get("train") or {})
+                         "and 'train' (the checkpoint's JSON metadata) or fresh_model, got neither")
+    cfg = dict((checkpoint_meta or {}).get("train") or asdict(default_config("graph")))
     cfg["seed"] = seed
     seed_everything(seed)
-    model = create_model(checkpoint_meta["model"], **checkpoint_meta.get("model_kwargs", {}))
+    model = fresh_model() if fresh_model is not None else \
+        create_model(checkpoint_meta["model"], **checkpoint_meta.get("model_kwargs", {}))
     g = graph if edge_index is None and x is None else graph.with_edges(
         graph.edge_index if edge_index is None else edge_index, x)
     train_graph_model(model, g, TrainConfig(**cfg), device=device, progress=False)
@@ -86,16 +91,16 @@ def _retrain(graph: GraphDataset, checkpoint_meta: dict | None, seed: int, devic
 
 def resolve_params(entry, params: dict, budget) -> dict:
     """The attack's parameters with defaults filled in and ``budget`` mapped to its budget parameter."""
-    full = {**{k: v for k, v in entry.params.items() if v is not inspect.Parameter.empty},
-            **check_params(entry, params)}
+    full = entry.fill(params)
     if budget is not None:
         full[entry.cls.budget_param] = budget
     return full
 
 
 def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict | None = None, *, seed: int = 0,
-                          mode: str = "evasion", budget=None, checkpoint_meta: dict | None = None, device="cpu",
-                          progress: bool = True, targets: list[int] | None = None, **_) -> AttackOutcome:
+                          mode: str = "evasion", budget=None, checkpoint_meta: dict | None = None, device=None,
+                          progress: bool = True, targets: list[int] | None = None,
+                          fresh_model: Callable[[], nn.Module] | None = None) -> AttackOutcome:
     """Run structure attack ``attack`` on ``graph`` against ``model`` under protocol ``mode``.
 
     Args:
@@ -106,24 +111,24 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
         mode: ``evasion`` or ``poisoning``.
         budget: overrides the attack's budget parameter: a fraction of edges (global attacks) or a
             count of flips per target (targeted; ``None`` keeps the default, degree + 2).
-        checkpoint_meta: the checkpoint's metadata (needed for poisoning).
+        checkpoint_meta: the checkpoint's metadata (poisoning: the model to rebuild and its training
+            settings; without ``train`` the graph defaults of :func:`~robustbench_geo.training.default_config`).
+        fresh_model: poisoning: builds the untrained model to retrain (instead of ``checkpoint_meta["model"]``).
         targets: explicit target nodes for targeted attacks (default: the 40-target protocol).
+        device: where the model runs (and poisoning retrains); ``None`` (default): where it is. The
+            caller's model is never moved (a copy runs elsewhere).
 
     Returns:
         :class:`~robustbench_geo.attacks.base.AttackOutcome` with metrics ``clean_accuracy``,
         ``robust_accuracy``, ``success_rate``, ``flips``, ``insertions``, ``deletions``, ``budget``.
     """
-    from tqdm.auto import tqdm
-
-    from robustbench_geo.checkpoint import versions
-    from robustbench_geo.training import seed_everything
-
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     entry = get_attack(attack)
     full = resolve_params(entry, params or {}, budget)
     graph = graph.to("cpu")
-    model = model.to(device).eval()
+    model = on_device(model, device).eval()
+    device = model_device(model)
     seed_everything(seed)
     attacker = entry.cls(model, **full)
     if hasattr(attacker, "progress"):
@@ -132,28 +137,27 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
     clean_logits = _predict(model, graph, graph.edge_index)
     y, test = graph.y, graph.idx_test
     if mode == "poisoning":
-        clean_model = _retrain(graph, checkpoint_meta, seed, device)
+        clean_model = _retrain(graph, checkpoint_meta, seed, device, fresh_model=fresh_model)
         clean_logits_eval = _predict(clean_model, graph, graph.edge_index)
     else:
         clean_logits_eval = clean_logits
     clean_correct = clean_logits_eval.argmax(1) == y
-    clean_acc = clean_correct[test].float().mean().item()
+    clean_acc = summarise(clean_correct[test], clean_correct[test])["clean_accuracy"]
     if getattr(entry.cls, "targeted", False):
         metrics, rows, results = _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode,
-                                           checkpoint_meta, device, progress, targets, tqdm)
+                                           checkpoint_meta, device, progress, targets, fresh_model)
     else:
         seed_everything(seed)
         res = attacker(graph, seed=seed)
         if mode == "poisoning":
-            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x)
+            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x, fresh_model)
             logits = _predict(victim, graph, res.edge_index, res.x)
         else:
             logits = _predict(model, graph, res.edge_index, res.x)
         pred = logits.argmax(1)
         now_correct = pred == y
-        was = clean_correct[test]
-        metrics = {"robust_accuracy": now_correct[test].float().mean().item(),
-                   "success_rate": ((~now_correct[test]) & was).sum().item() / max(int(was.sum()), 1)}
+        summary = summarise(clean_correct[test], now_correct[test], robust_needs_clean=False)
+        metrics = {k: summary[k] for k in ("robust_accuracy", "success_rate")}
         rows = [{"node": int(i), "label": int(y[i]), "clean_prediction": int(clean_logits_eval[i].argmax()),
                  "prediction": int(pred[i]), "clean_correct": bool(clean_correct[i]), "correct": bool(now_correct[i])}
                 for i in test.tolist()]
@@ -185,7 +189,7 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
 
 
 def _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode, checkpoint_meta, device, progress,
-              targets, tqdm):
+              targets, fresh_model):
     y = graph.y
     if targets is None:
         correct = clean_logits_eval.argmax(1) == y
@@ -197,7 +201,7 @@ def _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mod
         res: GraphPerturbation = attacker(graph, t, seed=seed)
         check_perturbation(graph, res)
         if mode == "poisoning":
-            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x)
+            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x, fresh_model)
             logits = _predict(victim, graph, res.edge_index, res.x)
         else:
             logits = _predict(model, graph, res.edge_index, res.x)

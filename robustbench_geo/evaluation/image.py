@@ -7,15 +7,16 @@ images, both in eval mode, batched independently of the attack.
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_geo.attacks.base import AttackOutcome, check_params, get_attack
-from robustbench_geo.evaluation import predict_logits
+from robustbench_geo._version import versions
+from robustbench_geo.attacks.base import check_params, create_attack, get_attack
+from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
+from robustbench_geo.models.predict import model_device, on_device, predict_logits
 
 #: the number of example pairs kept in ``artefacts["examples"]``
 MAX_EXAMPLES = 16
@@ -27,17 +28,20 @@ def _batch_seed(seed: int, start: int) -> int:
 
 
 def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: int = 0, batch_size: int = 256,
-                          device: str = "cpu", progress: bool = True, **_) -> AttackOutcome:
+                          device=None, progress: bool = True, n: int | None = None) -> AttackOutcome:
     """Attack every image of ``dataset`` and summarise.
 
     Args:
         model: image classifier ``(B, C, H, W)`` in ``[0, 1]`` -> logits.
-        dataset: :class:`~robustbench_geo.data.base.ImageDataset` (all its images are attacked).
+        dataset: :class:`~robustbench_geo.data.base.ImageDataset` (all its images are attacked), or
+            anything with ``images`` ``(N, C, H, W)`` in ``[0, 1]`` and ``labels`` ``(N,)``.
         attack: registered attack name (``grid``, ``art:ProjectedGradientDescent``, ...).
         params: attack parameters (``rbgeo list attacks``); defaults are filled in and recorded.
         seed: attack seed (batch ``i`` uses a seed derived from it and the batch start).
         batch_size: images per attack call.
-        device: torch device for the model and the images.
+        device: where the model runs; ``None`` (default): where it is. A model on another device is
+            evaluated on a copy there; the caller's model is never moved.
+        n: the number of images the caller selected (recorded by sweeps; must equal ``len(dataset)``).
 
     Returns:
         :class:`AttackOutcome` with metrics ``clean_accuracy``, ``robust_accuracy`` (correct and
@@ -45,20 +49,19 @@ def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: in
         ``forward_passes``, ``backward_passes`` and attack-specific numbers; one row per image;
         up to 16 example pairs (fooled ones first).
     """
-    from robustbench_geo.attacks.base import create_attack
-    from robustbench_geo.checkpoint import versions
-
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive number of images, got {batch_size}")
     entry = get_attack(attack)
-    params = check_params(entry, dict(params))
+    params = check_params(entry, params)
     if "seed" in entry.params:
         params["seed"] = seed
-    model = model.to(device).eval()
+    filled = {**entry.defaults(), **params}
+    model = on_device(model, device).eval()
+    device = model_device(model)
     atk = create_attack(attack, model, **params)
-    filled = {k: v for k, v in entry.params.items() if v is not inspect.Parameter.empty}
-    filled.update(params)
     images, labels = dataset.images, dataset.labels
+    if n is not None and n != images.shape[0]:
+        raise ValueError(f"n: expected the number of images in the dataset ({images.shape[0]}), got {n}")
     n = images.shape[0]
     t0 = time.perf_counter()
     rows, adv_all, results = [], [], []
@@ -86,18 +89,14 @@ def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: in
     adv_pred = predict_logits(model, adv).argmax(1)
     correct = clean_pred == labels
     fooled = adv_pred != labels
-    robust = correct & ~fooled
     claimed = torch.cat([r.success.cpu() for r in results]) if results else fooled
     loss = torch.cat([r.loss.detach().float().cpu() for r in results]) if results else torch.zeros(0)
     flat = [p for r in results for p in r.flat_params()]
     for i in range(n):
         rows.append({"index": i, "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
                      "success": bool(fooled[i] and correct[i]), "loss": float(loss[i]), **flat[i]})
-    n_correct = int(correct.sum())
     metrics = {
-        "clean_accuracy": n_correct / n if n else 0.0,
-        "robust_accuracy": int(robust.sum()) / n if n else 0.0,
-        "success_rate": int((correct & fooled).sum()) / n_correct if n_correct else 0.0,
+        **summarise(correct, ~fooled),
         "forward_passes": float(fw), "backward_passes": float(bw),
         "verification_mismatches": float(int((claimed != fooled).sum())),
         "max_pixel_range_violation": float(max(0.0, (adv.max().item() - 1) if n else 0.0, (-adv.min().item()) if n else 0.0)),

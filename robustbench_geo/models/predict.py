@@ -1,6 +1,13 @@
-"""Clean evaluation: predictions and accuracy for image and graph models."""
+"""Forward passes of a model over a dataset, batched, in eval mode; clean accuracy.
+
+This is how every higher layer runs a model on data (training's checkpoint accuracy, the
+evaluation runners' re-verification): inputs move to the model's device, the model never moves,
+and logits come back on the CPU.
+"""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn as nn
@@ -9,8 +16,30 @@ from robustbench_geo.data.base import GraphDataset, ImageDataset
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model without either."""
     p = next(iter(model.parameters()), None)
+    if p is None:
+        p = next(iter(model.buffers()), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def on_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
+    """``model`` itself when ``device`` is ``None`` or where it already is, else a copy on ``device``.
+
+    The caller's model is never moved (``nn.Module.to`` moves in place).
+    """
+    if device is None or _same_device(model_device(model), torch.device(device)):
+        return model
+    return copy.deepcopy(model).to(device)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 @torch.inference_mode()
@@ -33,6 +62,7 @@ def image_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 51
 @torch.inference_mode()
 def graph_logits(model: nn.Module, graph: GraphDataset, edge_index: torch.Tensor | None = None,
                  edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``(N, num_classes)`` of every node (on CPU), in eval mode, on ``edge_index`` (default: the graph's)."""
     model.eval()
     dev = model_device(model)
     ei = graph.edge_index if edge_index is None else edge_index
@@ -47,7 +77,7 @@ def graph_accuracy(model: nn.Module, graph: GraphDataset, nodes: str | torch.Ten
     return (pred[idx.cpu()] == graph.y.cpu()[idx.cpu()]).float().mean().item()
 
 
-def evaluate(model: nn.Module, dataset) -> float:
+def accuracy(model: nn.Module, dataset) -> float:
     """Clean accuracy for either kind of dataset (test nodes for graphs)."""
     if isinstance(dataset, GraphDataset):
         return graph_accuracy(model, dataset)

@@ -1,0 +1,158 @@
+"""The package's import graph: layers point one way and no module takes part in a cycle.
+
+Layers (lowest first): foundations -> geometry/ops -> data -> models -> checkpoint -> training ->
+attacks -> evaluation -> sweep -> report -> api -> cli. Every import counts, at module level or
+inside a function: a function-level import is a way to defer a cost, never a way around the
+layering. Run as a script to print the graph's violations: ``python tests/test_layers.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = "robustbench_geo"
+ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+
+#: top-level unit of the package -> layer (a unit may import its own layer or lower ones)
+LAYERS = {
+    "_version": 0, "check": 0, "registry": 0, "stats": 0,
+    "geometry": 1, "ops": 1,
+    "data": 2,
+    "models": 3,
+    "checkpoint": 4,
+    "training": 5, "fewshot": 5,
+    "attacks": 6,
+    "evaluation": 7,
+    "sweep": 8,
+    "report": 9,
+    "api": 10,
+    "cli": 11, "__main__": 11,
+}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package: dotted name -> file (packages by their ``__init__.py``)."""
+    out = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules ``name`` imports anywhere in its file (the most specific existing module)."""
+    tree = ast.parse(path.read_text(), str(path))
+    is_pkg = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor if is_pkg else anchor[:-1]
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t.startswith(PACKAGE) and t != name:
+                found.add(t)
+    return found
+
+
+def unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {m: imports(m, p, set(mods)) for m, p in mods.items()}
+
+
+def upward_imports(g: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for m, targets in g.items():
+        if m == PACKAGE:
+            continue
+        for t in targets:
+            if t == PACKAGE:
+                continue  # the root only defines __version__ and lazy names (checked separately)
+            if LAYERS[unit(t)] > LAYERS[unit(m)]:
+                bad.append(f"{m} (layer {unit(m)}) imports {t} (higher layer {unit(t)})")
+    return sorted(bad)
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+    for v in g:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_unit_has_a_layer():
+    units = {unit(m) for m in modules()} - {""}
+    assert units <= set(LAYERS), f"expected every top-level module in LAYERS, missing: {sorted(units - set(LAYERS))}"
+
+
+def test_imports_point_down():
+    assert upward_imports(graph()) == []
+
+
+def test_no_import_cycles():
+    assert cycles(graph()) == []
+
+
+def test_root_imports_only_the_version():
+    g = graph()
+    assert g[PACKAGE] <= {f"{PACKAGE}._version"}, g[PACKAGE]
+
+
+def test_checker_finds_an_upward_import_and_a_cycle():
+    g = {f"{PACKAGE}.attacks.x": {f"{PACKAGE}.evaluation.y"}, f"{PACKAGE}.evaluation.y": {f"{PACKAGE}.attacks.x"}}
+    assert upward_imports(g) == [f"{PACKAGE}.attacks.x (layer attacks) imports {PACKAGE}.evaluation.y (higher layer evaluation)"]
+    assert cycles(g) == [sorted(g)]
+
+
+if __name__ == "__main__":
+    g = graph()
+    for line in upward_imports(g):
+        print("upward:", line)
+    for c in cycles(g):
+        print("cycle:", " <-> ".join(c))
