@@ -31,7 +31,7 @@ def test_all_cells_failed(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the checkpoint cache should be")  # every cell fails: its cache is unusable
     cfg = _cfg(tmp_path, "broken", blocker)
-    summary = run_sweep(cfg, progress=False)  # writes the report at the end; used to raise KeyError: 'model'
+    summary = run_sweep(cfg, progress=False, report=write_report)  # used to raise KeyError: 'model'
     assert summary.failed and len(summary.failed) == summary.total
     html = _check_files(cfg.output, "every cell that ran failed")
     assert 'id="failed-table"' in html
@@ -48,7 +48,7 @@ def test_all_cells_failed(tmp_path):
 
 def test_limit_zero_and_empty_store(tmp_path):
     cfg = _cfg(tmp_path, "later", tmp_path / "ckpt")
-    summary = run_sweep(cfg, progress=False, limit=0)
+    summary = run_sweep(cfg, progress=False, limit=0, report=write_report)
     assert summary.ran == [] and summary.report is not None
     _check_files(cfg.output, "No finished cells in this store (1 pending)")
     assert report_headline(cfg.output)[0].startswith("No finished cells yet (1 pending)")
