@@ -25,14 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from robustbench_geo.check import unknown_name_error
-from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
+from robustbench_geo.check import check_finite, check_number, check_positive_int, unknown_name_error
+from robustbench_geo.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint, versions
 from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
 from robustbench_geo.geometry import get_augmentation
 from robustbench_geo.models import build_model, set_deform_backend
 from robustbench_geo.models.predict import accuracy
-from robustbench_geo.models.registry import check_task
+from robustbench_geo.models.registry import check_task, get_model_entry
 
 
 def seed_everything(seed: int) -> None:
@@ -44,6 +44,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
 
+
+#: learning rates above this diverge for every model here (Adam steps of this size are not training)
+MAX_LR = 10.0
 
 #: learning-rate schedules for image training (graphs train at a constant rate with early stopping)
 SCHEDULES = ("constant", "cosine")
@@ -64,12 +67,12 @@ class TrainConfig:
     schedule: str = "constant"  # images: "constant" lr, or "cosine" annealing to 0 over all steps
 
     def __post_init__(self):
-        if self.epochs < 0:
-            raise ValueError(f"epochs: expected a non-negative number of epochs, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size: expected a positive batch size, got {self.batch_size}")
+        self.epochs = check_number(self.epochs, "epochs", integer=True, low=0)
+        self.lr = check_number(self.lr, "lr", low=0.0, low_open=True, high=MAX_LR)
+        self.batch_size = check_positive_int(self.batch_size, "batch_size")
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0.0)
+        self.seed = check_number(self.seed, "seed", integer=True)
+        self.patience = check_positive_int(self.patience, "patience")
         if self.schedule not in SCHEDULES:
             raise unknown_name_error("learning-rate schedule", self.schedule, SCHEDULES)
         if self.trainable not in ("all", "offsets"):
@@ -77,10 +80,23 @@ class TrainConfig:
         get_augmentation(self.augment)  # validates the name
 
 
-def default_config(task: str, **overrides) -> TrainConfig:
+def default_config(task: str, model: str | nn.Module | None = None, **overrides) -> TrainConfig:
+    """The task's defaults, then the model's own ``train_defaults`` (graph models), then ``overrides`` (``None`` skipped).
+
+    ``model`` is a registry name / plug-in spec or a built module; a model class (or factory) may
+    carry ``train_defaults``, e.g. ``{"weight_decay": 1e-3, "patience": 200}`` (its authors' settings).
+    """
     base = {"epochs": 1000, "lr": 0.01, "weight_decay": 5e-4} if task == "graph" else {}
+    if model is not None and task == "graph":
+        base.update(model_train_defaults(model))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
+
+
+def model_train_defaults(model: str | nn.Module) -> dict:
+    """A model's ``train_defaults`` (``{}`` when it has none)."""
+    owner = get_model_entry(model).factory if isinstance(model, str) else model
+    return dict(getattr(owner, "train_defaults", None) or {})
 
 
 def _trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
@@ -118,10 +134,10 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
             idx = order[i:i + cfg.batch_size]
             x, y = train.images[idx], train.labels[idx]
             if sampler is not None:
-                x = sampler(x, g_aug).clamp_(0, 1)
+                x = sampler(x, g_aug)  # geometric samplers clamp to [0, 1]; smoothing noise is not clamped
             x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = check_finite(F.cross_entropy(logits, y), f"training loss (epoch {epoch + 1})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -144,7 +160,12 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
 def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *, device="cpu",
                       edge_index: torch.Tensor | None = None, edge_weight: torch.Tensor | None = None,
                       progress: bool = True) -> list[dict]:
-    """Full-batch training with early stopping on validation loss; restores the best weights."""
+    """Full-batch training with early stopping on validation loss; restores the best weights.
+
+    A model with ``training_loss(x, edge_index, edge_weight, y, idx_train, epoch=...)`` is trained on
+    that loss instead of the cross-entropy of ``model(x, edge_index, edge_weight)`` on the training
+    nodes (consistency losses, regularisers, jointly learned graphs); everything else is the same.
+    """
     seed_everything(cfg.seed)
     model.to(device)
     g = graph.to(device)
@@ -153,10 +174,15 @@ def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *
     opt = torch.optim.Adam(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, since, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
     bar = tqdm(range(cfg.epochs), desc="train", disable=not progress, leave=False, unit="epoch")
+    custom_loss = getattr(model, "training_loss", None)  # models with their own objective (GRAND, Pro-GNN, ...)
     for epoch in bar:
         model.train()
-        out = model(g.x, ei, ew)
-        loss = F.cross_entropy(out[g.idx_train], g.y[g.idx_train])
+        if custom_loss is not None:
+            loss = custom_loss(g.x, ei, ew, g.y, g.idx_train, epoch=epoch)
+        else:
+            out = model(g.x, ei, ew)
+            loss = F.cross_entropy(out[g.idx_train], g.y[g.idx_train])
+        check_finite(loss, f"training loss (epoch {epoch + 1})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -203,7 +229,8 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         dataset: dataset spec (``mnist``, ``mnist-scaled``, ``cora``, ``cora:public``, ...).
         epochs, lr, batch_size: override the task's defaults (see module docstring).
         seed: seed of initialisation, batch order, augmentation and dataset variants.
-        augment: ``none``, ``scale``, ``rotate`` or ``affine`` (images).
+        augment: ``none``, ``scale``, ``rotate``, ``affine`` or a smoothing augmentation such as
+            ``rotate-noise:angle_deg=35,sigma=0.5`` (images; see :func:`~robustbench_geo.geometry.get_augmentation`).
         out: checkpoint stem to save to (``None``: do not save).
         subset, test_subset: seeded random subsets of the train/test images.
         deform_backend: deformable-convolution backend for deformable models.
@@ -214,7 +241,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     """
     info = dataset_info(dataset)
     check_task(model, info)  # fails before loading data on a task mismatch
-    cfg = default_config(info.task, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
+    cfg = default_config(info.task, model, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
                          trainable=trainable, schedule=schedule)
     if info.task == "graph" and augment != "none":
         raise ValueError("augment: geometric augmentation applies to image datasets only")
@@ -245,7 +272,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),
         "seed": seed, "epochs": cfg.epochs, "epochs_run": len(history), "clean_accuracy": acc,
         "deform_backend": backend, "device": str(device), "train_seconds": time.perf_counter() - t0,
-        "init_from": str(init_from) if init_from else None, "versions": versions(),
+        "init_from": str(init_from) if init_from else None, "versions": versions(), "trained_on": data_fingerprint(test),
     }
     if info.task == "graph":
         meta["split"] = train.split

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from robustbench_geo.check import check_finite
 from robustbench_geo.data import list_datasets
 from robustbench_geo.registry import Registry
 
@@ -98,6 +99,10 @@ def model_kwargs_for(name: str, info, **kwargs) -> dict:
                 "image_size": tuple(int(s) for s in info.image_size)}
     else:
         base = {"in_features": int(info.num_features), "num_classes": int(info.num_classes)}
+    for k, v in kwargs.items():  # the data fixes these: a model built otherwise cannot train or be evaluated on it
+        if k in base and (tuple(v) if isinstance(v, list) else v) != base[k]:
+            raise ValueError(f"{k}: dataset {getattr(info, 'name', '?')!r} has {k}={base[k]}, got {v!r} "
+                             f"(set by the data; leave it out)")
     return {**base, **kwargs}
 
 
@@ -135,6 +140,7 @@ def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> 
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model {name!r}: expected output {what}, i.e. shape {want}, got {got}")
+    check_finite(out, f"model {name!r}: logits for a valid {task} input")
 
 
 class PluginError(ValueError):

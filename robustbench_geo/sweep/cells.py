@@ -56,7 +56,7 @@ def config_hash(obj) -> str:
 
 
 def _attack_defaults(name: str) -> dict:
-    return get_attack(name).defaults()
+    return {} if name == "certify" else get_attack(name).defaults()  # certify: settings stored as given
 
 
 def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
@@ -64,7 +64,7 @@ def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
     if m.evaluated:
         return None
     d = cfg.datasets[m.dataset]
-    tc = asdict(default_config(m.task, **m.train, seed=seed))
+    tc = asdict(default_config(m.task, m.model, **m.train, seed=seed))
     return {"model": m.model, "model_params": m.params, "dataset": d.spec, "train_subset": d.train_subset,
             "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
 

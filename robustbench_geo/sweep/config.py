@@ -36,6 +36,8 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     mode = ["evasion"]             # graphs: evasion and/or poisoning (grid)
     batch_size = 256               # images: attack batch size
 
+``[certify.LABEL]`` tables add certification cells (see :mod:`robustbench_geo.sweep.certify_table`).
+
 One *cell* is one trained model x one attack setting x one evaluation dataset x one seed. Its
 hash covers its whole configuration (model and kwargs, training settings, datasets and their
 variants, attack and parameters with defaults filled in, seed, package version), so a finished cell
@@ -52,12 +54,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustbench_geo.attacks.base import check_params, get_attack
-from robustbench_geo.check import unknown_name_error
+from robustbench_geo.check import DeviceUnavailableError, check_device, check_number, unknown_name_error
 from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, read_metadata, sha256_file, weights_sha256
 from robustbench_geo.data import dataset_info
-from robustbench_geo.models.loading import check_fits, load_model, read_weights, state_sha256
+from robustbench_geo.loading import check_fits, load_model, read_weights, state_sha256
 from robustbench_geo.models.preprocessing import parse_preprocessing
 from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
+from robustbench_geo.ops.deform_conv import resolve_backend
+from robustbench_geo.sweep.certify_table import parse_certify_tables
 from robustbench_geo.training import default_config
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -68,7 +72,7 @@ _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable", "schedule"}
 _EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
 _MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS | _EVALUATED_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
-_TOP_KEYS = {"sweep", "datasets", "models", "attacks"}
+_TOP_KEYS = {"sweep", "datasets", "models", "attacks", "certify"}
 
 
 class SweepConfigError(ValueError):
@@ -202,7 +206,7 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
     sw = _parse_sweep_table(raw.get("sweep", {}), c)
     datasets = _parse_datasets(raw.get("datasets", {}), c)
     models = _parse_models(raw.get("models", {}), c, datasets)
-    attacks = _parse_attacks(raw.get("attacks", {}), c, datasets, models)
+    attacks = _parse_attacks(raw.get("attacks", {}), c, datasets, models, certify=raw.get("certify", {}))
     cfg = SweepConfig(name=sw["name"], output=Path(output or sw.get("output", f"reports/{sw['name']}")),
                       seeds=sw["seeds"], device=str(sw.get("device", "cpu")),
                       deform_backend=str(sw.get("deform_backend", "auto")),
@@ -235,6 +239,14 @@ def _parse_sweep_table(sw: dict, c: _Checker) -> dict:
         c.fail("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         c.fail("sweep.seeds", f"expected distinct seeds, got {seeds}")
+    for key, check in (("device", check_device), ("deform_backend", resolve_backend)):
+        try:
+            value = c.typed(sw.get(key, "cpu" if key == "device" else "auto"), str, f"sweep.{key}", "a string")
+            value == "auto" or check(value)  # "auto" is always valid (resolving it would build kernels)
+        except (ValueError, KeyError) as e:
+            c.fail(f"sweep.{key}", str(e))
+        except DeviceUnavailableError:
+            pass  # a valid name: a dry run of a GPU sweep works on any machine; running it checks the device
     return {**sw, "seeds": list(seeds)}
 
 
@@ -386,10 +398,11 @@ def _factory_state_sha256(spec: str, params: dict, info, p: str, c: _Checker) ->
 
 
 def _parse_attacks(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg],
-                   models: dict[str, ModelCfg]) -> dict[str, AttackCfg]:
+                   models: dict[str, ModelCfg], certify: dict | None = None) -> dict[str, AttackCfg]:
     attacks = {label: _parse_attack(label, a, c, datasets, models) for label, a in tables.items()}
+    attacks.update(parse_certify_tables(certify or {}, c, datasets, models, AttackCfg))  # [certify.LABEL]
     if not attacks:
-        c.fail("attacks", "expected at least one [attacks.LABEL] table")
+        c.fail("attacks", "expected at least one [attacks.LABEL] or [certify.LABEL] table")
     return attacks
 
 
@@ -412,11 +425,12 @@ def _attack_params(a: dict, p: str, c: _Checker, entry) -> tuple[dict, dict]:
     for k, v in grid.items():
         if not v:
             c.fail(f"{p}.grid.{k}", "expected a non-empty list of values")
-    for k in list(params) + list(grid):
-        try:
-            check_params(entry, {k: None})
-        except ValueError as e:
-            c.fail(f"{p}.{'grid' if k in grid else 'params'}.{k}", str(e))
+    for k, values in [*((k, [v]) for k, v in params.items()), *grid.items()]:
+        for v in values:  # names, and each value through the shared numeric check
+            try:
+                check_params(entry, {k: v})
+            except ValueError as e:
+                c.fail(f"{p}.{'grid' if k in grid else 'params'}.{k}", str(e))
     both = set(params) & set(grid)
     if both:
         c.fail(f"{p}.grid.{sorted(both)[0]}", "set either in params or in grid, not both")
@@ -432,8 +446,10 @@ def _attack_runner(a: dict, p: str, c: _Checker, entry, name: str) -> dict:
         budget = a.get("budget", [None])
         budget = budget if isinstance(budget, list) else [budget]
         for b in budget:
-            if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0):
-                c.fail(f"{p}.budget", f"expected non-negative numbers (fraction of edges or flips per target), got {b!r}")
+            try:
+                b is None or check_number(b, "budget (fraction of edges or flips per target)", low=0.0)
+            except ValueError as e:
+                c.fail(f"{p}.budget", str(e))
         mode = a.get("mode", ["evasion"])
         mode = mode if isinstance(mode, list) else [mode]
         for md in mode:
@@ -449,6 +465,8 @@ def _attack_runner(a: dict, p: str, c: _Checker, entry, name: str) -> dict:
                                    f"({', '.join(entry.params) or 'none'})")
         if "batch_size" in a:
             runner["batch_size"] = c.typed(a["batch_size"], int, f"{p}.batch_size", "a positive integer")
+            if runner["batch_size"] < 1:
+                c.fail(f"{p}.batch_size", f"expected a positive integer, got {runner['batch_size']}")
     return runner
 
 
@@ -514,7 +532,12 @@ def load_config(path_or_preset: str | Path, *, output: str | Path | None = None)
         if not p.is_file():
             raise FileNotFoundError(f"sweep file {p} not found")
         source = str(p)
-    return parse_config(p.read_text(), source, output=output)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SweepConfigError(f"{source}: expected a UTF-8 text file (TOML), got byte {e.object[e.start]:#04x} at "
+                               f"offset {e.start}") from None
+    return parse_config(text, source, output=output)
 
 
 def list_presets() -> list[str]:

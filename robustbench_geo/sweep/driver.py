@@ -19,6 +19,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from robustbench_geo.check import check_number
 from robustbench_geo.stats import accuracy_interval
 from robustbench_geo.sweep.cells import Cell, expand
 from robustbench_geo.sweep.config import SweepConfig
@@ -152,8 +153,13 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
     if report is not None and report is not False and not callable(report):
         raise TypeError("report: expected a function of the output folder such as robustbench_geo.report.write_report, "
                         f"or None, got {report!r}")
+    if limit is not None:
+        check_number(limit, "limit (cells to run)", integer=True, low=0)
+    if threads is not None:
+        check_number(threads, "threads", integer=True, low=1)
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
+    cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()  # a bad cache fails here
     store = ResultStore(cfg.output, cfg.name)  # refuses another sweep's store before any work
     summary = SweepSummary(cfg.name, cfg.output, len(cells))
     ex = None
@@ -164,7 +170,6 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         todo = [c for c in cells if status.get(c.hash) != "done"]
         summary.skipped_done = len(cells) - len(todo)
         log, summary.log_file = _logger(cfg.output)
-        cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
         log.info("sweep %r from %s: %d cells, %d to run, output %s, checkpoint cache %s, executor %s (jobs %d)",
                  cfg.name, cfg.source, len(cells), len(todo), cfg.output, cache, executor, jobs)
         if limit is not None:
@@ -216,8 +221,8 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
                 _pct(res["metrics"].get("robust_accuracy")) if res["ok"] else "failed"))
             fill()
         bar.close()
-    except KeyboardInterrupt:
-        summary.interrupted = True
+    except BaseException as e:  # Ctrl-C, or a failure of the driver itself: no cell is left "running"
+        summary.interrupted = isinstance(e, KeyboardInterrupt)
         for h in in_flight:
             store.release(h)
         raise

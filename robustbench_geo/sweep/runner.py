@@ -23,12 +23,14 @@ from pathlib import Path
 import torch
 
 from robustbench_geo._version import versions
-from robustbench_geo.checkpoint import CheckpointError, load_checkpoint, weights_sha256
+from robustbench_geo.checkpoint import CheckpointError, check_dataset_fit, load_checkpoint, weights_sha256
 from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.data.root import writable_cache
 from robustbench_geo.evaluation import evaluate_attack
+from robustbench_geo.smoothing import certify_outcome
 from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
-from robustbench_geo.models.loading import load_model
+from robustbench_geo.loading import load_model
 from robustbench_geo.training import fit
 
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
@@ -36,8 +38,8 @@ CHECKPOINT_EVAL_SUBSET = 200
 
 
 def default_checkpoint_cache() -> Path:
-    base = os.environ.get("RBGEO_CACHE") or Path.home() / ".cache" / "robustbench_geo"
-    return Path(base) / "checkpoints"
+    """``$RBGEO_CACHE/checkpoints`` (else ``~/.cache/robustbench_geo/checkpoints``), created and writable."""
+    return writable_cache("checkpoints")
 
 
 @contextlib.contextmanager
@@ -115,9 +117,9 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
     import socket
 
     t0, c0 = time.perf_counter(), time.process_time()
-    if threads:
-        torch.set_num_threads(int(threads))
     try:
+        if threads:
+            torch.set_num_threads(int(threads))
         ds_cfg, att, seed = cell_config["dataset"], cell_config["attack"], cell_config["seed"]
         runner = dict(att["runner"])
         if cell_config["model"].get("source", "train") == "train":
@@ -134,8 +136,12 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             kwargs = {**runner, "device": device, "progress": progress}
         else:
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
+        check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         ta, ca = time.perf_counter(), time.process_time()
-        outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+        if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
+            outcome = certify_outcome(model, ds, dict(att["params"]), checkpoint_meta=meta, seed=seed, progress=progress)
+        else:
+            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s, attack_cpu = time.perf_counter() - ta, time.process_time() - ca
         metrics = dict(outcome.metrics)
         metrics.setdefault("n", float(len(outcome.rows)))  # samples behind the accuracies (one row per sample/node/target)
@@ -157,7 +163,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
                      # CPU seconds of this process (all torch threads): comparable across machine loads
                      "cpu_seconds": time.process_time() - c0, "attack_cpu_seconds": attack_cpu},
         }
-    except Exception:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
+    except (Exception, SystemExit):  # noqa: BLE001 - a failed cell is recorded (sys.exit in a factory too), the sweep goes on
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
 
 

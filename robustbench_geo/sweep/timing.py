@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from robustbench_geo.data import dataset_info
-from robustbench_geo.models.loading import load_model
+from robustbench_geo.loading import load_model
 
 
 def forward_passes(attack: str, params: dict) -> float:

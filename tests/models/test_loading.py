@@ -1,4 +1,4 @@
-"""``models/loading.py`` and ``models/preprocessing.py`` without data: weights files, hashes, normalisation."""
+"""``loading.py`` and ``models/preprocessing.py`` without data: weights files, hashes, normalisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from robustbench_geo.checkpoint import PluginNotAllowedError, load_checkpoint, save_checkpoint
-from robustbench_geo.models.loading import WeightsError, load_model, load_state, read_weights, state_sha256
+from robustbench_geo.loading import WeightsError, load_model, load_state, read_weights, state_sha256
 from robustbench_geo.models.preprocessing import parse_preprocessing, with_preprocessing
 
 

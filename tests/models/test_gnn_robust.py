@@ -1,0 +1,221 @@
+"""The robust GNNs (rgcn, gnnguard, grand, soft_median_gdc, prognn): dense forward, gradients, training hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustbench_geo.attacks.graph.dense import dense_logits
+from robustbench_geo.models import build_model
+from robustbench_geo.models.gnn_robust.gnnguard import dense_edge_importance
+from robustbench_geo.models.gnn_robust.soft_median import soft_median
+from robustbench_geo.training import TrainConfig, default_config, model_train_defaults, train_graph_model
+from tests.attacks.graph.conftest import _one_thread, sbm_graph  # noqa: F401  (one intra-op thread, autouse)
+
+MODELS = {"rgcn": {}, "gnnguard": {}, "grand": {}, "soft_median_gdc": {"neighbors": 12}, "prognn": {}}
+
+
+def _train(name, graph, epochs=30, seed=0, **kw):
+    torch.manual_seed(seed)
+    model, _ = build_model(name, graph, **{**MODELS[name], **kw})
+    cfg = TrainConfig(epochs=epochs, lr=0.01, weight_decay=5e-4, seed=seed, patience=epochs)
+    train_graph_model(model, graph, cfg, progress=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Each model briefly trained on a small SBM graph (Pro-GNN then holds a learned graph)."""
+    graph = sbm_graph(seed=3)
+    return graph, {name: _train(name, graph) for name in MODELS}
+
+
+def _random_binary_graph(n, p, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = (torch.rand(n, n, generator=g) < p).triu(1)
+    a = a | a.T
+    return a.nonzero().T.contiguous(), a.float()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dense_forward_equals_sparse_forward_on_binary_graphs(name, trained):
+    graph, models = trained
+    model = models[name]
+    # the training graph and random binary graphs on the same nodes (flips for Pro-GNN's learned graph)
+    for seed in range(3):
+        ei, adj = (graph.edge_index, graph.dense_adjacency()) if seed == 0 else _random_binary_graph(graph.num_nodes, 0.08, seed)
+        with torch.no_grad():
+            sparse, dense = model(graph.x, ei), model.dense_forward(graph.x, adj)
+        assert torch.allclose(dense, sparse, atol=1e-4), (name, seed, (dense - sparse).abs().max())
+        assert torch.equal(dense_logits(model, graph.x, adj), dense)  # what the attacks call
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dense_gradient_is_finite_and_matches_the_edge_weight_gradient(name, trained):
+    graph, models = trained
+    model = models[name]
+    ei, n = graph.edge_index, graph.num_nodes
+    w = torch.rand(ei.shape[1], generator=torch.Generator().manual_seed(1))
+    rev = torch.argsort(ei[1] * n + ei[0])  # position of (j, i) for edge (i, j) (edge_index is sorted)
+    w = ((w + w[rev]) / 2).requires_grad_(True)
+    adj = torch.zeros(n, n).index_put((ei[0], ei[1]), w.detach()).requires_grad_(True)
+    sparse, dense = model(graph.x, ei, w), model.dense_forward(graph.x, adj)
+    assert torch.allclose(dense, sparse, atol=1e-4), (dense - sparse).abs().max()
+    probe = torch.randn_like(dense)
+    (g_dense,) = torch.autograd.grad((dense * probe).sum(), adj)
+    (g_sparse,) = torch.autograd.grad((sparse * probe).sum(), w)
+    assert torch.isfinite(g_dense).all() and g_dense.abs().sum() > 0
+    pair = (g_dense + g_dense.T)[ei[0], ei[1]]
+    assert torch.allclose(pair, g_sparse + g_sparse[rev], atol=1e-4), (pair - g_sparse - g_sparse[rev]).abs().max()
+    # relaxed PGD-style perturbations of the binary graph keep the gradient finite
+    a = graph.dense_adjacency()
+    s = torch.rand(n, n, generator=torch.Generator().manual_seed(2)).triu(1) * 0.3
+    p = (a + (1 - 2 * a) * (s + s.T)).requires_grad_(True)
+    (g,) = torch.autograd.grad(model.dense_forward(graph.x, p).logsumexp(1).sum(), p)
+    assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_fits_the_small_graph_and_eval_is_deterministic(name, trained):
+    graph, models = trained
+    model = models[name]
+    with torch.no_grad():
+        first, second = model(graph.x, graph.edge_index), model(graph.x, graph.edge_index)
+    assert torch.equal(first, second)
+    acc = (first.argmax(1)[graph.idx_test] == graph.y[graph.idx_test]).float().mean().item()
+    assert acc > 0.6, f"{name}: test accuracy {acc:.2f} on an easy SBM graph (3 classes)"
+
+
+def test_train_defaults_apply_below_explicit_overrides():
+    assert model_train_defaults("soft_median_gdc")["weight_decay"] == 1e-3
+    assert default_config("graph", "soft_median_gdc").weight_decay == 1e-3
+    assert default_config("graph", "gnnguard").epochs == 81
+    assert default_config("graph", "gnnguard", epochs=10).epochs == 10
+    assert default_config("graph", "gcn") == default_config("graph")
+    assert default_config("image", "grand") == default_config("image")
+
+
+def test_prognn_learns_a_graph_and_perturbs_it_by_the_input_flips(trained):
+    graph, models = trained
+    model = models["prognn"]
+    a, s = model.train_adj, model.learned_adj
+    assert torch.equal(a, graph.dense_adjacency())
+    assert s.min() >= 0 and s.max() <= 1 and not torch.allclose(s, a)
+    i, j = 0, int(torch.nonzero(a[0] == 0)[1])  # a non-edge
+    flipped = a.clone()
+    flipped[i, j] = flipped[j, i] = 1
+    eff = model.effective_adjacency(flipped)
+    expected = s.clone()
+    expected[i, j], expected[j, i] = 1 - s[i, j], 1 - s[j, i]
+    assert torch.allclose(eff, expected)
+    with pytest.raises(ValueError, match="expected an adjacency of shape"):
+        model.effective_adjacency(torch.zeros(3, 3))
+    # the learned graph travels with the weights
+    fresh, _ = build_model("prognn", graph)
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    assert torch.equal(fresh(graph.x, graph.edge_index), model(graph.x, graph.edge_index))
+
+
+def test_soft_median_matches_a_loop_weighted_median_and_tends_to_the_weighted_mean():
+    g = torch.Generator().manual_seed(0)
+    n, k, d = 7, 4, 3
+    idx = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(n)])
+    val = torch.rand(n, k, generator=g)
+    val = val / val.sum(1, keepdim=True)
+    h = torch.randn(n, d, generator=g)
+    # temperature -> infinity: uniform softmax weights, the plain weighted mean
+    mean = torch.einsum("nk,nkd->nd", val, h[idx])
+    assert torch.allclose(soft_median(idx, val, h, 1e9), mean, atol=1e-5)
+    # temperature -> 0: the neighbour closest to the weighted median dominates
+    out = soft_median(idx, val, h, 1e-4)
+    for i in range(n):
+        med = torch.empty(d)
+        for c in range(d):  # weighted median: first sorted value whose cumulative weight reaches half
+            order = torch.argsort(h[idx[i], c])
+            cum = torch.cumsum(val[i][order], 0)
+            med[c] = h[idx[i][order[int((cum < 0.5 * val[i].sum()).sum())]], c]
+        nearest = h[idx[i]][torch.argmin((h[idx[i]] - med).norm(dim=1))]
+        assert torch.allclose(out[i], nearest, atol=1e-4)
+
+
+def test_gnnguard_importance_rows_sum_to_one_and_ignore_dissimilar_neighbours():
+    x = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
+    adj = torch.tensor([[0, 1, 1, 1], [1, 0, 0, 0], [1, 0, 0, 1], [1, 0, 1, 0]], dtype=torch.float)
+    alpha = dense_edge_importance(x, adj)
+    assert torch.allclose(alpha.sum(1), torch.ones(4))
+    assert alpha[0, 2] == 0  # orthogonal features: the edge gets no weight
+    assert torch.isclose(alpha[0, 0], torch.tensor(1 / 3))  # two similar neighbours: self weight 1 / (2 + 1)
+
+
+def test_stochastic_training_modes():
+    graph = sbm_graph(seed=1)
+    for name in ("rgcn", "grand"):
+        torch.manual_seed(0)
+        model, _ = build_model(name, graph)
+        model.train()
+        assert not torch.equal(model(graph.x, graph.edge_index), model(graph.x, graph.edge_index))
+
+
+def test_grand_eval_is_the_expected_mixed_order_propagation():
+    from robustbench_geo.models.gnn import dense_gcn_norm
+
+    graph = sbm_graph(seed=2)
+    torch.manual_seed(0)
+    model, _ = build_model("grand", graph, order=3)
+    model.eval()
+    a_hat = dense_gcn_norm(graph.dense_adjacency())
+    x = graph.x / graph.x.sum(1, keepdim=True).clamp_min(1e-12) * (1 - model.dropnode)
+    p = sum(torch.linalg.matrix_power(a_hat, k) for k in range(4)) / 4
+    expected = model.lin2(torch.relu(model.lin1(p @ x)))
+    assert torch.allclose(model(graph.x, graph.edge_index), expected, atol=1e-5)
+
+
+def test_nuclear_prox_of_a_symmetric_matrix_is_singular_value_soft_thresholding():
+    from robustbench_geo.models.gnn_robust.prognn import nuclear_prox_symmetric
+
+    m = torch.randn(20, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = m + m.T
+    u, sv, vh = torch.linalg.svd(s)
+    expected = (u * (sv - 1.5).clamp_min(0)) @ vh
+    assert torch.allclose(nuclear_prox_symmetric(s, 1.5), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["rgcn", "gnnguard"])
+def test_short_training_on_real_cora_is_sane(name, cora):
+    """A few epochs on the Cora LCC (Pro-GNN split); full runs are in benchmarks/gnn_defenses.py."""
+    torch.manual_seed(0)
+    model, _ = build_model(name, cora)
+    train_graph_model(model, cora, default_config("graph", name, epochs=40, patience=40), progress=False)
+    with torch.no_grad():
+        pred = model.eval()(cora.x, cora.edge_index).argmax(1)
+    acc = (pred[cora.idx_test] == cora.y[cora.idx_test]).float().mean().item()
+    assert acc > 0.7, f"{name}: {acc:.3f} test accuracy after 40 epochs (full training reaches about 0.8)"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pgd_attacks_each_defense_through_its_dense_forward(name, trained):
+    from robustbench_geo.attacks import create_attack
+
+    graph, models = trained
+    model = models[name]
+    with torch.no_grad():
+        clean = (model(graph.x, graph.edge_index).argmax(1) == graph.y)[graph.idx_test].float().mean()
+    res = create_attack("pgd", model, budget_edge_fraction=0.2, steps=10, samples=3, refine_steps=3)(graph, seed=0)
+    assert 0 < res.flips <= res.budget
+    with torch.no_grad():
+        attacked = (model(graph.x, res.edge_index).argmax(1) == graph.y)[graph.idx_test].float().mean()
+    assert attacked <= clean
+
+
+def test_prognn_feature_smoothness_is_the_trace_of_the_normalised_laplacian_form():
+    graph = sbm_graph(seed=4)
+    model, _ = build_model("prognn", graph)
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(graph.num_nodes, graph.num_nodes, generator=g, dtype=torch.float64)
+    x = graph.x.double()
+    model._gram = x @ x.T
+    sym = (s + s.T) / 2
+    r = torch.diag((sym.sum(1) + 1e-3).rsqrt())
+    lap = r @ (torch.diag(sym.sum(1)) - sym) @ r
+    assert torch.allclose(model.feature_smoothness(s), torch.trace(x.T @ lap @ x))
