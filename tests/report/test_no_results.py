@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from robustbench_geo.cli import main
@@ -39,8 +40,6 @@ def test_all_cells_failed(tmp_path):
     assert res.exit_code == 0, res.output
     assert "every cell that ran failed" in res.output and "Traceback" not in res.output
     if find_browser() is not None:
-        import pytest
-
         pytest.importorskip("aiohttp")
         page = load_page(cfg.output / "report.html", "document.getElementById('failed-table').rows.length")
         assert page["errors"] == [] and page["value"] == 1 + summary.total
