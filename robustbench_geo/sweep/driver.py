@@ -20,6 +20,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from robustbench_geo.check import check_number
+from robustbench_geo.evaluation.outcome import check_metrics
 from robustbench_geo.stats import accuracy_interval
 from robustbench_geo.sweep.cells import Cell, expand
 from robustbench_geo.sweep.config import SweepConfig
@@ -202,6 +203,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         while in_flight:
             key, res = ex.next_result()
             c = in_flight[key]
+            res = finite_or_failed(res)
             _record(store, cfg.output, c, res)
             del in_flight[key]
             entry = {"cell": c, "ok": res["ok"], "seconds": res["seconds"]}
@@ -239,6 +241,20 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         h.close()
         log.removeHandler(h)
     return summary
+
+
+def finite_or_failed(res: dict) -> dict:
+    """A cell result whose metrics are not all finite numbers is recorded as failed, never as done.
+
+    :func:`~robustbench_geo.evaluation.evaluate_attack` already refuses NaN results; this is the
+    driver's own guard for results from any executor (the store would otherwise keep NaN as NULL).
+    """
+    if res["ok"]:
+        try:
+            check_metrics(res["metrics"], "cell result")
+        except ValueError as e:
+            return {"ok": False, "error": f"{e}; recorded as failed, not done", "seconds": res["seconds"]}
+    return res
 
 
 def _record(store: ResultStore, output: Path, c: Cell, res: dict) -> None:

@@ -116,3 +116,12 @@ def test_failed_download_leaves_no_folders(tmp_path):
     with pytest.raises(DataMissingError, match="download failed"):
         prepare_files("x", tmp_path / "root", [("A/raw/file.gz", None, url)])
     assert not (tmp_path / "root" / "A").exists()
+
+
+def test_driver_records_non_finite_metrics_as_failed():
+    from robustbench_geo.sweep.driver import finite_or_failed
+
+    ok = {"ok": True, "metrics": {"clean_accuracy": 0.9, "robust_accuracy": 0.5}, "seconds": 1.0}
+    assert finite_or_failed(ok) is ok
+    bad = finite_or_failed({**ok, "metrics": {"clean_accuracy": 0.9, "robust_accuracy": float("nan")}})
+    assert not bad["ok"] and "robust_accuracy" in bad["error"] and "finite" in bad["error"]
