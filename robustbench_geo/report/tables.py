@@ -146,7 +146,8 @@ def fmt_pct(mean, std=None, seeds: int = 1, low=None, high=None) -> str:
 
 def fmt_metric(row: dict, metric: str) -> str:
     """A summary row's accuracy with its std over seeds and 95 % interval."""
-    return fmt_pct(row[metric], row[f"{metric}_std"], row["seeds"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"])
+    return fmt_pct(row[metric], row.get(f"{metric}_std"), row["seeds"], row.get(f"{metric}_ci_low"),
+                   row.get(f"{metric}_ci_high"))
 
 
 def md_escape(text) -> str:
@@ -166,7 +167,7 @@ def summary_markdown(summary: pd.DataFrame, sweep: str) -> str:
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary.to_dict("records"):
         lines.append(f"| {esc(r['model'])} | {esc(r['dataset'])} | {esc(r['attack'])} | {esc(r['setting'])} | {r['seeds']} | "
-                     f"{_count(r['n'])} | {fmt_metric(r, 'clean_accuracy')} | {fmt_metric(r, 'robust_accuracy')} | "
+                     f"{_count(r.get('n'))} | {fmt_metric(r, 'clean_accuracy')} | {fmt_metric(r, 'robust_accuracy')} | "
                      f"{fmt_metric(r, 'success_rate')} |")
     if not len(summary):
         lines.append("| (no finished cells) | | | | | | | | |")
