@@ -34,15 +34,16 @@ BUDGET_LABELS = {"budget": "% of edges perturbed", "max_angle_deg": "max angle (
                  "k": "k (random transforms)"}
 
 
-def budget_value(key: str, value) -> float | None:
-    """A grid value as a number on the budget axis: graph budgets in %, ranges by their width."""
+def budget_value(key: str, value, *, targeted: bool = False) -> float | None:
+    """A grid value as a number on the budget axis: graph budgets in % of edges (targeted attacks:
+    flips per target, as given), ranges by their width."""
     if isinstance(value, (list, tuple)):
         if len(value) == 2 and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in value):
             return abs(float(value[1]) - float(value[0]))
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return 100 * float(value) if key == "budget" else float(value)
+    return 100 * float(value) if key == "budget" and not targeted else float(value)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ThreatModel:
     task: str
     budget_key: str | None
     rest: str  # the fixed part of the setting, "" when nothing else is set
+    targeted: bool = False  # budget in flips per target (Nettack's protocol), not in % of edges
 
     @property
     def label(self) -> str:
@@ -62,6 +64,8 @@ class ThreatModel:
 
     @property
     def axis_label(self) -> str:
+        if self.targeted and self.budget_key == "budget":
+            return "flips per target"
         return BUDGET_LABELS.get(self.budget_key, self.budget_key or "")
 
 
@@ -140,6 +144,8 @@ def _n_text(e: Estimate) -> str:
 
 
 def _budget_text(tm: ThreatModel, x: float) -> str:
+    if tm.budget_key == "budget" and tm.targeted:
+        return f"{x:g} flips per target"
     if tm.budget_key == "budget":
         return f"{x:g} % of edges"
     return f"{tm.budget_key}={x:g}"
@@ -176,7 +182,7 @@ def threat_models(frame: pd.DataFrame) -> list[ThreatModel]:
             continue
         key = _budget_key(list(g["grid_point"]))
         for rest in dict.fromkeys(_rest(gp, key) for gp in g["grid_point"]):
-            out.append(ThreatModel(dataset, attack, g["attack_name"].iloc[0], g["task"].iloc[0], key, rest))
+            out.append(ThreatModel(dataset, attack, g["attack_name"].iloc[0], g["task"].iloc[0], key, rest, _targeted(g)))
     return out
 
 
@@ -201,7 +207,8 @@ def lines(frame: pd.DataFrame, tm: ThreatModel) -> list[Line]:
     """Each model's line under ``tm``: robust accuracy per budget and the clean accuracy (budget 0)."""
     out = []
     for model, g in _cells(frame, tm).groupby("model", sort=False):
-        xs = [budget_value(tm.budget_key, gp.get(tm.budget_key)) if tm.budget_key else 1.0 for gp in g["grid_point"]]
+        xs = [budget_value(tm.budget_key, gp.get(tm.budget_key), targeted=tm.targeted) if tm.budget_key else 1.0
+              for gp in g["grid_point"]]
         g = g.assign(_x=xs)
         first = g[g["_x"] == g["_x"].min()]
         baseline = _estimate(first, "clean_accuracy")

@@ -81,7 +81,7 @@ def graph_attacks(model: str, dataset: str, entries: list[tuple[ThreatModel, Lin
     fig, ax = plt.subplots(figsize=(6.2, 3.9))
     for tm, ln in entries:
         label = f"{tm.attack}" + (f" ({tm.rest})" if tm.rest else "")
-        if tm.budget_key == "budget":
+        if tm.budget_key == "budget" and not tm.targeted:
             xs = [0.0] + sorted(ln.points)
             _draw_line(ax, label, xs, [ln.clean] + [ln.points[x] for x in xs[1:]])
         else:

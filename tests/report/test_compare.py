@@ -41,6 +41,9 @@ def test_threat_models_cover_every_attack(frame, quick_sweep):
     keys = {tm.attack: tm.budget_key for tm in tms}
     assert keys["grid"] == "max_angle_deg" and keys["scale"] == "scale_range" and keys["pgd"] == "budget"
     assert keys["stadv"] is None  # no budget grid: clean vs attacked
+    targeted = {tm.attack: tm.targeted for tm in tms}
+    assert targeted["nettack"] and not targeted["pgd"]
+    assert [ln.points for ln in lines(frame, next(tm for tm in tms if tm.attack == "nettack"))][0].keys() == {1.0}
 
 
 def test_overlay_has_every_model_on_one_axis_from_budget_zero(frame):
