@@ -1,24 +1,33 @@
-"""Speed of the deformable convolution: ours (native) vs torchvision vs a regular F.conv2d.
+"""Speed of the deformable convolution: our backends vs torchvision vs a regular F.conv2d.
 
-One run, the same inputs for all three, float32, 3x3 kernels, modulated (DCNv2, with mask), no
+One run, the same inputs for all ops, float32, 3x3 kernels, modulated (DCNv2, with mask), no
 bias, random offsets (N(0, 1) pixels) and masks. "fwd" is an inference forward pass
 (``torch.no_grad``); "fwd+bwd" is a forward pass plus the backward pass for every input
-(input, offset, mask and weight; input and weight for conv2d). The repetitions of the three ops
-are interleaved (ours, torchvision, conv2d, ours, ...) so that a load change on a shared machine
-hits all three alike; the tables report medians. Shapes: the three of the issue, the deformable
-stage of ``deform_resnet18`` (CIFAR 32x32, batch 32; read from the model with forward hooks) and
-the deformable layers of ``deform_cnn`` on MNIST (batch 128).
+(input, offset, mask and weight; input and weight for conv2d). The repetitions of the ops are
+interleaved (ours, torchvision, conv2d, ours, ...) so that a load change on a shared machine
+hits all alike; the tables report medians, after one warm-up call per op (which compiles the
+kernels).
+
+* ``--device cpu`` (default): ``native`` ("ours"), torchvision, conv2d; wall-clock timing.
+  Shapes: the three of the original issue, the deformable stage of ``deform_resnet18`` (CIFAR
+  32x32, batch 32; read from the model with forward hooks) and the deformable layers of
+  ``deform_cnn`` on MNIST (batch 128).
+* ``--device cuda``: ``triton`` ("ours"), torchvision, ``native`` (its pure-PyTorch path on the
+  GPU) and conv2d, timed with CUDA events. Shapes: the six of issue 13 (including the two large
+  ones), then the model layers as above. ``--tf32`` lets float32 GEMMs use TF32 (the triton
+  kernels follow ``torch.backends.cuda.matmul.allow_tf32``; cuDNN's conv2d uses TF32 by default).
 
 ``--epoch`` also times training ``deform_cnn`` (deformable v1, as ``rbgeo train deform_cnn
 mnist``) on MNIST with :func:`robustbench_geo.training.train_image_model` for each backend, plus
 the regular ``cnn``: on a seeded subset of ``--epoch-subset`` training images (default 3840 = 30
 batches of 128) by default, and the seconds for a full epoch (60000 images) extrapolated linearly
-from it; ``--epoch-subset 0`` times the full epoch instead.
+from it; ``--epoch-subset 0`` times the full epoch instead (CPU only).
 
 Usage::
 
     python benchmarks/deform_conv.py                 # table, about 2 minutes on 2 cores
     python benchmarks/deform_conv.py --json          # the same as JSON
+    python benchmarks/deform_conv.py --device cuda --reps 20 --json   # the GPU table of issue 13
     python benchmarks/deform_conv.py --epoch         # plus one MNIST training epoch per backend
     python benchmarks/deform_conv.py --epoch --skip-shapes --epoch-subset 1280
     RBGEO_NATIVE_KERNEL=torch python benchmarks/deform_conv.py   # the pure-PyTorch fallback as "ours"
@@ -43,8 +52,13 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 from robustbench_geo.checkpoint import versions  # noqa: E402
 from robustbench_geo.models import build_model, create_model, deformable_layers, set_deform_backend  # noqa: E402
 from robustbench_geo.ops import _deform_kernel, deform_conv2d, resolve_backend  # noqa: E402
+from robustbench_geo.ops._deform_triton import Tiles, deform_conv2d_triton  # noqa: E402
 
 ISSUE_SHAPES = [(128, 32, 14, 14, 64, 1), (128, 64, 7, 7, 64, 1), (32, 64, 28, 28, 64, 1)]
+#: issue 13's GPU shapes (B, C_in, H, W, C_out, stride): the three above, a strided one and two large ones
+GPU_SHAPES = ISSUE_SHAPES + [(32, 256, 8, 8, 512, 2), (64, 256, 56, 56, 256, 1), (16, 512, 28, 28, 512, 1)]
+#: ops timed per device, "ours" first
+DEVICE_OPS = {"cpu": ["native", "torchvision", "conv2d"], "cuda": ["triton", "torchvision", "native", "conv2d"]}
 MNIST_TRAIN_SIZE = 60000
 
 
@@ -65,14 +79,26 @@ def model_shapes(name: str, batch: int, in_channels: int, size: int, **kwargs) -
     return list(dict.fromkeys(shapes))
 
 
-def _time(fn) -> float:
+def _time(fn, device: str) -> float:
+    """Milliseconds of ``fn()``: CUDA events on a GPU, the wall clock on the CPU."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1e3
 
 
-def bench_shape(shape, reps: int, seed: int = 0) -> dict:
-    """Median milliseconds of ours / torchvision / conv2d, forward and forward+backward."""
+def bench_shape(shape, reps: int, seed: int = 0, device: str = "cpu", ops: list[str] | None = None,
+                tiles: Tiles | None = None) -> dict:
+    """Median milliseconds of each op (default ``DEVICE_OPS[device]``), forward and forward+backward.
+
+    ``tiles``: the triton backend's tile sizes instead of its automatic choice (tuning).
+    """
     b, c, h, w, co, stride = shape
     g = torch.Generator().manual_seed(seed)
     ho, wo = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
@@ -80,20 +106,22 @@ def bench_shape(shape, reps: int, seed: int = 0) -> dict:
     weight = torch.randn(co, c, 3, 3, generator=g) / (9 * c) ** 0.5
     off = torch.randn(b, 18, ho, wo, generator=g)
     mask = torch.rand(b, 9, ho, wo, generator=g)
-    leaves = [t.clone().requires_grad_(True) for t in (x, off, mask, weight)]
-    conv_leaves = [leaves[0], leaves[3]]
+    leaves = [t.to(device).requires_grad_(True) for t in (x, off, mask, weight)]
+    grads = torch.randn(b, co, ho, wo, generator=g).to(device)
 
-    def ours(lv):
-        return deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2], backend="native")
+    def deform(backend):
+        def op(lv):
+            if backend == "torchvision":
+                return torchvision.ops.deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2])
+            if backend == "triton" and tiles is not None:
+                return deform_conv2d_triton(lv[0], lv[1], lv[3], None, (stride, stride), (1, 1), (1, 1), lv[2], tiles=tiles)
+            return deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2], backend=backend)
+        return op
 
-    def tv(lv):
-        return torchvision.ops.deform_conv2d(lv[0], lv[1], lv[3], None, stride, 1, 1, lv[2])
+    def conv(lv):
+        return F.conv2d(lv[0], lv[3], None, stride, 1)
 
-    def conv(_lv):
-        return F.conv2d(conv_leaves[0], conv_leaves[1], None, stride, 1)
-
-    ops = {"ours": ours, "torchvision": tv, "conv2d": conv}
-    grads = torch.randn(b, co, ho, wo, generator=g)
+    ops = {name: conv if name == "conv2d" else deform(name) for name in ops or DEVICE_OPS[device]}
 
     def fwd(op):
         with torch.no_grad():
@@ -107,11 +135,11 @@ def bench_shape(shape, reps: int, seed: int = 0) -> dict:
     out = {}
     for mode, run in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
         times = {k: [] for k in ops}
-        for k, op in ops.items():  # warm-up (builds the compiled kernel on first use)
+        for k, op in ops.items():  # warm-up (compiles the kernels on first use)
             run(op)
         for _ in range(reps):
             for k, op in ops.items():
-                times[k].append(_time(lambda: run(op)))
+                times[k].append(_time(lambda: run(op), device))
         out[mode] = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
     return out
 
@@ -135,24 +163,33 @@ def epoch_timings(subset: int, seed: int, data_root=None, progress: bool = True)
     return rows
 
 
-def _fmt_table(rows) -> str:
-    head = (f"{'shape (B, Cin, HxW -> Cout, stride)':36s} | {'mode':7s} | {'ours ms':>8s} {'tv ms':>9s} {'conv2d ms':>9s}"
-            f" | {'tv/ours':>7s} {'ours/conv':>9s}")
+def _fmt_table(rows, names: list[str]) -> str:
+    """One line per shape and mode: milliseconds of each op, torchvision / ours and ours / conv2d."""
+    ours = names[0]
+    head = (f"{'shape (B, Cin, HxW -> Cout, stride)':36s} | {'mode':7s} | " + " ".join(f"{n + ' ms':>14s}" for n in names)
+            + f" | {'tv/' + ours:>14s} {ours + '/conv2d':>16s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         b, c, h, w, co, s = r["shape"]
         label = f"{r['source']}: {b}, {c}, {h}x{w} -> {co}, s{s}"
         for mode in ("fwd", "fwd_bwd"):
             m = r[mode]
-            lines.append(f"{label:36s} | {mode.replace('_', '+'):7s} | {m['ours_ms']:8.1f} {m['torchvision_ms']:9.1f} "
-                         f"{m['conv2d_ms']:9.1f} | {m['torchvision_ms'] / m['ours_ms']:6.1f}x {m['ours_ms'] / m['conv2d_ms']:8.2f}x")
+            cells = " ".join(f"{m[n + '_ms']:14.2f}" for n in names)
+            tv = f"{m['torchvision_ms'] / m[ours + '_ms']:13.2f}x" if "torchvision_ms" in m else f"{'-':>14s}"
+            cv = f"{m[ours + '_ms'] / m['conv2d_ms']:15.2f}x" if "conv2d_ms" in m else f"{'-':>16s}"
+            lines.append(f"{label:36s} | {mode.replace('_', '+'):7s} | {cells} | {tv} {cv}")
             label = ""
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=sorted(DEVICE_OPS), default="cpu", help="where the ops run (see above)")
+    p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 in float32 GEMMs (triton and torchvision)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per op (medians reported)")
+    p.add_argument("--ops", default=None, help="comma list of ops to time (default: all of the device's)")
+    p.add_argument("--large-only", action="store_true", help="CUDA: only the two large shapes of issue 13")
+    p.add_argument("--tiles", default=None, help="triton tile sizes BLOCK_M,BLOCK_N,BLOCK_K (powers of 2 >= 16)")
     p.add_argument("--resnet-batch", type=int, default=32, help="batch of the deform_resnet18 stage shapes")
     p.add_argument("--no-model-shapes", action="store_true", help="only the three shapes of the issue")
     p.add_argument("--epoch", action="store_true", help="also time one deform_cnn MNIST training epoch per backend")
@@ -169,19 +206,41 @@ def main(argv=None) -> int:
         if args.threads < 1:
             p.error(f"--threads: expected a positive number, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            p.error("--device cuda: expected a CUDA device, found none")
+        if args.epoch:
+            p.error("--epoch: times CPU training; run it without --device cuda")
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
-    shapes = [] if (args.skip_shapes and args.epoch) else [("issue", s) for s in ISSUE_SHAPES]
-    if shapes and not args.no_model_shapes:
+    ops = args.ops.split(",") if args.ops else DEVICE_OPS[args.device]
+    unknown = set(ops) - set(DEVICE_OPS[args.device])
+    if unknown:
+        p.error(f"--ops: expected some of {', '.join(DEVICE_OPS[args.device])}, got {sorted(unknown)}")
+    tiles = None
+    if args.tiles:
+        try:
+            tiles = Tiles(*(int(v) for v in args.tiles.split(",")))
+        except (TypeError, ValueError):
+            p.error(f"--tiles: expected BLOCK_M,BLOCK_N,BLOCK_K, got {args.tiles!r}")
+    issue_shapes = GPU_SHAPES[-2:] if args.large_only else GPU_SHAPES if args.device == "cuda" else ISSUE_SHAPES
+    shapes = [] if (args.skip_shapes and args.epoch) else [("issue", s) for s in issue_shapes]
+    if shapes and not (args.no_model_shapes or args.large_only):
         shapes += [("resnet18", s) for s in model_shapes("deform_resnet18", args.resnet_batch, 3, 32)]
         shapes += [("deform_cnn", s) for s in model_shapes("deform_cnn", 128, 1, 28)]
     rows = []
     for source, shape in shapes:
-        rows.append({"source": source, "shape": list(shape), **bench_shape(shape, args.reps, args.seed)})
+        rows.append({"source": source, "shape": list(shape), **bench_shape(shape, args.reps, args.seed, args.device, ops, tiles)})
         if not args.json:
             print(f"measured {source} {shape}", file=sys.stderr)
-    meta = {"reps": args.reps, "threads": torch.get_num_threads(), "dtype": "float32", "kernel": "3x3, padding 1, mask",
-            "native_impl": "compiled kernel" if _deform_kernel.available() else "pure PyTorch",
-            "auto_backend_cpu": resolve_backend("auto", "cpu"), "load_average": list(os.getloadavg()), "versions": versions()}
+    native_impl = "compiled kernel" if args.device == "cpu" and _deform_kernel.available() else "pure PyTorch"
+    meta = {"device": args.device, "ops": ops, "tiles": args.tiles, "reps": args.reps, "threads": torch.get_num_threads(),
+            "dtype": "float32", "kernel": "3x3, padding 1, mask", "native_impl": native_impl,
+            "auto_backend": resolve_backend("auto", args.device), "load_average": list(os.getloadavg()),
+            "versions": versions()}
+    if args.device == "cuda":
+        meta.update(gpu=torch.cuda.get_device_name(), timing="CUDA events after one warm-up call per op",
+                    matmul_tf32=torch.backends.cuda.matmul.allow_tf32, cudnn_tf32=torch.backends.cudnn.allow_tf32)
     result = {"shapes": rows, "meta": meta}
     if args.epoch:
         result["epoch"] = epoch_timings(args.epoch_subset, args.seed, args.data_root, progress=not args.json)
@@ -189,10 +248,12 @@ def main(argv=None) -> int:
         json.dump(result, sys.stdout, indent=2)
         print()
         return 0
+    where = (f"{meta['gpu']}, CUDA events, TF32 in GEMMs {'on' if args.tf32 else 'off'}" if args.device == "cuda"
+             else f"{meta['threads']} threads")
     print(f"\nDeformable convolution, float32, 3x3, padding 1, with mask; median of {args.reps} interleaved runs; "
-          f"{meta['threads']} threads; native = {meta['native_impl']}; load average {meta['load_average'][0]:.1f}")
+          f"{where}; native = {meta['native_impl']}; load average {meta['load_average'][0]:.1f}")
     if rows:
-        print(_fmt_table(rows))
+        print(_fmt_table(rows, ops))
     if args.epoch:
         print("\nOne training epoch on MNIST (batch 128, Adam), seconds:")
         for r in result["epoch"]:

@@ -22,6 +22,7 @@ Usage::
     python benchmarks/scaled_mnist.py                         # full protocol: 10 epochs, 60k images
     python benchmarks/scaled_mnist.py --epochs 2 --train-subset 10000 --finetune-epochs 1
     python benchmarks/scaled_mnist.py --json > scaled_mnist.json
+    python benchmarks/scaled_mnist.py --device cuda --json    # on a GPU (benchmarks/gpu_session.sh)
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocols", default="original,fair", help="comma list of: original, fair")
     p.add_argument("--deform-backend", default="auto")
+    p.add_argument("--device", default="cpu", help="torch device for training and evaluation, e.g. cuda")
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args(argv)
@@ -69,12 +71,13 @@ def main(argv=None) -> int:
     def run(name, augment, epochs, init=None, trainable="all"):
         seed_everything(args.seed)
         model, _ = build_model(name, train)
-        backend = set_deform_backend(model, args.deform_backend)
+        backend = set_deform_backend(model, args.deform_backend, args.device)
+        model.to(args.device)
         if init is not None:
             load_regular_weights(model, init.state_dict())
         cfg = TrainConfig(epochs=epochs, seed=args.seed, augment=augment, trainable=trainable)
         t0 = time.perf_counter()
-        train_image_model(model, train, cfg, progress=not args.json)
+        train_image_model(model, train, cfg, device=args.device, progress=not args.json)
         secs = time.perf_counter() - t0
         accs = {k: 100 * image_accuracy(model, ds) for k, ds in tests.items()}
         return model, {"model": name, "augment": augment, "trainable": trainable, "epochs": epochs,
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
 
     meta = {"seed": args.seed, "epochs": args.epochs, "finetune_epochs": ft_epochs, "train_size": len(train),
             "test_size": len(tests["mnist"]), "wall_s": time.perf_counter() - t_start, "threads": torch.get_num_threads(),
-            "versions": versions(), "scaled_transform": tests["mnist-scaled"].meta["transform"]}
+            "device": args.device, "versions": versions(), "scaled_transform": tests["mnist-scaled"].meta["transform"]}
     if args.json:
         json.dump({"rows": rows, "reference": REFERENCE, "meta": meta}, sys.stdout, indent=2)
         print()

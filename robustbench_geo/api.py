@@ -35,6 +35,7 @@ from robustbench_geo.data.base import GraphDataset, ImageDataset
 from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.evaluation.threat_models import ThreatModel, get_threat_model, list_threat_models
 from robustbench_geo.models import create_model, list_models
+from robustbench_geo.loading import load_model
 from robustbench_geo.models.predict import model_device
 from robustbench_geo.models.preprocessing import Preprocessed, with_preprocessing
 from robustbench_geo.report.tables import JSON_SCHEMA_VERSION
@@ -82,9 +83,6 @@ class Accuracy:
         if math.isnan(self.value):
             return f"n/a (n={self.n})"
         return f"{100 * self.value:.1f} % [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
-
-    def to_dict(self) -> dict:
-        return {"value": _num(self.value), "n": self.n, "ci95": [_num(self.low), _num(self.high)]}
 
 
 @dataclass(frozen=True, eq=False)
@@ -363,5 +361,5 @@ def _json_default(o):
 
 __all__ = [
     "Accuracy", "BenchmarkResult", "benchmark", "create_model", "evaluate", "list_attacks", "list_models",
-    "list_threat_models", "load_checkpoint", "load_dataset",
+    "list_threat_models", "load_checkpoint", "load_dataset", "load_model",
 ]

@@ -218,13 +218,44 @@ class AffineSampler:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], tuple(images.shape[-2:]), generator)
-        return params.apply(images, **self.warp_kwargs)
+        return params.apply(images, **self.warp_kwargs).clamp_(0.0, 1.0)
 
     def describe(self) -> dict:
         return {
             "angle_deg": list(self.angle_deg), "shift_frac": self.shift_frac, "keras_zoom": list(self.keras_zoom),
             "isotropic": self.isotropic, "shear_deg": list(self.shear_deg), **self.warp_kwargs,
         }
+
+
+@dataclass(frozen=True)
+class NoisyAugmentation:
+    """A random transform followed by additive Gaussian noise: the training augmentation of smoothing.
+
+    Transformation-specific smoothing (TSS, Li et al., CCS 2021) trains the base classifier on
+    ``phi(x, alpha) + eps`` with ``alpha`` uniform in the transformation's range (rotation, scaling or
+    translation) and ``eps ~ N(0, noise_sd^2 I)``; the certificate then smooths with the same Gaussian
+    noise (see :mod:`robustbench_geo.smoothing`). The noisy image is *not* clamped to ``[0, 1]`` (the
+    smoothed classifier sees unclamped noise too).
+
+    Args:
+        sampler: the random transform (``None``: noise only).
+        noise_sd: standard deviation of the Gaussian noise, in pixel-value units (images in ``[0, 1]``).
+    """
+
+    sampler: AffineSampler | None
+    noise_sd: float
+
+    def __post_init__(self):
+        if not self.noise_sd >= 0:
+            raise ValueError(f"noise_sd: expected a non-negative standard deviation, got {self.noise_sd}")
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = images if self.sampler is None else self.sampler(images, generator)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x + self.noise_sd * noise.to(x.device)
+
+    def describe(self) -> dict:
+        return {"transform": None if self.sampler is None else self.sampler.describe(), "noise_sd": self.noise_sd}
 
 
 #: Named samplers shared by the dataset variants and ``--augment``.
@@ -237,12 +268,52 @@ AUGMENTATIONS: dict[str, AffineSampler | None] = {
 }
 
 
-def get_augmentation(name: str) -> AffineSampler | None:
-    """Look up a named augmentation (``none``, ``scale``, ``rotate``, ``affine``)."""
+def _noisy(family: str, args: dict[str, float]) -> NoisyAugmentation:
+    sd = args.pop("sigma", 0.25)
+    if family == "noise":
+        sampler = None
+    elif family == "rotate-noise":
+        a = args.pop("angle_deg", 30.0)
+        sampler = AffineSampler(angle_deg=(-a, a))
+    elif family == "scale-noise":
+        lo, hi = args.pop("min", 0.8), args.pop("max", 1.2)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale-noise: expected 0 < min <= max, got min={lo}, max={hi}")
+        # content scale s in [min, max] is a Keras zoom 1/s in [1/max, 1/min]
+        sampler = AffineSampler(keras_zoom=(1.0 / hi, 1.0 / lo), isotropic=True)
+    else:  # translate-noise: the shift fraction is of the image side; 28 px for MNIST
+        px, side = args.pop("px", 3.0), args.pop("side", 28.0)
+        sampler = AffineSampler(shift_frac=px / side)
+    if args:
+        raise ValueError(f"{family}: unknown parameter(s) {', '.join(sorted(args))}")
+    return NoisyAugmentation(sampler, float(sd))
+
+
+#: Parametrised augmentations for smoothing: ``FAMILY[:key=value,...]`` (defaults in brackets).
+NOISY_AUGMENTATIONS = {
+    "noise": "Gaussian noise only [sigma=0.25]",
+    "rotate-noise": "uniform rotation in +-angle_deg, then Gaussian noise [angle_deg=30, sigma=0.25]",
+    "scale-noise": "uniform content scale in [min, max], then Gaussian noise [min=0.8, max=1.2, sigma=0.25]",
+    "translate-noise": "uniform shift in +-px along x and y, then Gaussian noise [px=3, side=28, sigma=0.25]",
+}
+
+
+def get_augmentation(name: str) -> AffineSampler | NoisyAugmentation | None:
+    """Look up an augmentation: a named sampler (``none``, ``scale``, ``rotate``, ``affine``) or a
+    smoothing augmentation ``FAMILY[:key=value,...]`` from :data:`NOISY_AUGMENTATIONS`, e.g.
+    ``rotate-noise:angle_deg=35,sigma=0.5`` or ``scale-noise:min=0.75,max=1.25,sigma=0.25``."""
     from robustbench_geo.check import unknown_name_error
 
+    family, _, rest = name.partition(":")
+    if family in NOISY_AUGMENTATIONS:
+        args = {}
+        for item in filter(None, (t.strip() for t in rest.split(","))):
+            key, eq, value = item.partition("=")
+            try:
+                args[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"augmentation {name!r}: expected key=number items, got {item!r}") from None
+        return _noisy(family, args)
     if name not in AUGMENTATIONS:
-        raise unknown_name_error("augmentation", name, AUGMENTATIONS)
+        raise unknown_name_error("augmentation", name, [*AUGMENTATIONS, *NOISY_AUGMENTATIONS])
     return AUGMENTATIONS[name]
-
-

@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from robustbench_geo.check import unknown_name_error
-from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions
+from robustbench_geo.check import check_finite, check_number, check_positive_int, unknown_name_error
+from robustbench_geo.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint, versions
 from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
 from robustbench_geo.geometry import get_augmentation
@@ -44,6 +44,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
 
+
+#: learning rates above this diverge for every model here (Adam steps of this size are not training)
+MAX_LR = 10.0
 
 #: learning-rate schedules for image training (graphs train at a constant rate with early stopping)
 SCHEDULES = ("constant", "cosine")
@@ -64,12 +67,12 @@ class TrainConfig:
     schedule: str = "constant"  # images: "constant" lr, or "cosine" annealing to 0 over all steps
 
     def __post_init__(self):
-        if self.epochs < 0:
-            raise ValueError(f"epochs: expected a non-negative number of epochs, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size: expected a positive batch size, got {self.batch_size}")
+        self.epochs = check_number(self.epochs, "epochs", integer=True, low=0)
+        self.lr = check_number(self.lr, "lr", low=0.0, low_open=True, high=MAX_LR)
+        self.batch_size = check_positive_int(self.batch_size, "batch_size")
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0.0)
+        self.seed = check_number(self.seed, "seed", integer=True)
+        self.patience = check_positive_int(self.patience, "patience")
         if self.schedule not in SCHEDULES:
             raise unknown_name_error("learning-rate schedule", self.schedule, SCHEDULES)
         if self.trainable not in ("all", "offsets"):
@@ -131,10 +134,10 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
             idx = order[i:i + cfg.batch_size]
             x, y = train.images[idx], train.labels[idx]
             if sampler is not None:
-                x = sampler(x, g_aug).clamp_(0, 1)
+                x = sampler(x, g_aug)  # geometric samplers clamp to [0, 1]; smoothing noise is not clamped
             x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = check_finite(F.cross_entropy(logits, y), f"training loss (epoch {epoch + 1})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -179,6 +182,7 @@ def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *
         else:
             out = model(g.x, ei, ew)
             loss = F.cross_entropy(out[g.idx_train], g.y[g.idx_train])
+        check_finite(loss, f"training loss (epoch {epoch + 1})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -225,7 +229,8 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         dataset: dataset spec (``mnist``, ``mnist-scaled``, ``cora``, ``cora:public``, ...).
         epochs, lr, batch_size: override the task's defaults (see module docstring).
         seed: seed of initialisation, batch order, augmentation and dataset variants.
-        augment: ``none``, ``scale``, ``rotate`` or ``affine`` (images).
+        augment: ``none``, ``scale``, ``rotate``, ``affine`` or a smoothing augmentation such as
+            ``rotate-noise:angle_deg=35,sigma=0.5`` (images; see :func:`~robustbench_geo.geometry.get_augmentation`).
         out: checkpoint stem to save to (``None``: do not save).
         subset, test_subset: seeded random subsets of the train/test images.
         deform_backend: deformable-convolution backend for deformable models.
@@ -251,7 +256,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     seed_everything(seed)  # the initialisation depends on the seed only, not on what ran before
     net, kwargs = build_model(model, train, **(model_kwargs or {}))
     if init_from is not None:
-        net, init_meta = load_checkpoint(init_from)
+        net, init_meta = load_checkpoint(init_from, plugin=model)  # imports no plug-in other than `model`
         if init_meta["model"] != model:
             raise ValueError(f"init_from: checkpoint is a {init_meta['model']!r}, not a {model!r}")
         kwargs = init_meta["model_kwargs"]
@@ -267,7 +272,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),
         "seed": seed, "epochs": cfg.epochs, "epochs_run": len(history), "clean_accuracy": acc,
         "deform_backend": backend, "device": str(device), "train_seconds": time.perf_counter() - t0,
-        "init_from": str(init_from) if init_from else None, "versions": versions(),
+        "init_from": str(init_from) if init_from else None, "versions": versions(), "trained_on": data_fingerprint(test),
     }
     if info.task == "graph":
         meta["split"] = train.split

@@ -105,6 +105,15 @@ def test_benchmark_from_a_dataset_and_the_none_attack(trained, mnist_small_split
     assert clean.clean_accuracy.value == clean.robust_accuracy.value == pytest.approx(accuracy(trained, test), abs=1e-6)
 
 
+def test_benchmark_from_a_dataset_name(trained, mnist_root):
+    from robustbench_geo.data import load_dataset
+
+    r = rbg.benchmark(trained, "mnist", "random", n_examples=16, seed=5, data_root=mnist_root)
+    same = load_dataset("mnist", split="test", root=mnist_root, subset=16, seed=5)  # the CLI's --n subset
+    ref = evaluate_attack(trained, same, "random", {}, seed=5, progress=False)
+    assert r.metrics == ref.metrics and r.config["data"]["name"] == "mnist" and r.clean_accuracy.n == 16
+
+
 def test_the_engstrom_grid_is_775_transforms(trained, mnist_small_split):
     _, test = mnist_small_split
     r = rbg.benchmark(trained, (test.images, test.labels), n_examples=4)  # default: rotation-translation
@@ -212,6 +221,8 @@ def test_benchmark_a_pyg_gcn_on_a_pyg_data():
         assert r.metrics[k] == ref.metrics[k], k
     assert r.clean_accuracy.n == len(graph.idx_test) and r.clean_accuracy.value > 0.5
     assert 0 < r.metrics["flips"] <= r.metrics["budget"] == int(0.05 * graph.num_edges)
+    clean = rbg.evaluate(gcn, data)
+    assert clean.clean_accuracy.value == clean.robust_accuracy.value == r.clean_accuracy.value
 
 
 def test_poisoning_retrains_a_fresh_copy_of_an_own_model():

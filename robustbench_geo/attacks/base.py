@@ -16,6 +16,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+from robustbench_geo.check import check_like
 from robustbench_geo.registry import Registry
 
 #: ``image`` and ``graph`` attacks apply to one kind of data; ``any`` to both (the ``none`` attack)
@@ -89,12 +90,18 @@ def get_attack(name: str) -> AttackEntry:
 
 
 def check_params(entry: AttackEntry, params: dict) -> dict:
-    """Reject unknown parameter names, listing the valid ones (values are checked by the attack)."""
+    """Reject unknown parameter names (listing the valid ones) and values of the wrong kind.
+
+    Every value goes through :func:`~robustbench_geo.check.check_number` when its default is a
+    number (``angle_steps=true`` is not 1, ``max_angle_deg=inf`` is not a budget) and must be a
+    string or boolean where the default is one; ranges are checked by the attack's constructor with
+    the same shared checks. Returns the parameters (integral floats for integer parameters as ints).
+    """
     unknown = sorted(set(params) - set(entry.params))
     if unknown and not getattr(entry.cls, "accepts_any_params", False):
         raise ValueError(f"attack {entry.name!r}: unknown parameter(s) {unknown}; valid parameters: "
                          f"{', '.join(entry.describe_params()) or '(none)'}")
-    return dict(params)
+    return {k: check_like(v, entry.params.get(k), f"attack {entry.name!r}: {k}") for k, v in params.items()}
 
 
 def create_attack(name: str, model, **params):

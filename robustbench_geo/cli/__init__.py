@@ -8,6 +8,7 @@ import click
 
 from robustbench_geo._version import __version__
 from robustbench_geo.cli.attack import attack
+from robustbench_geo.cli.certify import certify
 from robustbench_geo.cli.listing import list_group
 from robustbench_geo.cli.report import report
 from robustbench_geo.cli.results import results_group
@@ -17,8 +18,13 @@ from robustbench_geo.cli.train import evaluate, train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="rbgeo")
-def main():
-    """robustbench_geo: geometric adversarial robustness of image and graph models."""
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of a one-line message.")
+def main(debug):
+    """robustbench_geo: geometric adversarial robustness of image and graph models.
+
+    Exit codes: 0 success, 2 bad input (names, values, paths), 1 environment (missing data, no GPU,
+    corrupt files, permissions) or failed sweep cells.
+    """
     # torch_geometric triggers torch's own deprecation warning at import; it is noise for CLI users
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
 
@@ -27,6 +33,7 @@ main.add_command(train)
 main.add_command(evaluate)
 main.add_command(list_group)
 main.add_command(attack)
+main.add_command(certify)
 main.add_command(sweep)
 main.add_command(report)
 main.add_command(results_group)

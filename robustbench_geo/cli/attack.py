@@ -4,33 +4,39 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 
 import click
 
-from robustbench_geo.cli.options import data_root_option, deform_backend_option, device_option, handle_errors, parse_params, quiet_option
+from robustbench_geo.cli.options import (
+    check_output_path, data_root_option, deform_backend_option, device_option, handle_errors, model_source_options,
+    parse_params, quiet_option, split_model_args,
+)
+
+#: images attacked and attack batch size when --n / --batch-size are not given
+DEFAULT_N, DEFAULT_BATCH = 1000, 256
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("dataset")
+@click.argument("args", nargs=-1, metavar="[CHECKPOINT] DATASET")
+@model_source_options
 @click.option("--attack", "attack_name", required=True, help="Attack name (rbgeo list attacks).")
 @click.option("--param", "params", multiple=True, help="Attack parameter key=value (repeatable).")
-@click.option("--n", type=int, default=1000, show_default=True, help="Images: attack the first N test images (seeded subset).")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images: attack batch size.")
+@click.option("--n", type=int, default=None, help=f"Images: attack N test images (seeded subset) [default: {DEFAULT_N}].")
+@click.option("--batch-size", type=int, default=None, help=f"Images: attack batch size [default: {DEFAULT_BATCH}].")
 @click.option("--budget", type=float, default=None, help="Graphs: fraction of edges (global) or flips per target (targeted).")
-@click.option("--mode", type=click.Choice(["evasion", "poisoning"]), default="evasion", show_default=True, help="Graphs: protocol.")
+@click.option("--mode", type=click.Choice(["evasion", "poisoning"]), default=None, help="Graphs: protocol [default: evasion].")
 @click.option("--seed", type=int, default=0, show_default=True, help="First attack seed.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds (seed, seed+1, ...): mean +- std.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder for CSV rows, JSON and figures.")
+@click.option("--force", is_flag=True, help="Attack even on another dataset variant or split than the checkpoint's.")
 @device_option
 @deform_backend_option
 @data_root_option
 @quiet_option
 @handle_errors
-def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode, seed, seeds, out, device,
-           deform_backend, data_root, quiet):
-    """Attack CHECKPOINT on DATASET; print clean and robust accuracy.
+def attack(args, model_spec, weights, preprocessing, attack_name, params, n, batch_size, budget, mode, seed, seeds, out,
+           force, device, deform_backend, data_root, quiet):
+    """Attack CHECKPOINT (or --model) on DATASET; print clean and robust accuracy.
 
     \b
     Examples:
@@ -39,34 +45,57 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
       rbgeo attack checkpoints/cnn_mnist mnist --attack stadv --n 100
       rbgeo attack checkpoints/cnn_mnist mnist --attack art:ProjectedGradientDescent --param eps=0.3
       rbgeo attack checkpoints/gcn_cora cora --attack metattack --budget 0.05 --mode poisoning --seeds 5
+      rbgeo attack --model my_models.py:trained_net mnist --attack grid --n 500
+      rbgeo attack --model my_models.py:net --weights net.safetensors --preprocessing mean=0.1307,std=0.3081 \\
+          mnist --attack stadv --n 100
+      rbgeo attack --model my_gnn.py:make_gcn --weights gcn.pt cora --attack pgd --budget 0.05
     """
     import pandas as pd
 
     from robustbench_geo.attacks import get_attack
-    from robustbench_geo.checkpoint import load_checkpoint
-    from robustbench_geo.data import load_dataset
+    from robustbench_geo.attacks.base import check_params
+    from robustbench_geo.check import check_number
+    from robustbench_geo.checkpoint import check_dataset_fit
+    from robustbench_geo.data import dataset_info, load_dataset
     from robustbench_geo.evaluation import evaluate_attack
     from robustbench_geo.evaluation.graph import write_artefacts as write_graph_artefacts
     from robustbench_geo.evaluation.image import write_artefacts as write_image_artefacts
     from robustbench_geo.models import set_deform_backend
+    from robustbench_geo.loading import load_model
 
     entry = get_attack(attack_name)  # unknown names fail before loading anything
-    attack_params = parse_params(params)
-    if seeds < 1:
-        raise ValueError(f"--seeds: expected at least 1, got {seeds}")
-    model, meta = load_checkpoint(checkpoint, device=device)
-    set_deform_backend(model, deform_backend)
-    task = meta.get("task", "image")
+    attack_params = check_params(entry, parse_params(params))
+    check_number(seeds, "--seeds", integer=True, low=1)
+    given = {"image": {"--n": n, "--batch-size": batch_size}, "graph": {"--budget": budget, "--mode": mode}}
+    for domain, options in given.items():
+        extra_opts = [k for k, v in options.items() if v is not None and not entry.applies_to(domain)]
+        if extra_opts:
+            verb, article = "applies" if len(extra_opts) == 1 else "apply", "an" if entry.domain == "image" else "a"
+            raise ValueError(f"{', '.join(extra_opts)} {verb} to {domain} attacks only; {attack_name!r} is {article} "
+                             f"{entry.domain} attack")
+    out = check_output_path(out, "--out", folder=True)
+    checkpoint, dataset = split_model_args(args, model_spec, weights)
+    task = dataset_info(dataset).task
     if not entry.applies_to(task):
-        raise ValueError(f"attack {attack_name!r} is a {entry.domain} attack but checkpoint {checkpoint} is a {task} model")
+        raise ValueError(f"attack {attack_name!r} is a {entry.domain} attack but dataset {dataset!r} is {task} data")
     if task == "image":
-        if n <= 0:
-            raise ValueError(f"--n: expected a positive number of images, got {n}")
+        n = DEFAULT_N if n is None else check_number(n, "--n", integer=True, low=1)
+        model, meta = load_model(model_spec, checkpoint, weights, data=dataset_info(dataset), preprocessing=preprocessing,
+                                 device=device)
         ds = load_dataset(dataset, split="test", root=data_root, seed=seed, subset=n)
-        extra = {"batch_size": batch_size, "device": device, "progress": not quiet}
+        extra = {"batch_size": check_number(DEFAULT_BATCH if batch_size is None else batch_size, "--batch-size",
+                                            integer=True, low=1), "device": device, "progress": not quiet}
     else:
+        if mode == "poisoning" and checkpoint is None:
+            raise ValueError("--mode poisoning retrains the model from scratch with its training recipe, which only a "
+                             "checkpoint records; a --model/--weights model supports --mode evasion")
         ds = load_dataset(dataset, root=data_root, seed=seed)
-        extra = {"mode": mode, "budget": budget, "checkpoint_meta": meta, "device": device, "progress": not quiet}
+        model, meta = load_model(model_spec, checkpoint, weights, data=ds, preprocessing=preprocessing, device=device)
+        extra = {"mode": mode or "evasion", "budget": None if budget is None else check_number(budget, "--budget", low=0.0),
+                 "checkpoint_meta": meta, "device": device, "progress": not quiet}
+    set_deform_backend(model, deform_backend)
+    for line in check_dataset_fit(meta, ds, spec=dataset, force=force):
+        click.echo(f"warning (--force): checkpoint and dataset differ: {line}", err=True)
     outcomes = []
     for s in range(seed, seed + seeds):
         o = evaluate_attack(model, ds, attack_name, attack_params, seed=s, **extra)
@@ -80,12 +109,14 @@ def attack(checkpoint, dataset, attack_name, params, n, batch_size, budget, mode
         click.echo(f"{attack_name} over {seeds} seeds: clean {statistics.mean(cln):.2f} +- {statistics.stdev(cln):.2f} %, "
                    f"robust {statistics.mean(rob):.2f} +- {statistics.stdev(rob):.2f} %")
     if out:
-        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         rows = [{"seed": o.seed, **r} for o in outcomes for r in o.rows]
         pd.DataFrame(rows).to_csv(out / "rows.csv", index=False)
         summary = [{"attack": o.attack, "params": o.params, "seed": o.seed, "metrics": o.metrics, "seconds": o.seconds,
-                    "config": o.config, "checkpoint": str(checkpoint), "dataset": dataset} for o in outcomes]
+                    "config": o.config, "checkpoint": None if checkpoint is None else str(checkpoint),
+                    "model": {k: meta.get(k) for k in ("model", "source", "weights_file", "weights_sha256", "preprocessing")
+                              if k in meta},
+                    "dataset": dataset} for o in outcomes]
         (out / "outcome.json").write_text(json.dumps(summary, indent=2, default=str))
         (write_image_artefacts if task == "image" else write_graph_artefacts)(outcomes[0], out)
         click.echo(f"wrote {out / 'rows.csv'}, {out / 'outcome.json'}")

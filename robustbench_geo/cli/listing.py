@@ -1,8 +1,10 @@
-"""``rbgeo list models|datasets|attacks``."""
+"""``rbgeo list models|datasets|attacks|threat-models``."""
 
 from __future__ import annotations
 
 import click
+
+from robustbench_geo.cli.options import handle_errors
 
 
 @click.group("list")
@@ -15,11 +17,13 @@ def list_group():
       rbgeo list models --pattern 'deform*'
       rbgeo list datasets
       rbgeo list attacks
+      rbgeo list threat-models
     """
 
 
 @list_group.command("models")
 @click.option("--pattern", default="*", show_default=True, help="Glob over model names.")
+@handle_errors
 def list_models_cmd(pattern):
     """Registered models with their task and description."""
     from robustbench_geo.models import get_model_entry, list_models
@@ -30,6 +34,7 @@ def list_models_cmd(pattern):
 
 
 @list_group.command("datasets")
+@handle_errors
 def list_datasets_cmd():
     """Registered datasets with their task and shape."""
     from robustbench_geo.data import dataset_info, list_datasets
@@ -42,6 +47,7 @@ def list_datasets_cmd():
 
 @list_group.command("attacks")
 @click.option("--domain", type=click.Choice(["image", "graph"]), default=None, help="Only image or graph attacks.")
+@handle_errors
 def list_attacks_cmd(domain):
     """Registered attacks with their parameters, defaults and units."""
     from robustbench_geo.attacks import get_attack, list_attacks
@@ -51,3 +57,16 @@ def list_attacks_cmd(domain):
         click.echo(f"{name} [{e.domain}]: {e.description}")
         for line in e.describe_params():
             click.echo(f"    {line}")
+
+
+@list_group.command("threat-models")
+@click.option("--domain", type=click.Choice(["image", "graph"]), default=None, help="Only image or graph threat models.")
+def list_threat_models_cmd(domain):
+    """Named threat models of the Python API (rbg.benchmark): attack, parameters and source."""
+    from robustbench_geo.evaluation.threat_models import get_threat_model, list_threat_models
+
+    for name in list_threat_models(domain):
+        t = get_threat_model(name)
+        params = ", ".join(f"{k}={v}" for k, v in {**t.params, **t.options}.items())
+        click.echo(f"{name} [{t.domain}]: {t.attack}({params}): {t.description}")
+        click.echo(f"    source: {t.source}")

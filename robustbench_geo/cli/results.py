@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
-from robustbench_geo.cli.options import handle_errors
+from robustbench_geo.cli.options import UserInputError, check_output_path, handle_errors
 
 
 @click.group("results")
@@ -69,6 +70,10 @@ def export_cmd(output_dir, fmt, out):
     """Export finished cells as tidy CSV or JSON."""
     from robustbench_geo.report.tables import tidy_frame
 
+    if out is not None:
+        check_output_path(out, "--out", folder=False)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise UserInputError(f"--out {out}: folder {os.path.dirname(os.path.abspath(out))} does not exist")
     with _open(output_dir) as store:
         rows, sweep = store.cells("done"), store.sweep
     if fmt == "csv":

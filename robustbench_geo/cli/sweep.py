@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustbench_geo.cli.options import data_root_option, handle_errors, quiet_option
+from robustbench_geo.cli.options import check_device, check_output_path, data_root_option, handle_errors, quiet_option
 
 
 @click.command()
@@ -33,6 +33,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
       rbgeo sweep my_sweep.toml --executor ray --address auto
       rbgeo sweep my_sweep.toml --output runs/again --quiet
     """
+    from robustbench_geo.check import check_number
     from robustbench_geo.report import write_report
     from robustbench_geo.sweep import estimate, expand, list_presets, load_config, run_sweep
     from robustbench_geo.sweep.driver import unique_cells
@@ -40,8 +41,12 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     if (config is None) == (preset is None):
         raise ValueError(f"expected a sweep file CONFIG or --preset NAME (presets: {', '.join(list_presets())}), "
                          f"got {'both' if config else 'neither'}")
-    if jobs < 1:
-        raise ValueError(f"--jobs: expected at least 1, got {jobs}")
+    check_number(jobs, "--jobs", integer=True, low=1)
+    if threads is not None:
+        check_number(threads, "--threads", integer=True, low=1)
+    if limit is not None:
+        check_number(limit, "--limit (cells to run)", integer=True, low=0)
+    check_output_path(output, "--output", folder=True)
     if executor == "ray" and jobs != 1:
         raise ValueError("--jobs applies to the local executor; Ray schedules by the cluster's CPUs (use --threads)")
     cfg = load_config(preset or config, output=output)
@@ -57,6 +62,8 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
         click.echo(f"{left} cells to run, estimated {total / 60:.1f} min with {jobs} job(s) on this machine (rough: "
                    f"training is timed, attacks without history assume fixed passes per image)")
         return
+    check_output_path(cfg.output, "sweep.output", folder=True)
+    check_device(None, None, cfg.device)  # a GPU sweep on a machine without one fails here, not in every cell
     summary = run_sweep(cfg, executor=executor, jobs=jobs, address=address, data_root=data_root, threads=threads,
                         progress=not quiet, report=None if no_report else write_report, limit=limit)
     for line in summary.lines():

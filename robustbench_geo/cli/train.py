@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from robustbench_geo.cli.options import (
-    data_root_option, deform_backend_option, device_option, handle_errors, parse_params, quiet_option, seed_option,
+    check_output_path, data_root_option, deform_backend_option, device_option, handle_errors, model_source_options,
+    parse_params, quiet_option, seed_option, split_model_args,
 )
 
 
@@ -16,7 +17,8 @@ from robustbench_geo.cli.options import (
 @click.option("--lr", type=float, default=None, help="Learning rate (images: 1e-3; graphs: 0.01).")
 @click.option("--batch-size", type=int, default=None, help="Batch size for images (128).")
 @seed_option
-@click.option("--augment", default="none", show_default=True, help="Geometric augmentation: none, scale, rotate, affine.")
+@click.option("--augment", default="none", show_default=True, help="Augmentation: none, scale, rotate, affine, or for smoothing noise, rotate-noise, scale-noise, "
+              "translate-noise with key=value options (e.g. rotate-noise:angle_deg=35,sigma=0.5).")
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint stem (writes STEM.safetensors + STEM.json); default checkpoints/MODEL_DATASET_sSEED.")
@@ -52,6 +54,7 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
     if out is None:
         safe = model.replace("/", "_").replace(":", "_").replace(".py", "")
         out = f"checkpoints/{safe}_{dataset.replace(':', '_')}_s{seed}"
+    check_output_path(out, "--out", folder=False)
     result = fit(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment, device=device,
                  out=out, data_root=data_root, subset=subset, test_subset=test_subset, deform_backend=deform_backend,
                  trainable=trainable, init_from=init_from, model_kwargs=model_kwargs, schedule=schedule,
@@ -63,40 +66,46 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("dataset")
+@click.argument("args", nargs=-1, metavar="[CHECKPOINT] DATASET")
+@model_source_options
 @click.option("--subset", type=int, default=None, help="Evaluate on a seeded subset of this many test images.")
+@click.option("--force", is_flag=True, help="Evaluate even on another dataset variant or split than the checkpoint's.")
 @seed_option
 @device_option
 @deform_backend_option
 @data_root_option
 @handle_errors
-def evaluate(checkpoint, dataset, subset, seed, device, deform_backend, data_root):
-    """Print the clean accuracy of CHECKPOINT on DATASET (test images / test nodes).
+def evaluate(args, model_spec, weights, preprocessing, subset, force, seed, device, deform_backend, data_root):
+    """Print the clean accuracy of CHECKPOINT (or of --model) on DATASET (test images / test nodes).
 
     \b
     Examples:
       rbgeo eval checkpoints/cnn_mnist mnist-scaled
       rbgeo eval checkpoints/gcn_cora_s0 cora
+      rbgeo eval --model my_models.py:trained_net mnist
+      rbgeo eval --model cnn --weights cnn.safetensors mnist
+      rbgeo eval --model my_models.py:net --weights net.pt --preprocessing mean=0.1307,std=0.3081 mnist
     """
-    from robustbench_geo.checkpoint import load_checkpoint
-    from robustbench_geo.data import load_dataset
+    from robustbench_geo.checkpoint import check_dataset_fit
+    from robustbench_geo.data import dataset_info, load_dataset
     from robustbench_geo.evaluation import accuracy
-    from robustbench_geo.models import check_model_output, set_deform_backend
-    from robustbench_geo.models.registry import model_kwargs_for
+    from robustbench_geo.models import set_deform_backend
+    from robustbench_geo.loading import load_model
 
-    model, meta = load_checkpoint(checkpoint, device=device)
+    checkpoint, dataset = split_model_args(args, model_spec, weights)
+    info = dataset_info(dataset)
+    if info.task == "image":  # the model is checked against the dataset's shape before images are loaded
+        model, meta = load_model(model_spec, checkpoint, weights, data=info, preprocessing=preprocessing, device=device)
+        ds = load_dataset(dataset, root=data_root, seed=seed, subset=subset, split="test")
+    else:
+        ds = load_dataset(dataset, root=data_root, seed=seed, subset=subset)
+        model, meta = load_model(model_spec, checkpoint, weights, data=ds, preprocessing=preprocessing, device=device)
     set_deform_backend(model, deform_backend)
-    kwargs = {"split": "test"} if meta.get("task") == "image" else {}
-    ds = load_dataset(dataset, root=data_root, seed=seed, subset=subset, **kwargs)
-    expected = model_kwargs_for(meta["model"], ds)
-    stored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["model_kwargs"].items()}
-    for k in ("in_channels", "num_classes", "image_size", "in_features"):
-        if k in expected and stored.get(k) != expected[k]:
-            raise ValueError(f"checkpoint was built for {k}={stored.get(k)} but dataset {dataset!r} has {k}={expected[k]}")
-    check_model_output(model, meta["model"], meta.get("task", "image"), stored)
+    for line in check_dataset_fit(meta, ds, spec=dataset, force=force):
+        click.echo(f"warning (--force): checkpoint and dataset differ: {line}", err=True)
     acc = accuracy(model, ds)
-    click.echo(f"{meta['model']} ({checkpoint}) on {dataset}: clean accuracy {100 * acc:.2f} % (n={_size(ds)})")
+    click.echo(f"{meta['model']} ({checkpoint or weights or 'factory'}) on {dataset}: clean accuracy {100 * acc:.2f} % "
+               f"(n={_size(ds)})")
 
 
 def _size(ds) -> int:

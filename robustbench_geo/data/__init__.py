@@ -10,9 +10,11 @@ A dataset *spec* string may carry options after a colon: ``cora:public`` (graph 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+from robustbench_geo.check import check_like
 from robustbench_geo.data.base import GraphDataset, ImageDataset, split_hash
 from robustbench_geo.data.cluttered import load_mnist_cluttered
 from robustbench_geo.data.geometric import load_mnist_rotated, load_mnist_scaled
@@ -130,13 +132,22 @@ def load_dataset(spec: str, *, split: str | None = None, root=None, download: bo
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test' for image dataset {name!r}, got {split!r}")
     loader = DATASETS.get(name).loader
-    if name in ("mnist-scaled", "mnist-rotated", "mnist-cluttered"):
+    options = _loader_options(loader)
+    unknown = sorted(set(opts) - set(options))
+    if unknown:
+        raise ValueError(f"dataset {name!r}: unknown options {unknown}; valid options: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in options.items()) or '(none)'}")
+    opts = {k: check_like(v, options[k], f"dataset {name!r}: {k}") for k, v in opts.items()}
+    if "seed" in options:
         opts["seed"] = seed
-    try:
-        ds = loader(split, root, download, **opts)
-    except TypeError as e:
-        raise ValueError(f"dataset {name!r}: bad options {opts}: {e}") from None
+    ds = loader(split, root, download, **opts)
     return ds.subset(subset, seed)
+
+
+def _loader_options(loader) -> dict:
+    """The keyword options of an image loader (after ``split, root, download``) with their defaults."""
+    params = list(inspect.signature(loader).parameters.values())[3:]
+    return {p.name: p.default for p in params}
 
 
 def _coerce(v: str):

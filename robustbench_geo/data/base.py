@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch.utils.data import Dataset
 
+from robustbench_geo.check import check_number
+
 
 class ImageDataset(Dataset):
     """In-memory image classification data: ``images`` ``(N, C, H, W)`` float32 in ``[0, 1]``.
@@ -46,11 +48,12 @@ class ImageDataset(Dataset):
         return tuple(self.images.shape[-2:])
 
     def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
-        """A seeded random subset of ``n`` samples (all when ``n`` is None or >= len)."""
-        if n is None or n >= len(self):
+        """A seeded random subset of ``n`` samples, ``1 <= n <= len`` (all when ``n`` is None)."""
+        if n is None:
             return self
-        if n < 0:
-            raise ValueError(f"subset: expected a non-negative sample count, got {n}")
+        n = check_number(n, f"subset of {self.name} ({len(self)} samples)", integer=True, low=1, high=len(self))
+        if n == len(self):
+            return self
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(self), generator=g)[:n].sort().values
         meta = {**self.meta, "subset": n, "subset_seed": seed}

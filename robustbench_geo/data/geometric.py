@@ -20,6 +20,7 @@ import dataclasses
 
 import torch
 
+from robustbench_geo.check import check_number
 from robustbench_geo.data.base import ImageDataset
 from robustbench_geo.geometry import AUGMENTATIONS, AffineParams, AffineSampler
 
@@ -50,7 +51,6 @@ def load_mnist_scaled(split="train", root=None, download=True, seed: int = 0, is
 def load_mnist_rotated(split="train", root=None, download=True, seed: int = 0, max_angle_deg: float = 45.0) -> ImageDataset:
     from robustbench_geo.data.images import load_mnist
 
-    if max_angle_deg < 0:
-        raise ValueError(f"max_angle_deg: expected a non-negative angle in degrees, got {max_angle_deg}")
+    max_angle_deg = check_number(max_angle_deg, "max_angle_deg", low=0.0, high=180.0)
     sampler = dataclasses.replace(AUGMENTATIONS["rotate"], angle_deg=(-float(max_angle_deg), float(max_angle_deg)))
     return apply_sampler(load_mnist(split, root, download), "mnist-rotated", sampler, seed)

@@ -107,18 +107,21 @@ def load_graph(name: str, split: str | None = None, root=None, download: bool = 
 
 
 def _load_planetoid(name: str, root, download: bool) -> GraphDataset:
-    from torch_geometric.datasets import Planetoid
+    from torch_geometric.io import read_planetoid_data
 
     pyg = PLANETOID_NAMES[name]
     root = resolve_data_root(root)
     suffixes = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
     files = [_file(f"{pyg}/raw/ind.{name}.{s}", _PLANETOID_URL + f"ind.{name}.{s}") for s in suffixes]
     work = prepare_files(name, root, files, download_missing=download)
-    data = Planetoid(str(work), pyg, split="public")[0]
+    # the checksummed raw files themselves: PyG's Planetoid would write and later read an unchecked
+    # (pickled) processed/data.pt instead
+    data = read_planetoid_data(str(work / pyg / "raw"), name)
     from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
     ei = coalesce(to_undirected(remove_self_loops(data.edge_index)[0]), num_nodes=data.num_nodes)
-    meta = {"dataset": name, "source": "torch_geometric.datasets.Planetoid", "root": str(root), "lcc": False}
+    meta = {"dataset": name, "source": "Planetoid raw files (torch_geometric.io.read_planetoid_data)", "root": str(root),
+            "lcc": False}
     ids = [m.nonzero().view(-1) for m in (data.train_mask, data.val_mask, data.test_mask)]
     return GraphDataset(name, "public", data.x.float(), ei, data.y.long(), *ids, meta=meta)
 

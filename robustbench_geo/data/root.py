@@ -44,14 +44,46 @@ def cache_root() -> Path:
     return Path(os.environ.get("RBGEO_CACHE") or DEFAULT_ROOT).expanduser().resolve()
 
 
+class CacheError(OSError):
+    """The cache (``RBGEO_CACHE``) is a file or cannot be written; the message names it."""
+
+
+def writable_cache(*parts: str) -> Path:
+    """``cache_root() / parts``, created; raises :class:`CacheError` when that is impossible.
+
+    Everything the package writes outside the user's output folders goes through here (copies of
+    raw files out of read-only roots, sweep checkpoints), so a misconfigured ``RBGEO_CACHE`` is one
+    clear message instead of a traceback from deep inside a loader.
+    """
+    root = cache_root()
+    where = f"RBGEO_CACHE={os.environ['RBGEO_CACHE']}" if os.environ.get("RBGEO_CACHE") else f"the cache folder {root}"
+    path = root.joinpath(*parts)
+    if root.exists() and not root.is_dir():
+        raise CacheError(f"{where} is a file, expected a folder; point RBGEO_CACHE at a writable folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CacheError(f"{where}: {path} cannot be a folder (a file is in the way)") from None
+    except OSError as e:
+        raise CacheError(f"{where} is not writable ({e.strerror}); point RBGEO_CACHE at a writable folder") from None
+    if not folder_writable(path):
+        raise CacheError(f"{where} is not writable; point RBGEO_CACHE at a writable folder")
+    return path
+
+
 def is_writable(path: Path) -> bool:
-    """Whether we may write below ``path``.
+    """Whether we may write below ``path`` (``RBGEO_DATA_READONLY=1`` makes every data root read-only).
 
     Root passes ``os.access`` on read-only permission bits, so the bits are checked too: a folder
     marked read-only for everyone is treated as read-only even for root.
     """
     if os.environ.get("RBGEO_DATA_READONLY", "") not in ("", "0"):
         return False
+    return folder_writable(path)
+
+
+def folder_writable(path: Path) -> bool:
+    """Whether the nearest existing folder of ``path`` is writable (permission bits, mount, access)."""
     p = Path(path)
     while not p.exists():
         if p.parent == p:
@@ -89,15 +121,24 @@ def verify(path: Path, md5: str | None) -> None:
 
 
 def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30.0) -> None:
-    """Download ``url`` to ``dest`` atomically, then verify its checksum."""
+    """Download ``url`` to ``dest`` atomically, then verify its checksum.
+
+    A failed download leaves nothing behind: neither the partial file nor the folders made for it.
+    """
+    created = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-        shutil.copyfileobj(r, f)
     try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f)
         verify(tmp, md5)
-    except ChecksumError:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     os.replace(tmp, dest)
 
@@ -121,7 +162,7 @@ def prepare_files(
         ``root`` itself when writable, else the cache root into which the raw files were copied.
     """
     files = list(files)
-    work = root if is_writable(root) else cache_root()
+    work = root if is_writable(root) else writable_cache()
     missing = []
     for rel, md5, url in files:
         src, dst = root / rel, work / rel

@@ -19,7 +19,7 @@ from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.evaluation.clean import clean_outcome
 from robustbench_geo.evaluation.graph import evaluate_graph_attack
 from robustbench_geo.evaluation.image import evaluate_image_attack
-from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
+from robustbench_geo.evaluation.outcome import AttackOutcome, check_metrics, summarise
 from robustbench_geo.models.predict import accuracy, graph_accuracy, graph_logits, image_accuracy, predict_logits
 
 
@@ -49,9 +49,12 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
     try:
         if entry.cls is NoAttack:
             entry.fill(params or {})
-            return clean_outcome(model, dataset, seed=seed, device=kwargs.get("device"),
-                                 **({"batch_size": kwargs["batch_size"]} if kwargs.get("batch_size") else {}))
-        return run(model, dataset, attack, params or {}, seed=seed, **kwargs)
+            outcome = clean_outcome(model, dataset, seed=seed, device=kwargs.get("device"),
+                                    **({"batch_size": kwargs["batch_size"]} if kwargs.get("batch_size") else {}))
+        else:
+            outcome = run(model, dataset, attack, params or {}, seed=seed, **kwargs)
+        check_metrics(outcome.metrics, f"attack {attack!r}")  # a NaN fails the run; it is never stored
+        return outcome
     finally:
         model.train(was_training)
 
@@ -64,6 +67,6 @@ def _check_options(run, kwargs: dict) -> None:
 
 
 __all__ = [
-    "AttackOutcome", "accuracy", "clean_outcome", "evaluate_attack", "evaluate_graph_attack", "evaluate_image_attack",
-    "graph_accuracy", "graph_logits", "image_accuracy", "predict_logits", "summarise",
+    "AttackOutcome", "accuracy", "check_metrics", "clean_outcome", "evaluate_attack", "evaluate_graph_attack",
+    "evaluate_image_attack", "graph_accuracy", "graph_logits", "image_accuracy", "predict_logits", "summarise",
 ]

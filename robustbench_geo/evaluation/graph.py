@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -125,98 +125,125 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     entry = get_attack(attack)
+    targeted = bool(getattr(entry.cls, "targeted", False))
     full = resolve_params(entry, params or {}, budget)
     graph = graph.to("cpu")
     model = on_device(model, device).eval()
-    device = model_device(model)
     seed_everything(seed)
     attacker = entry.cls(model, **full)
     if hasattr(attacker, "progress"):
         attacker.progress = progress
+    retrain = _Retrain(mode, checkpoint_meta, seed, model_device(model), fresh_model)
     t0 = time.perf_counter()
+    clean_logits, clean_logits_eval = _clean_logits(model, graph, retrain)
+    clean_correct = clean_logits_eval.argmax(1) == graph.y
+    clean_acc = summarise(clean_correct[graph.idx_test], clean_correct[graph.idx_test])["clean_accuracy"]
+    if targeted:
+        metrics, rows, results = _targeted(attacker, model, graph, clean_logits_eval, retrain, progress, targets)
+    else:
+        metrics, rows, results = _global(attacker, model, graph, clean_logits_eval, retrain)
+    flip_metrics, artefacts = _flips(graph, results, targeted)
+    metrics = {"clean_accuracy": clean_acc, **metrics, **flip_metrics}
+    config = {"seed": seed, "mode": mode, "attack": attack, "params": full, "dataset": graph.name, "split": graph.split,
+              "split_hash": graph.split_hash, "num_nodes": graph.num_nodes, "num_edges": graph.num_edges,
+              "targeted": targeted, "versions": versions(), "model": (checkpoint_meta or {}).get("model"),
+              "work": None if targeted else [r.work for r in results][:1]}
+    return AttackOutcome(attack, full, seed, metrics, rows, artefacts, time.perf_counter() - t0, config)
+
+
+@dataclass(frozen=True)
+class _Retrain:
+    """What poisoning needs to train a fresh model on a (perturbed) graph; evasion uses the given model."""
+
+    mode: str
+    checkpoint_meta: dict | None
+    seed: int
+    device: torch.device
+    fresh_model: Callable[[], nn.Module] | None
+
+    def model(self, graph: GraphDataset, edge_index=None, x=None) -> nn.Module:
+        return _retrain(graph, self.checkpoint_meta, self.seed, self.device, edge_index, x, self.fresh_model)
+
+
+def _clean_logits(model, graph: GraphDataset, retrain: _Retrain) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the attacked model and of the evaluated one on the clean graph (poisoning: a model
+    trained on the clean graph with the attack's seed; evasion: the same logits twice)."""
     clean_logits = _predict(model, graph, graph.edge_index)
+    if retrain.mode == "poisoning":
+        return clean_logits, _predict(retrain.model(graph), graph, graph.edge_index)
+    return clean_logits, clean_logits
+
+
+def _victim_logits(model, graph: GraphDataset, res: GraphPerturbation, retrain: _Retrain) -> torch.Tensor:
+    """Logits on the perturbed graph: the model itself (evasion) or one retrained on it (poisoning)."""
+    victim = retrain.model(graph, res.edge_index, res.x) if retrain.mode == "poisoning" else model
+    return _predict(victim, graph, res.edge_index, res.x)
+
+
+def _global(attacker, model, graph: GraphDataset, clean_logits_eval, retrain: _Retrain):
+    """One perturbation of the whole graph, scored on the test nodes."""
     y, test = graph.y, graph.idx_test
-    if mode == "poisoning":
-        clean_model = _retrain(graph, checkpoint_meta, seed, device, fresh_model=fresh_model)
-        clean_logits_eval = _predict(clean_model, graph, graph.edge_index)
-    else:
-        clean_logits_eval = clean_logits
     clean_correct = clean_logits_eval.argmax(1) == y
-    clean_acc = summarise(clean_correct[test], clean_correct[test])["clean_accuracy"]
-    if getattr(entry.cls, "targeted", False):
-        metrics, rows, results = _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode,
-                                           checkpoint_meta, device, progress, targets, fresh_model)
-    else:
-        seed_everything(seed)
-        res = attacker(graph, seed=seed)
-        if mode == "poisoning":
-            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x, fresh_model)
-            logits = _predict(victim, graph, res.edge_index, res.x)
-        else:
-            logits = _predict(model, graph, res.edge_index, res.x)
-        pred = logits.argmax(1)
-        now_correct = pred == y
-        summary = summarise(clean_correct[test], now_correct[test], robust_needs_clean=False)
-        metrics = {k: summary[k] for k in ("robust_accuracy", "success_rate")}
-        rows = [{"node": int(i), "label": int(y[i]), "clean_prediction": int(clean_logits_eval[i].argmax()),
-                 "prediction": int(pred[i]), "clean_correct": bool(clean_correct[i]), "correct": bool(now_correct[i])}
-                for i in test.tolist()]
-        results = [res]
-    ins = torch.cat([r.insertions for r in results], 1) if results else torch.zeros(2, 0, dtype=torch.long)
-    dels = torch.cat([r.deletions for r in results], 1) if results else torch.zeros(2, 0, dtype=torch.long)
+    seed_everything(retrain.seed)
+    res = attacker(graph, seed=retrain.seed)
+    pred = _victim_logits(model, graph, res, retrain).argmax(1)
+    now_correct = pred == y
+    summary = summarise(clean_correct[test], now_correct[test], robust_needs_clean=False)
+    metrics = {k: summary[k] for k in ("robust_accuracy", "success_rate")}
+    rows = [{"node": int(i), "label": int(y[i]), "clean_prediction": int(clean_logits_eval[i].argmax()),
+             "prediction": int(pred[i]), "clean_correct": bool(clean_correct[i]), "correct": bool(now_correct[i])}
+            for i in test.tolist()]
+    return metrics, rows, [res]
+
+
+def _targeted(attacker, model, graph: GraphDataset, clean_logits_eval, retrain: _Retrain, progress, targets):
+    """The 40-target protocol (or ``targets``): each target attacked separately on the clean graph."""
+    y, seed = graph.y, retrain.seed
+    if targets is None:
+        correct = clean_logits_eval.argmax(1) == y
+        targets = select_targets(_margins(clean_logits_eval, y), correct, graph.idx_test, seed)
+    targets = [check_target(graph, int(t)) for t in targets]
+    deg = degrees(graph.edge_index, graph.num_nodes)
+    rows, results = [], []
+    for k, t in enumerate(tqdm(targets, desc="targets", disable=not progress, unit="target")):
+        res: GraphPerturbation = attacker(graph, t, seed=seed + k)
+        check_perturbation(graph, res)
+        logits = _victim_logits(model, graph, res, retrain)
+        pred = int(logits[t].argmax())
+        rows.append({"target": t, "label": int(y[t]), "clean_prediction": int(clean_logits_eval[t].argmax()),
+                     "clean_margin": float(_margins(clean_logits_eval[t:t + 1], y[t:t + 1])[0]), "prediction": pred,
+                     "margin": float(_margins(logits[t:t + 1], y[t:t + 1])[0]), "misclassified": pred != int(y[t]),
+                     "budget": res.budget, "flips": res.flips, "insertions": int(res.insertions.shape[1]),
+                     "deletions": int(res.deletions.shape[1]), "feature_flips": int(res.feature_flips.shape[1]),
+                     "degree": int(deg[t])})
+        results.append(res)
+    mis = [r["misclassified"] for r in rows]
+    rate = sum(mis) / len(mis) if mis else 0.0
+    return {"robust_accuracy": 1.0 - rate if mis else float("nan"), "success_rate": rate,
+            "targets": len(targets)}, rows, results
+
+
+def _flips(graph: GraphDataset, results: list[GraphPerturbation], targeted: bool) -> tuple[dict, dict]:
+    """Flip counts and the artefacts reports draw: inserted/deleted pairs (with their targets) and degrees."""
+    none = torch.zeros(2, 0, dtype=torch.long)
+    ins = torch.cat([r.insertions for r in results], 1) if results else none
+    dels = torch.cat([r.deletions for r in results], 1) if results else none
     deg0 = degrees(graph.edge_index, graph.num_nodes)
     deg1 = deg0.clone()
     for r in results:  # targeted: each target's own perturbed degrees (a target's flips touch it and its partners)
         d = degrees(r.edge_index, graph.num_nodes)
         touched = torch.unique(torch.cat([r.insertions.view(-1), r.deletions.view(-1)]))
         deg1[touched] = d[touched]
-    metrics = {"clean_accuracy": clean_acc, **metrics, "flips": int(ins.shape[1] + dels.shape[1]),
-               "insertions": int(ins.shape[1]), "deletions": int(dels.shape[1]),
-               "budget": int(sum(r.budget for r in results)),
+    metrics = {"flips": int(ins.shape[1] + dels.shape[1]), "insertions": int(ins.shape[1]),
+               "deletions": int(dels.shape[1]), "budget": int(sum(r.budget for r in results)),
                "feature_flips": int(sum(r.feature_flips.shape[1] for r in results))}
     artefacts = {"insertions": ins, "deletions": dels, "degree_before": deg0, "degree_after": deg1}
-    if getattr(entry.cls, "targeted", False):
-        artefacts["insertion_targets"] = torch.cat([torch.full((r.insertions.shape[1],), r.target) for r in results]).long() \
-            if results else torch.zeros(0, dtype=torch.long)
-        artefacts["deletion_targets"] = torch.cat([torch.full((r.deletions.shape[1],), r.target) for r in results]).long() \
-            if results else torch.zeros(0, dtype=torch.long)
-    config = {"seed": seed, "mode": mode, "attack": attack, "params": full, "dataset": graph.name, "split": graph.split,
-              "split_hash": graph.split_hash, "num_nodes": graph.num_nodes, "num_edges": graph.num_edges,
-              "targeted": bool(getattr(entry.cls, "targeted", False)), "versions": versions(),
-              "model": (checkpoint_meta or {}).get("model"), "work": [r.work for r in results][:1] if not
-              getattr(entry.cls, "targeted", False) else None}
-    return AttackOutcome(attack, full, seed, metrics, rows, artefacts, time.perf_counter() - t0, config)
-
-
-def _targeted(attacker, model, graph, clean_logits, clean_logits_eval, seed, mode, checkpoint_meta, device, progress,
-              targets, fresh_model):
-    y = graph.y
-    if targets is None:
-        correct = clean_logits_eval.argmax(1) == y
-        targets = select_targets(_margins(clean_logits_eval, y), correct, graph.idx_test, seed)
-    targets = [check_target(graph, int(t)) for t in targets]
-    rows, results = [], []
-    for k, t in enumerate(tqdm(targets, desc="targets", disable=not progress, unit="target")):
-        res: GraphPerturbation = attacker(graph, t, seed=seed + k)
-        check_perturbation(graph, res)
-        if mode == "poisoning":
-            victim = _retrain(graph, checkpoint_meta, seed, device, res.edge_index, res.x, fresh_model)
-            logits = _predict(victim, graph, res.edge_index, res.x)
-        else:
-            logits = _predict(model, graph, res.edge_index, res.x)
-        pred = int(logits[t].argmax())
-        margin = float(_margins(logits[t:t + 1], y[t:t + 1])[0])
-        rows.append({"target": t, "label": int(y[t]), "clean_prediction": int(clean_logits_eval[t].argmax()),
-                     "clean_margin": float(_margins(clean_logits_eval[t:t + 1], y[t:t + 1])[0]), "prediction": pred,
-                     "margin": margin, "misclassified": pred != int(y[t]), "budget": res.budget, "flips": res.flips,
-                     "insertions": int(res.insertions.shape[1]), "deletions": int(res.deletions.shape[1]),
-                     "feature_flips": int(res.feature_flips.shape[1]),
-                     "degree": int(degrees(graph.edge_index, graph.num_nodes)[t])})
-        results.append(res)
-    mis = [r["misclassified"] for r in rows]
-    rate = sum(mis) / len(mis) if mis else 0.0
-    return {"robust_accuracy": 1.0 - rate if mis else float("nan"), "success_rate": rate,
-            "targets": len(targets)}, rows, results
+    if targeted:
+        for kind in ("insertions", "deletions"):
+            artefacts[f"{kind[:-1]}_targets"] = torch.cat(
+                [torch.full((getattr(r, kind).shape[1],), r.target) for r in results]).long() \
+                if results else torch.zeros(0, dtype=torch.long)
+    return metrics, artefacts
 
 
 def write_artefacts(outcome: AttackOutcome, out_dir) -> list[Path]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from robustbench_geo.check import check_number
+
 
 @dataclass
 class AttackOutcome:
@@ -66,3 +68,11 @@ def summarise(clean_correct: torch.Tensor, attacked_correct: torch.Tensor, *,
     return {"clean_accuracy": n_correct / n if n else empty,
             "robust_accuracy": int(robust.sum()) / n if n else empty,
             "success_rate": fooled / n_correct if n_correct else 0.0}
+
+
+def check_metrics(metrics: dict, what: str) -> dict:
+    """Every metric is a finite number before anything is printed or stored (NaN never counts as fooled)."""
+    for k, v in metrics.items():
+        if v is not None:
+            check_number(v, f"{what}: metric {k}")
+    return metrics

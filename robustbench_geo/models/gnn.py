@@ -17,6 +17,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import add_remaining_self_loops, scatter
 
 from robustbench_geo.models.registry import register_model
+from robustbench_geo.models.tensor_cache import TensorCache
 
 
 def dense_gcn_norm(adj: torch.Tensor) -> torch.Tensor:
@@ -41,6 +42,12 @@ def dense_gcn_propagate(adj: torch.Tensor, h: torch.Tensor, scale: torch.Tensor)
     return scale * (adj @ h + h)
 
 
+def _nonzeros(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(2, nnz)`` indices and ``(nnz,)`` values of the non-zeros of ``x``, and whether it is sparse (< 10 %)."""
+    idx = (x != 0).nonzero().T
+    return idx, x[idx[0], idx[1]], idx.shape[1] < 0.1 * x.numel()
+
+
 def _weights(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     if edge_weight is None:
         return torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device)
@@ -59,7 +66,7 @@ class GCN(nn.Module):
         self.conv1 = GCNConv(in_features, hidden)
         self.conv2 = GCNConv(hidden, num_classes)
         self.dropout = dropout
-        self._nz: tuple | None = None
+        self._nz = TensorCache()  # non-zeros of the latest feature matrix
 
     def _first_linear(self, x: torch.Tensor) -> torch.Tensor:
         """``dropout(X) W1`` through the non-zeros of ``X`` when it is sparse (bag-of-words features).
@@ -67,11 +74,7 @@ class GCN(nn.Module):
         Dropout only changes non-zero entries, so sampling the mask on them (as Kipf & Welling's
         sparse dropout does) is the same distribution, and ``X W1`` costs O(nnz) instead of O(N F).
         """
-        key = (x.data_ptr(), tuple(x.shape), x._version, x.device)
-        if self._nz is None or self._nz[0] != key:
-            idx = (x != 0).nonzero().T
-            self._nz = (key, idx, x[idx[0], idx[1]], idx.shape[1] < 0.1 * x.numel())
-        _, idx, vals, sparse = self._nz
+        idx, vals, sparse = self._nz.get(x, _nonzeros)
         if not sparse or x.requires_grad:
             return self.conv1.lin(F.dropout(x, self.dropout, self.training))
         if self.training and self.dropout > 0:

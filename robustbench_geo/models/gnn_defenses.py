@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from robustbench_geo.models.gnn import GCN
 from robustbench_geo.models.registry import register_model
+from robustbench_geo.models.tensor_cache import TensorCache
 
 
 def jaccard_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ class GCNJaccard(GCN):
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold: expected a Jaccard similarity in [0, 1], got {threshold}")
         self.threshold = threshold
-        self._dense_keep: tuple | None = None
+        self._dense_keep = TensorCache()
 
     def keep_mask(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """``(E,)`` bool: edges the defense keeps."""
@@ -68,11 +69,7 @@ class GCNJaccard(GCN):
 
     def dense_keep_mask(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, N)`` bool: the pairs the defense would keep as edges (cached per feature matrix)."""
-        key = (x.data_ptr(), tuple(x.shape), x._version, x.device, self.threshold)
-        if self._dense_keep is None or self._dense_keep[0] != key:
-            with torch.no_grad():
-                self._dense_keep = (key, dense_jaccard_similarity(x) >= self.threshold)
-        return self._dense_keep[1]
+        return self._dense_keep.get(x, lambda t: dense_jaccard_similarity(t) >= self.threshold, self.threshold)
 
 
 @register_model("gcn_jaccard", task="graph")

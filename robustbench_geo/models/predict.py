@@ -12,6 +12,7 @@ import copy
 import torch
 import torch.nn as nn
 
+from robustbench_geo.check import check_finite
 from robustbench_geo.data.base import GraphDataset, ImageDataset
 
 
@@ -48,7 +49,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512
     model.eval()
     dev = model_device(model)
     outs = [model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0, 0)
+    return check_finite(torch.cat(outs), "model logits") if outs else torch.empty(0, 0)
 
 
 def image_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 512) -> float:
@@ -66,7 +67,8 @@ def graph_logits(model: nn.Module, graph: GraphDataset, edge_index: torch.Tensor
     model.eval()
     dev = model_device(model)
     ei = graph.edge_index if edge_index is None else edge_index
-    return model(graph.x.to(dev), ei.to(dev), None if edge_weight is None else edge_weight.to(dev)).cpu()
+    out = model(graph.x.to(dev), ei.to(dev), None if edge_weight is None else edge_weight.to(dev)).cpu()
+    return check_finite(out, "model logits")
 
 
 def graph_accuracy(model: nn.Module, graph: GraphDataset, nodes: str | torch.Tensor = "test",

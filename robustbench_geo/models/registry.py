@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from robustbench_geo.check import check_finite
 from robustbench_geo.data import list_datasets
 from robustbench_geo.registry import Registry
 
@@ -98,6 +99,10 @@ def model_kwargs_for(name: str, info, **kwargs) -> dict:
                 "image_size": tuple(int(s) for s in info.image_size)}
     else:
         base = {"in_features": int(info.num_features), "num_classes": int(info.num_classes)}
+    for k, v in kwargs.items():  # the data fixes these: a model built otherwise cannot train or be evaluated on it
+        if k in base and (tuple(v) if isinstance(v, list) else v) != base[k]:
+            raise ValueError(f"{k}: dataset {getattr(info, 'name', '?')!r} has {k}={base[k]}, got {v!r} "
+                             f"(set by the data; leave it out)")
     return {**base, **kwargs}
 
 
@@ -135,28 +140,61 @@ def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> 
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model {name!r}: expected output {what}, i.e. shape {want}, got {got}")
+    check_finite(out, f"model {name!r}: logits for a valid {task} input")
+
+
+class PluginError(ValueError):
+    """A plug-in model cannot be found or imported (missing file, error while importing, no factory)."""
+
+
+def is_plugin_spec(name: str) -> bool:
+    """Whether ``name`` is a plug-in spec (``module:factory`` or ``file.py:factory``) rather than a registered name.
+
+    Using a plug-in imports and runs its code, so the package only does that for specs the user gave.
+    """
+    return ":" in name and name not in MODELS
+
+
+def same_plugin(a: str, b: str) -> bool:
+    """Whether two plug-in specs name the same factory (file paths compared after resolving them)."""
+    ta, _, fa = a.rpartition(":")
+    tb, _, fb = b.rpartition(":")
+    if fa != fb:
+        return False
+    if _is_file_target(ta) and _is_file_target(tb):
+        return Path(ta).expanduser().resolve() == Path(tb).expanduser().resolve()
+    return ta == tb
+
+
+def _is_file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target
 
 
 def _plugin_entry(spec: str) -> ModelEntry:
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
-        raise ValueError(f"plug-in model {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'")
-    if target.endswith(".py") or "/" in target:
+        raise PluginError(f"plug-in model {spec!r}: expected 'package.module:factory' or 'path/to/file.py:factory'")
+    if _is_file_target(target):
         path = Path(target).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"plug-in model {spec!r}: file {path} not found")
+            raise PluginError(f"plug-in model {spec!r}: file {path} not found")
         mod_name = f"rbgeo_plugin_{abs(hash(str(path.resolve())))}"
         mod_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any error in the user's file is reported as bad input
+            raise PluginError(f"plug-in model {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ValueError(f"plug-in model {spec!r}: cannot import {target!r}: {e}") from None
+            raise PluginError(f"plug-in model {spec!r}: cannot import {target!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001
+            raise PluginError(f"plug-in model {spec!r}: importing {target!r} raised {type(e).__name__}: {e}") from e
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise ValueError(f"plug-in model {spec!r}: {target!r} has no callable {attr!r}")
+        raise PluginError(f"plug-in model {spec!r}: {target!r} has no callable {attr!r}")
     task = getattr(factory, "task", "any")  # a plug-in serves the task of the dataset it is built for
     return ModelEntry(spec, factory, task, (inspect.getdoc(factory) or "plug-in").split("\n")[0])
 

@@ -46,18 +46,56 @@ def _build(compiler: str) -> Path:
     key = hashlib.sha256(src + " ".join([compiler, *_FLAGS, platform.machine(), _cpu_tag()]).encode()).hexdigest()[:16]
     root = Path(os.environ.get("RBGEO_CACHE") or "~/.cache/robustbench_geo").expanduser() / "kernels"
     lib = root / f"deform_conv_cpu_{key}.so"
-    if lib.exists():
+    if lib.exists() and _intact(lib):
         return lib
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=root)
     os.close(fd)
     try:
         subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True, timeout=300)
+        _stamp(Path(tmp)).replace(_stamp_path(lib))  # the stamp first: a library without one is rebuilt
         os.replace(tmp, lib)  # atomic: concurrent builders never see a partial file
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return lib
+
+
+def _stamp_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def _digest(path: Path) -> str:
+    return f"{path.stat().st_size} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
+def _stamp(lib: Path) -> Path:
+    """Write ``<lib>.sha256.tmp`` holding the size and SHA-256 of a freshly built library."""
+    tmp = _stamp_path(lib).with_suffix(".tmp")
+    tmp.write_text(_digest(lib) + "\n")
+    return tmp
+
+
+def _intact(lib: Path) -> bool:
+    """Whether a cached library is a regular file with the size and hash recorded when it was built.
+
+    Loading a truncated or overwritten shared object can crash the process with SIGBUS, with no
+    message; a mismatch instead removes the file so it is rebuilt.
+    """
+    stamp = _stamp_path(lib)
+    try:
+        ok = lib.is_file() and stamp.read_text().strip() == _digest(lib)
+    except OSError:
+        ok = False
+    if not ok:
+        warnings.warn(f"deformable convolution: cached kernel {lib} does not match its build record "
+                      f"({stamp.name}); rebuilding it", RuntimeWarning, stacklevel=4)
+        for p in (lib, stamp):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+    return ok
 
 
 def load():

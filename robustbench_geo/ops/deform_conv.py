@@ -13,6 +13,9 @@ Backends (``BACKENDS``):
   into a channels-last column matrix (compiled CPU kernels, pure-PyTorch fallback) + GEMMs,
   memory bounded by :func:`set_column_budget` (default 1 GiB). Tested on CPU (float32/float64).
 * ``torchvision``: :func:`torchvision.ops.deform_conv2d`, the reference.
+* ``triton``: implicit-GEMM Triton kernels (:mod:`robustbench_geo.ops._deform_triton`) for CUDA
+  tensors; no column buffer in global memory. Tested against the other two in Triton's CPU
+  interpreter (``TRITON_INTERPRET=1``); not yet measured on a GPU, so ``auto`` never picks it.
 
 ``backend="auto"`` picks the fastest correct one for the tensors' device: ``native`` on CPU when its
 compiled kernel is available (several times faster than torchvision there, see
@@ -39,6 +42,7 @@ from torch.nn.modules.utils import _pair
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.ops import _deform_kernel
 from robustbench_geo.ops._deform_native import deform_conv2d_native, get_column_budget, set_column_budget
+from robustbench_geo.ops._deform_triton import deform_conv2d_triton
 
 
 def _torchvision(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
@@ -49,11 +53,16 @@ def _native(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, m
     return deform_conv2d_native(input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask)
 
 
+def _triton(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
+    return deform_conv2d_triton(input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask)
+
+
 #: backend name -> callable with :func:`deform_conv2d`'s signature (without ``backend``)
-BACKENDS = {"native": _native, "torchvision": _torchvision}
+BACKENDS = {"native": _native, "torchvision": _torchvision, "triton": _triton}
 
 #: preferred backends per device type, fastest first (``auto`` takes the first registered);
-#: on CUDA torchvision's kernel stays the default until a GPU kernel is measured and tested
+#: on CUDA torchvision's kernel stays the default until the triton kernel is measured on a GPU
+#: (``benchmarks/deform_conv.py``, ``docs/gpu.md``)
 _AUTO_ORDER = {"cpu": ["native", "torchvision"], "cuda": ["torchvision"]}
 
 
@@ -117,7 +126,8 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
         bias: ``(C_out,)`` or None.
         stride, padding, dilation: int or ``(h, w)`` pair, pixels.
         mask: ``(B, offset_groups * kh * kw, H_out, W_out)`` modulation (DCNv2) or None (DCNv1).
-        backend: ``auto``, ``native`` or ``torchvision``.
+        backend: ``auto``, ``native``, ``torchvision`` or ``triton`` (CUDA tensors; raises where triton or
+            CUDA is missing, unless ``TRITON_INTERPRET=1`` runs it on CPU tensors in Triton's interpreter).
 
     Returns:
         ``(B, C_out, H_out, W_out)``.

@@ -19,6 +19,7 @@ import jinja2
 
 from robustbench_geo._version import __version__
 from robustbench_geo.report import plots
+from robustbench_geo.report.certify import certification_html, certification_markdown, certification_rows
 from robustbench_geo.report.tables import (
     cells_frame, fmt_pct, model_json, summary_frame, summary_markdown, tidy_frame,
 )
@@ -102,7 +103,8 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
     paths = {"csv": folder / "results.csv", "markdown": folder / "summary.md", "json": folder / "json",
              "html": folder / "report.html"}
     tidy_frame(cells, sweep).to_csv(paths["csv"], index=False)
-    paths["markdown"].write_text(summary_markdown(summary, sweep))
+    cert_rows = certification_rows(frame)
+    paths["markdown"].write_text(summary_markdown(summary, sweep) + certification_markdown(cert_rows))
     paths["json"].mkdir(exist_ok=True)
     models = list(dict.fromkeys(frame["model"])) if len(frame) else []
     names = {}
@@ -130,6 +132,8 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
         package_version=__version__, summary=rows, cells=cells_table, failed=failed,
         figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,
         json_files=[f"json/{names[m]}.json" for m in models])
+    if cert_rows:  # the certification bracket, as its own section
+        html = html.replace("</body>", certification_html(cert_rows) + "</body>", 1)
     tmp = paths["html"].with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(paths["html"])

@@ -103,13 +103,21 @@ def fmt_pct(mean, std=None, seeds: int = 1) -> str:
     return s
 
 
+def md_escape(text) -> str:
+    """A label as literal Markdown text: no table breaks, HTML, code spans, emphasis or links."""
+    out = " ".join(str(text).splitlines())
+    for ch in "\\`*[]<>|":
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
 def summary_markdown(summary: pd.DataFrame, sweep: str) -> str:
     """``summary.md``: the summary table in Markdown (percentages, mean ± std over seeds)."""
-    lines = [f"# Sweep `{sweep}`", "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+    esc = md_escape
+    lines = [f"# Sweep {esc(sweep)}", "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
              "Accuracies in %, mean ± std over seeds.", "",
              "| model | dataset | attack | setting | seeds | clean | robust | success rate |",
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     for r in summary.to_dict("records"):
         lines.append(f"| {esc(r['model'])} | {esc(r['dataset'])} | {esc(r['attack'])} | {esc(r['setting'])} | {r['seeds']} | "
                      f"{fmt_pct(r['clean_accuracy'], r['clean_accuracy_std'], r['seeds'])} | "

@@ -4,7 +4,8 @@
 >>> from robustbench_geo.sweep import load_config, run_sweep      # doctest: +SKIP
 >>> summary = run_sweep(load_config("quick"), report=write_report)  # doctest: +SKIP
 
-See :mod:`robustbench_geo.sweep.config` for the file format, :mod:`~robustbench_geo.sweep.store`
+See :mod:`robustbench_geo.sweep.config` for the file format, :mod:`~robustbench_geo.sweep.cells` for cells
+and their keys, :mod:`~robustbench_geo.sweep.store`
 for the results store and :mod:`~robustbench_geo.sweep.executors` for local/Ray execution.
 Names are imported on first use, so ``robustbench_geo.sweep.store`` loads without torch.
 """
@@ -12,7 +13,7 @@ Names are imported on first use, so ``robustbench_geo.sweep.store`` loads withou
 import importlib
 
 _EXPORTS = {
-    "Cell": "config", "SweepConfig": "config", "SweepConfigError": "config", "expand": "config",
+    "Cell": "cells", "SweepConfig": "config", "SweepConfigError": "config", "expand": "cells",
     "list_presets": "config", "load_config": "config", "parse_config": "config",
     "SweepSummary": "driver", "run_sweep": "driver", "estimate": "timing",
     "ResultStore": "store", "StoreError": "store",

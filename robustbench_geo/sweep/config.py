@@ -1,4 +1,4 @@
-"""Sweep definitions: a TOML file -> validated :class:`SweepConfig` -> :class:`Cell` list.
+"""Sweep definitions: a TOML file -> validated :class:`SweepConfig` (its cells: :mod:`robustbench_geo.sweep.cells`).
 
 A sweep file has four kinds of tables (every key is optional unless marked *required*)::
 
@@ -21,6 +21,11 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     epochs = 2                     # also lr, batch_size, augment, trainable (see training.py)
     params = { num_deform = 3 }    # model factory kwargs
 
+    [models.theirs]                # a trained model, evaluated as given (never trained):
+    checkpoint = "checkpoints/cnn" # a checkpoint of rbgeo train (+ model = "f.py:fn" to allow its plug-in)
+    dataset = "mnist"              # or: factory = "f.py:fn" with pretrained = true, and optionally
+                                   # weights = "w.safetensors", preprocessing = "mean=M,std=S", params
+
     [attacks.rotation]             # a label you choose
     attack = "grid"                # registry name (rbgeo list attacks) or "none" (clean accuracy); default: the label
     datasets = ["mnist", "mnist-scaled"]  # evaluation datasets (labels); default: each model's own
@@ -31,32 +36,43 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     mode = ["evasion"]             # graphs: evasion and/or poisoning (grid)
     batch_size = 256               # images: attack batch size
 
+``[certify.LABEL]`` tables add certification cells (see :mod:`robustbench_geo.sweep.certify_table`).
+
 One *cell* is one trained model x one attack setting x one evaluation dataset x one seed. Its
 hash covers its whole configuration (model and kwargs, training settings, datasets and their
 variants, attack and parameters with defaults filled in, seed, package version), so a finished cell
-is found again whichever file or order produced it.
+is found again whichever file or order produced it. For an evaluated model (``checkpoint`` or
+pretrained ``factory``) the model part is its name, kwargs and the SHA-256 of its weights, not
+their path: changed weights are new cells (see docs/own-models.md).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from robustbench_geo._version import __version__
+from robustbench_geo.attacks.base import check_params, get_attack
+from robustbench_geo.check import DeviceUnavailableError, check_device, check_number, unknown_name_error
+from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, read_metadata, sha256_file, weights_sha256
+from robustbench_geo.data import dataset_info
+from robustbench_geo.loading import check_fits, load_model, read_weights, state_sha256
+from robustbench_geo.models.preprocessing import parse_preprocessing
+from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
+from robustbench_geo.ops.deform_conv import resolve_backend
+from robustbench_geo.sweep.certify_table import parse_certify_tables
+from robustbench_geo.training import default_config
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 _SWEEP_KEYS = {"name", "output", "seeds", "device", "deform_backend", "checkpoint_cache", "description"}
 _DATASET_KEYS = {"spec", "train_subset", "test_subset"}
 _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable"}
-_MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS
+_EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
+_MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS | _EVALUATED_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
-_TOP_KEYS = {"sweep", "datasets", "models", "attacks"}
+_TOP_KEYS = {"sweep", "datasets", "models", "attacks", "certify"}
 
 
 class SweepConfigError(ValueError):
@@ -80,6 +96,17 @@ class ModelCfg:
     task: str
     params: dict
     train: dict  # epochs, lr, ... (only the keys given; defaults come from training.default_config)
+    source: str = "train"  # "train" (the sweep trains it), "checkpoint" or "pretrained" (evaluated as given)
+    checkpoint: str | None = None  # checkpoint stem (source "checkpoint")
+    plugin: str | None = None  # the plug-in the sweep file allows a checkpoint to import (its ``model`` key)
+    weights: str | None = None  # weights file of a pretrained factory
+    preprocessing: dict | None = None  # {"mean": [...], "std": [...]} of a pretrained factory
+    weights_sha256: str | None = None  # evaluated models: the weights' hash, part of the cell key
+
+    @property
+    def evaluated(self) -> bool:
+        """Evaluated as given (checkpoint or pretrained factory), never trained by the sweep."""
+        return self.source != "train"
 
 
 @dataclass(frozen=True)
@@ -107,40 +134,6 @@ class SweepConfig:
     attacks: dict[str, AttackCfg]
     source: str = ""  # file path or preset name
     description: str = ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One unit of work: train (or reuse) a model, attack it on one dataset with one setting and seed.
-
-    Attributes:
-        hash: SHA-256 (hex) of :attr:`config`; the store's key.
-        train_hash: SHA-256 of the training part only; the checkpoint cache key.
-        config: the full, JSON-ready configuration of the cell (see :func:`cell_config`).
-    """
-
-    hash: str
-    train_hash: str
-    model_label: str
-    attack_label: str
-    dataset_label: str
-    seed: int
-    config: dict = field(compare=False)
-
-    @property
-    def short(self) -> str:
-        return self.hash[:12]
-
-    def describe(self) -> str:
-        a = self.config["attack"]
-        setting = ", ".join(f"{k}={v}" for k, v in sorted(a["grid_point"].items()))
-        return f"{self.model_label} x {self.attack_label}({setting}) on {self.dataset_label} seed {self.seed}"
-
-
-def config_hash(obj) -> str:
-    """SHA-256 hex digest of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _line_of(text: str, path: str) -> str:
@@ -181,6 +174,15 @@ class _Checker:
             if k not in allowed:
                 self.fail(f"{path}.{k}" if path else k, f"unknown key {k!r}; expected one of {', '.join(sorted(allowed))}")
 
+    def lookup(self, table: dict, key: str, default: str, path: str, what: str, getter, errors=(KeyError,),
+               hint: str = ""):
+        """``(name, getter(name))`` for the string ``table[key]`` (else ``default``); a failed lookup names the key."""
+        name = self.typed(table.get(key, default), str, f"{path}.{key}", what)
+        try:
+            return name, getter(name)
+        except errors as e:
+            self.fail(f"{path}.{key}" if key in table else path, f"{e}{hint}")
+
     def typed(self, value, types, path: str, what: str):
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             self.fail(path, f"expected {what}, got {value!r}")
@@ -190,167 +192,318 @@ class _Checker:
 
 
 def parse_config(text: str, source: str = "<string>", *, output: str | Path | None = None) -> SweepConfig:
-    """Parse and validate a sweep file's text; nothing is loaded or trained.
+    """Parse and validate a sweep file's text; nothing is trained or attacked.
+
+    Stages: TOML -> ``[sweep]`` -> ``[datasets]`` -> ``[models]`` -> ``[attacks]`` -> cross checks.
+    Evaluated models (``checkpoint =``, or ``factory =`` with ``pretrained = true``) are hashed here:
+    their weights files are read (never unpickled) and a factory without weights is built once.
 
     Raises:
         SweepConfigError: malformed TOML (with its line), unknown keys, models, datasets, attacks or
             attack parameters (naming the key and its line), or a model/dataset/attack mismatch.
     """
-    from robustbench_geo.attacks.base import check_params, get_attack
-    from robustbench_geo.data import dataset_info
-    from robustbench_geo.models.registry import check_task, get_model_entry
+    raw, c = _read_toml(text, source)
+    sw = _parse_sweep_table(raw.get("sweep", {}), c)
+    datasets = _parse_datasets(raw.get("datasets", {}), c)
+    models = _parse_models(raw.get("models", {}), c, datasets)
+    attacks = _parse_attacks(raw.get("attacks", {}), c, datasets, models, certify=raw.get("certify", {}))
+    cfg = SweepConfig(name=sw["name"], output=Path(output or sw.get("output", f"reports/{sw['name']}")),
+                      seeds=sw["seeds"], device=str(sw.get("device", "cpu")),
+                      deform_backend=str(sw.get("deform_backend", "auto")),
+                      checkpoint_cache=str(sw.get("checkpoint_cache", "")), datasets=datasets, models=models,
+                      attacks=attacks, source=source, description=str(sw.get("description", "")))
+    _check_shapes(cfg, c)
+    _check_poisoning(cfg, c)
+    return cfg
 
+
+def _read_toml(text: str, source: str) -> tuple[dict, _Checker]:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SweepConfigError(f"{source}: malformed TOML: {e}") from None
     c = _Checker(text, source)
     c.keys(raw, _TOP_KEYS, "")
-    sw = raw.get("sweep", {})
+    return raw, c
+
+
+def _parse_sweep_table(sw: dict, c: _Checker) -> dict:
+    """``[sweep]``: the name (required) and seeds validated; returns the table with ``seeds`` as a list."""
     c.keys(sw, _SWEEP_KEYS, "sweep")
     if "name" not in sw:
         c.fail("sweep", "expected a 'name' key (the store in the output folder belongs to this name)")
-    name = c.typed(sw["name"], str, "sweep.name", "a string")
+    c.typed(sw["name"], str, "sweep.name", "a string")
     seeds = sw.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         c.fail("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         c.fail("sweep.seeds", f"expected distinct seeds, got {seeds}")
-
-    datasets: dict[str, DatasetCfg] = {}
-    for label, d in raw.get("datasets", {}).items():
-        p = f"datasets.{label}"
-        c.keys(d, _DATASET_KEYS, p)
-        spec = c.typed(d.get("spec", label), str, f"{p}.spec", "a dataset spec string")
+    for key, check in (("device", check_device), ("deform_backend", resolve_backend)):
         try:
-            info = dataset_info(spec)
-        except KeyError as e:
-            c.fail(f"{p}.spec" if "spec" in d else p, str(e))
-        subsets = {}
-        for k in ("train_subset", "test_subset"):
-            if k in d:
-                v = c.typed(d[k], int, f"{p}.{k}", "a positive integer")
-                if v <= 0:
-                    c.fail(f"{p}.{k}", f"expected a positive integer, got {v}")
-                if info.task == "graph":
-                    c.fail(f"{p}.{k}", "subsets apply to image datasets only (graphs use their split)")
-                subsets[k] = v
-        datasets[label] = DatasetCfg(label, spec, info.task, **subsets)
+            value = c.typed(sw.get(key, "cpu" if key == "device" else "auto"), str, f"sweep.{key}", "a string")
+            value == "auto" or check(value)  # "auto" is always valid (resolving it would build kernels)
+        except (ValueError, KeyError) as e:
+            c.fail(f"sweep.{key}", str(e))
+        except DeviceUnavailableError:
+            pass  # a valid name: a dry run of a GPU sweep works on any machine; running it checks the device
+    return {**sw, "seeds": list(seeds)}
+
+
+def _parse_datasets(tables: dict, c: _Checker) -> dict[str, DatasetCfg]:
+    datasets = {label: _parse_dataset(label, d, c) for label, d in tables.items()}
     if not datasets:
         c.fail("datasets", "expected at least one [datasets.LABEL] table")
+    return datasets
 
-    models: dict[str, ModelCfg] = {}
-    for label, m in raw.get("models", {}).items():
+
+def _parse_dataset(label: str, d: dict, c: _Checker) -> DatasetCfg:
+    p = f"datasets.{label}"
+    c.keys(d, _DATASET_KEYS, p)
+    spec, info = c.lookup(d, "spec", label, p, "a dataset spec string", dataset_info)
+    subsets = {}
+    for k in ("train_subset", "test_subset"):
+        if k in d:
+            v = c.typed(d[k], int, f"{p}.{k}", "a positive integer")
+            if v <= 0:
+                c.fail(f"{p}.{k}", f"expected a positive integer, got {v}")
+            if info.task == "graph":
+                c.fail(f"{p}.{k}", "subsets apply to image datasets only (graphs use their split)")
+            subsets[k] = v
+    return DatasetCfg(label, spec, info.task, **subsets)
+
+
+def _parse_models(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg]) -> dict[str, ModelCfg]:
+    """Each ``[models.LABEL]`` is trained (``model =``), a checkpoint, or a pretrained factory."""
+    models = {}
+    for label, m in tables.items():
         p = f"models.{label}"
         c.keys(m, _MODEL_KEYS, p)
-        model = c.typed(m.get("model", label), str, f"{p}.model", "a model name")
-        try:
-            get_model_entry(model)
-        except (KeyError, ValueError, FileNotFoundError) as e:
-            c.fail(f"{p}.model" if "model" in m else p, str(e))
-        if "dataset" not in m:
-            c.fail(p, f"expected a 'dataset' key naming one of the [datasets] labels: {', '.join(datasets)}")
-        ds = m["dataset"]
-        if ds not in datasets:
-            c.fail(f"{p}.dataset", f"unknown dataset label {ds!r}; defined: {', '.join(datasets)}")
-        try:
-            task = check_task(model, dataset_info(datasets[ds].spec))
-        except ValueError as e:
-            c.fail(f"{p}.dataset", str(e))
-        train = {k: m[k] for k in _TRAIN_KEYS if k in m}
-        try:
-            from robustbench_geo.training import default_config
-
-            default_config(task, **train)
-        except (TypeError, ValueError, KeyError) as e:
-            bad = str(e).split(":", 1)[0]
-            c.fail(f"{p}.{bad}" if bad in train else p, f"bad training settings: {e}")
-        if task == "graph" and train.get("augment", "none") != "none":
-            c.fail(f"{p}.augment", "geometric augmentation applies to image datasets only")
-        params = c.typed(m.get("params", {}), dict, f"{p}.params", "a table of model kwargs")
-        models[label] = ModelCfg(label, model, ds, task, dict(params), train)
+        if "checkpoint" in m and "factory" in m:
+            c.fail(f"{p}.factory", "expected checkpoint = ... or factory = ..., got both")
+        parse = (_parse_checkpoint_model if "checkpoint" in m else _parse_pretrained_model if "factory" in m
+                 else _parse_trained_model)
+        models[label] = parse(label, m, p, c, datasets)
     if not models:
         c.fail("models", "expected at least one [models.LABEL] table")
+    return models
 
-    attacks: dict[str, AttackCfg] = {}
-    for label, a in raw.get("attacks", {}).items():
-        p = f"attacks.{label}"
-        c.keys(a, _ATTACK_KEYS, p)
-        name_a = c.typed(a.get("attack", label), str, f"{p}.attack", "an attack name")
+
+def _model_dataset(m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]) -> DatasetCfg:
+    """The model's ``dataset`` label (required): its own evaluation data and the shape it is built for."""
+    if "dataset" not in m:
+        c.fail(p, f"expected a 'dataset' key naming one of the [datasets] labels: {', '.join(datasets)}")
+    ds = m["dataset"]
+    if ds not in datasets:
+        c.fail(f"{p}.dataset", f"unknown dataset label {ds!r}; defined: {', '.join(datasets)}")
+    return datasets[ds]
+
+
+def _model_name(m: dict, key: str, default: str, p: str, c: _Checker) -> str:
+    """``m[key]`` (or ``default``), checked to be a registered model or an importable plug-in."""
+    return c.lookup(m, key, default, p, "a model name", get_model_entry, (KeyError, ValueError, FileNotFoundError))[0]
+
+
+def _only(m: dict, allowed: set, p: str, c: _Checker, kind: str) -> None:
+    for k in m:
+        if k not in allowed:
+            c.fail(f"{p}.{k}", f"{kind}: {k!r} does not apply; expected only {', '.join(sorted(allowed))}")
+
+
+def _parse_trained_model(label: str, m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]) -> ModelCfg:
+    """``model = NAME`` (+ training settings): trained by the sweep, cached by its training hash."""
+    _only(m, {"model", "dataset", "params"} | _TRAIN_KEYS, p, c,
+          "a model the sweep trains (an already trained one is checkpoint = ..., or factory = ... with pretrained = true)")
+    model = _model_name(m, "model", label, p, c)
+    d = _model_dataset(m, p, c, datasets)
+    try:
+        task = check_task(model, dataset_info(d.spec))
+    except ValueError as e:
+        c.fail(f"{p}.dataset", str(e))
+    train = {k: m[k] for k in _TRAIN_KEYS if k in m}
+    try:
+        default_config(task, **train)
+    except (TypeError, ValueError, KeyError) as e:
+        bad = str(e).split(":", 1)[0]
+        c.fail(f"{p}.{bad}" if bad in train else p, f"bad training settings: {e}")
+    if task == "graph" and train.get("augment", "none") != "none":
+        c.fail(f"{p}.augment", "geometric augmentation applies to image datasets only")
+    params = c.typed(m.get("params", {}), dict, f"{p}.params", "a table of model kwargs")
+    return ModelCfg(label, model, d.label, task, dict(params), train)
+
+
+def _parse_checkpoint_model(label: str, m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]) -> ModelCfg:
+    """``checkpoint = STEM``: evaluated, never trained; ``model`` may only allow the checkpoint's plug-in."""
+    _only(m, {"checkpoint", "model", "dataset"}, p, c, "a checkpoint model is evaluated, never trained")
+    path = c.typed(m["checkpoint"], str, f"{p}.checkpoint", "a checkpoint path (STEM of STEM.json + STEM.safetensors)")
+    plugin = c.typed(m["model"], str, f"{p}.model", "a plug-in spec") if "model" in m else None
+    d = _model_dataset(m, p, c, datasets)
+    try:
+        meta = read_metadata(path)
+        check_plugin_allowed(meta, plugin, f"checkpoint {path}")  # nothing named by the file is imported before this
+        sha = weights_sha256(path)
+        check_fits(meta, dataset_info(d.spec), f"checkpoint {path}")
+    except (CheckpointError, ValueError) as e:
+        c.fail(f"{p}.checkpoint", str(e))
+    if plugin is not None and plugin != meta["model"] and not is_plugin_spec(meta["model"]):  # plug-ins: checked above
+        c.fail(f"{p}.model", f"checkpoint {path} is a {meta['model']!r}; with a checkpoint, model may only name its plug-in")
+    return ModelCfg(label, meta["model"], d.label, meta.get("task", "image"), dict(meta["model_kwargs"]), {},
+                    source="checkpoint", checkpoint=path, plugin=plugin, weights_sha256=sha)
+
+
+def _parse_pretrained_model(label: str, m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]) -> ModelCfg:
+    """``factory = SPEC`` with ``pretrained = true`` (+ ``weights``, ``preprocessing``, ``params``): never trained."""
+    _only(m, {"factory", "pretrained", "weights", "preprocessing", "params", "dataset"}, p, c,
+          "a pretrained factory model is evaluated, never trained")
+    if m.get("pretrained") is not True:
+        c.fail(f"{p}.pretrained" if "pretrained" in m else p,
+               "factory = ... models are evaluated as they come: expected pretrained = true (to train a model, use "
+               "model = ... instead)")
+    spec = _model_name(m, "factory", "", p, c)
+    d = _model_dataset(m, p, c, datasets)
+    info = dataset_info(d.spec)
+    try:
+        task = check_task(spec, info)
+    except ValueError as e:
+        c.fail(f"{p}.dataset", str(e))
+    params = dict(c.typed(m.get("params", {}), dict, f"{p}.params", "a table of factory kwargs"))
+    weights = c.typed(m["weights"], str, f"{p}.weights", "a weights file path") if "weights" in m else None
+    prep = m.get("preprocessing")
+    try:
+        prep = parse_preprocessing(prep)
+    except ValueError as e:
+        c.fail(f"{p}.preprocessing", str(e))
+    if prep is not None and task == "graph":
+        c.fail(f"{p}.preprocessing", "preprocessing (mean/std per channel) applies to image models only")
+    prep = None if prep is None else {"mean": list(prep[0]), "std": list(prep[1])}
+    if weights is not None:
         try:
-            entry = get_attack(name_a)
-        except KeyError as e:
-            c.fail(f"{p}.attack" if "attack" in a else p, f"{e} (or 'none' for clean accuracy)")
-        params = c.typed(a.get("params", {}), dict, f"{p}.params", "a table of attack parameters")
-        grid = c.typed(a.get("grid", {}), dict, f"{p}.grid", "a table of parameter lists")
-        grid = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
-        for k, v in grid.items():
-            if not v:
-                c.fail(f"{p}.grid.{k}", "expected a non-empty list of values")
-        for k in list(params) + list(grid):
+            read_weights(weights)  # a bad file fails here, before any cell runs
+        except ValueError as e:
+            c.fail(f"{p}.weights", str(e))
+        sha = sha256_file(weights)
+    else:
+        sha = _factory_state_sha256(spec, params, info, p, c)
+    return ModelCfg(label, spec, d.label, task, params, {}, source="pretrained", weights=weights,
+                    preprocessing=prep, weights_sha256=sha)
+
+
+def _factory_state_sha256(spec: str, params: dict, info, p: str, c: _Checker) -> str:
+    """A factory without a weights file is built once; its state dict's hash keys its cells."""
+    try:
+        model, _ = load_model(spec, data=info, params=params)
+    except (ValueError, TypeError) as e:
+        c.fail(f"{p}.factory", f"cannot build the pretrained model to hash its weights: {e}")
+    return state_sha256(model)
+
+
+def _parse_attacks(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg],
+                   models: dict[str, ModelCfg], certify: dict | None = None) -> dict[str, AttackCfg]:
+    attacks = {label: _parse_attack(label, a, c, datasets, models) for label, a in tables.items()}
+    attacks.update(parse_certify_tables(certify or {}, c, datasets, models, AttackCfg))  # [certify.LABEL]
+    if not attacks:
+        c.fail("attacks", "expected at least one [attacks.LABEL] or [certify.LABEL] table")
+    return attacks
+
+
+def _parse_attack(label: str, a: dict, c: _Checker, datasets: dict[str, DatasetCfg],
+                  models: dict[str, ModelCfg]) -> AttackCfg:
+    p = f"attacks.{label}"
+    c.keys(a, _ATTACK_KEYS, p)
+    name, entry = c.lookup(a, "attack", label, p, "an attack name", get_attack, hint=" (or 'none' for clean accuracy)")
+    params, grid = _attack_params(a, p, c, entry)
+    runner = _attack_runner(a, p, c, entry, name)
+    sel = _attack_selection(a, p, c, entry, name, datasets, models)
+    return AttackCfg(label, name, entry.domain, sel.get("datasets"), sel.get("models"), dict(params), grid, runner)
+
+
+def _attack_params(a: dict, p: str, c: _Checker, entry) -> tuple[dict, dict]:
+    """Fixed ``params`` and the ``grid`` (lists), each name checked against the attack's parameters."""
+    params = c.typed(a.get("params", {}), dict, f"{p}.params", "a table of attack parameters")
+    grid = c.typed(a.get("grid", {}), dict, f"{p}.grid", "a table of parameter lists")
+    grid = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+    for k, v in grid.items():
+        if not v:
+            c.fail(f"{p}.grid.{k}", "expected a non-empty list of values")
+    for k, values in [*((k, [v]) for k, v in params.items()), *grid.items()]:
+        for v in values:  # names, and each value through the shared numeric check
             try:
-                check_params(entry, {k: None})
+                check_params(entry, {k: v})
             except ValueError as e:
                 c.fail(f"{p}.{'grid' if k in grid else 'params'}.{k}", str(e))
-        both = set(params) & set(grid)
-        if both:
-            c.fail(f"{p}.grid.{sorted(both)[0]}", "set either in params or in grid, not both")
-        runner: dict = {}
-        if name_a == "none" and any(k in a for k in ("budget", "mode", "batch_size")):
-            c.fail(p, "attack 'none' (clean accuracy) takes no budget, mode or batch_size")
-        if entry.domain == "graph":
-            budget = a.get("budget", [None])
-            budget = budget if isinstance(budget, list) else [budget]
-            for b in budget:
-                if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0):
-                    c.fail(f"{p}.budget", f"expected non-negative numbers (fraction of edges or flips per target), got {b!r}")
-            mode = a.get("mode", ["evasion"])
-            mode = mode if isinstance(mode, list) else [mode]
-            for md in mode:
-                if md not in ("evasion", "poisoning"):
-                    c.fail(f"{p}.mode", f"expected 'evasion' or 'poisoning', got {md!r}")
-            runner = {"budget": budget, "mode": mode}
-            if "batch_size" in a:
-                c.fail(f"{p}.batch_size", "batch_size applies to image attacks only")
-        else:
-            for k in ("budget", "mode"):
-                if k in a:
-                    c.fail(f"{p}.{k}", f"{k} applies to graph attacks only; image budgets are attack parameters "
-                                       f"({', '.join(entry.params) or 'none'})")
-            if "batch_size" in a:
-                runner["batch_size"] = c.typed(a["batch_size"], int, f"{p}.batch_size", "a positive integer")
-        sel = {}
-        for k, pool in (("datasets", datasets), ("models", models)):
-            if k in a:
-                vals = a[k] if isinstance(a[k], list) else [a[k]]
-                for v in vals:
-                    if v not in pool:
-                        c.fail(f"{p}.{k}", f"unknown {k[:-1]} label {v!r}; defined: {', '.join(pool)}")
-                sel[k] = tuple(vals)
-        for v in sel.get("datasets", ()):
-            if entry.domain != "any" and datasets[v].task != entry.domain:
-                c.fail(f"{p}.datasets", f"{name_a!r} is a {entry.domain} attack but dataset {v!r} is {datasets[v].task} data")
-        for v in sel.get("models", ()):
-            if entry.domain != "any" and models[v].task != entry.domain:
-                c.fail(f"{p}.models", f"{name_a!r} is a {entry.domain} attack but model {v!r} is a {models[v].task} model")
-        attacks[label] = AttackCfg(label, name_a, entry.domain, sel.get("datasets"), sel.get("models"),
-                                   dict(params), grid, runner)
-    if not attacks:
-        c.fail("attacks", "expected at least one [attacks.LABEL] table")
+    both = set(params) & set(grid)
+    if both:
+        c.fail(f"{p}.grid.{sorted(both)[0]}", "set either in params or in grid, not both")
+    return params, grid
 
-    cfg = SweepConfig(name=name, output=Path(output or sw.get("output", f"reports/{name}")), seeds=list(seeds),
-                      device=str(sw.get("device", "cpu")), deform_backend=str(sw.get("deform_backend", "auto")),
-                      checkpoint_cache=str(sw.get("checkpoint_cache", "")), datasets=datasets, models=models,
-                      attacks=attacks, source=source, description=str(sw.get("description", "")))
-    _check_shapes(cfg, c)
-    return cfg
+
+def _attack_runner(a: dict, p: str, c: _Checker, entry, name: str) -> dict:
+    """Runner settings: graph ``budget`` and ``mode`` grids, or the image ``batch_size``."""
+    runner: dict = {}
+    if name == "none" and any(k in a for k in ("budget", "mode", "batch_size")):
+        c.fail(p, "attack 'none' (clean accuracy) takes no budget, mode or batch_size")
+    if entry.domain == "graph":
+        budget = a.get("budget", [None])
+        budget = budget if isinstance(budget, list) else [budget]
+        for b in budget:
+            try:
+                b is None or check_number(b, "budget (fraction of edges or flips per target)", low=0.0)
+            except ValueError as e:
+                c.fail(f"{p}.budget", str(e))
+        mode = a.get("mode", ["evasion"])
+        mode = mode if isinstance(mode, list) else [mode]
+        for md in mode:
+            if md not in ("evasion", "poisoning"):
+                c.fail(f"{p}.mode", f"expected 'evasion' or 'poisoning', got {md!r}")
+        runner = {"budget": budget, "mode": mode}
+        if "batch_size" in a:
+            c.fail(f"{p}.batch_size", "batch_size applies to image attacks only")
+    else:
+        for k in ("budget", "mode"):
+            if k in a:
+                c.fail(f"{p}.{k}", f"{k} applies to graph attacks only; image budgets are attack parameters "
+                                   f"({', '.join(entry.params) or 'none'})")
+        if "batch_size" in a:
+            runner["batch_size"] = c.typed(a["batch_size"], int, f"{p}.batch_size", "a positive integer")
+            if runner["batch_size"] < 1:
+                c.fail(f"{p}.batch_size", f"expected a positive integer, got {runner['batch_size']}")
+    return runner
+
+
+def _attack_selection(a: dict, p: str, c: _Checker, entry, name: str, datasets: dict[str, DatasetCfg],
+                      models: dict[str, ModelCfg]) -> dict:
+    """``datasets`` and ``models`` restrictions: known labels of the attack's domain."""
+    sel = {}
+    for k, pool in (("datasets", datasets), ("models", models)):
+        if k in a:
+            vals = a[k] if isinstance(a[k], list) else [a[k]]
+            for v in vals:
+                if v not in pool:
+                    c.fail(f"{p}.{k}", f"unknown {k[:-1]} label {v!r}; defined: {', '.join(pool)}")
+            sel[k] = tuple(vals)
+    for v in sel.get("datasets", ()):
+        if entry.domain != "any" and datasets[v].task != entry.domain:
+            c.fail(f"{p}.datasets", f"{name!r} is a {entry.domain} attack but dataset {v!r} is {datasets[v].task} data")
+    for v in sel.get("models", ()):
+        if entry.domain != "any" and models[v].task != entry.domain:
+            c.fail(f"{p}.models", f"{name!r} is a {entry.domain} attack but model {v!r} is a {models[v].task} model")
+    return sel
+
+
+def _check_poisoning(cfg: SweepConfig, c: _Checker) -> None:
+    """Poisoning retrains the model from its recipe: a pretrained factory model has none."""
+    for a in cfg.attacks.values():
+        if "poisoning" not in a.runner.get("mode", ()):
+            continue
+        for m in cfg.models.values():
+            if _applies(a, m) and m.source == "pretrained":
+                c.fail(f"attacks.{a.label}.mode", f"poisoning retrains the model from its training recipe, but model "
+                       f"{m.label!r} is a pretrained factory without one; restrict the attack with models = [...] or "
+                       f"use mode = ['evasion']")
 
 
 def _check_shapes(cfg: SweepConfig, c: _Checker) -> None:
     """An image model is only evaluated on datasets of its training shape and classes."""
-    from robustbench_geo.data import dataset_info
-
     for a in cfg.attacks.values():
         for m in cfg.models.values():
             if not _applies(a, m) or not a.datasets:
@@ -372,8 +525,6 @@ def load_config(path_or_preset: str | Path, *, output: str | Path | None = None)
     if p.suffix != ".toml" and not p.exists():
         presets = list_presets()
         if str(path_or_preset) not in presets:
-            from robustbench_geo.check import unknown_name_error
-
             raise unknown_name_error("preset", str(path_or_preset), presets)
         p = PRESET_DIR / f"{path_or_preset}.toml"
         source = f"preset {path_or_preset!r} ({p})"
@@ -381,7 +532,12 @@ def load_config(path_or_preset: str | Path, *, output: str | Path | None = None)
         if not p.is_file():
             raise FileNotFoundError(f"sweep file {p} not found")
         source = str(p)
-    return parse_config(p.read_text(), source, output=output)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SweepConfigError(f"{source}: expected a UTF-8 text file (TOML), got byte {e.object[e.start]:#04x} at "
+                               f"offset {e.start}") from None
+    return parse_config(text, source, output=output)
 
 
 def list_presets() -> list[str]:
@@ -391,64 +547,3 @@ def list_presets() -> list[str]:
 
 def _applies(a: AttackCfg, m: ModelCfg) -> bool:
     return a.domain in (m.task, "any") and (not a.models or m.label in a.models)
-
-
-def _attack_defaults(name: str) -> dict:
-    from robustbench_geo.attacks.base import get_attack
-
-    return get_attack(name).defaults()
-
-
-def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict:
-    """The training part of a cell: what the checkpoint cache is keyed by."""
-    from robustbench_geo.training import default_config
-
-    d = cfg.datasets[m.dataset]
-    tc = asdict(default_config(m.task, m.model, **m.train, seed=seed))
-    return {"model": m.model, "model_params": m.params, "dataset": d.spec, "train_subset": d.train_subset,
-            "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
-
-
-def expand(cfg: SweepConfig) -> list[Cell]:
-    """All cells of a sweep in a stable order (model, attack, dataset, grid point, seed).
-
-    Attack parameters are stored with the attack's defaults filled in, so writing a default
-    explicitly or leaving it out gives the same cell hash.
-    """
-    cells: list[Cell] = []
-    for m in cfg.models.values():
-        for a in cfg.attacks.values():
-            if not _applies(a, m):
-                continue
-            defaults = _attack_defaults(a.attack)
-            keys = sorted(a.grid) + sorted(a.runner.keys() & {"budget", "mode"})
-            values = [a.grid[k] for k in sorted(a.grid)] + [a.runner[k] for k in sorted(a.runner.keys() & {"budget", "mode"})]
-            for ds_label in a.datasets or (m.dataset,):
-                d = cfg.datasets[ds_label]
-                if d.task != m.task:
-                    continue
-                for combo in itertools.product(*values):
-                    point = dict(zip(keys, combo))
-                    params = {**defaults, **a.params, **{k: v for k, v in point.items() if k in a.grid}}
-                    runner = {k: v for k, v in point.items() if k in ("budget", "mode")}
-                    if "batch_size" in a.runner:
-                        runner["batch_size"] = a.runner["batch_size"]
-                    if m.task == "image":
-                        runner["n"] = d.test_subset
-                    for seed in cfg.seeds:
-                        tcfg = train_config(cfg, m, seed)
-                        config = {
-                            "model": {"label": m.label, "name": m.model, "params": m.params},
-                            "training": tcfg,
-                            "dataset": {"label": d.label, "spec": d.spec, "test_subset": d.test_subset},
-                            "attack": {"label": a.label, "name": a.attack, "params": params, "runner": runner,
-                                       "grid_point": point},
-                            "seed": seed, "package_version": __version__,
-                        }
-                        config = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
-                        hashed = {k: v for k, v in config.items() if k != "model"}
-                        hashed["model"] = {"name": m.model, "params": m.params}
-                        hashed["attack"] = {k: v for k, v in config["attack"].items() if k not in ("label", "grid_point")}
-                        hashed["dataset"] = {k: v for k, v in config["dataset"].items() if k != "label"}
-                        cells.append(Cell(config_hash(hashed), config_hash(tcfg), m.label, a.label, d.label, seed, config))
-    return cells

@@ -17,7 +17,10 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from robustbench_geo.sweep.config import Cell, SweepConfig, expand
+from robustbench_geo.check import check_number
+from robustbench_geo.evaluation.outcome import check_metrics
+from robustbench_geo.sweep.cells import Cell, expand
+from robustbench_geo.sweep.config import SweepConfig
 from robustbench_geo.sweep.executors import make_executor
 from robustbench_geo.sweep.runner import default_checkpoint_cache, run_cell, write_artefacts
 from robustbench_geo.sweep.store import ResultStore, owner_id
@@ -126,8 +129,13 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
     if report is not None and report is not False and not callable(report):
         raise TypeError("report: expected a function of the output folder such as robustbench_geo.report.write_report, "
                         f"or None, got {report!r}")
+    if limit is not None:
+        check_number(limit, "limit (cells to run)", integer=True, low=0)
+    if threads is not None:
+        check_number(threads, "threads", integer=True, low=1)
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
+    cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()  # a bad cache fails here
     store = ResultStore(cfg.output, cfg.name)  # refuses another sweep's store before any work
     summary = SweepSummary(cfg.name, cfg.output, len(cells))
     ex = None
@@ -138,7 +146,6 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         todo = [c for c in cells if status.get(c.hash) != "done"]
         summary.skipped_done = len(cells) - len(todo)
         log, summary.log_file = _logger(cfg.output)
-        cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
         log.info("sweep %r from %s: %d cells, %d to run, output %s, checkpoint cache %s, executor %s (jobs %d)",
                  cfg.name, cfg.source, len(cells), len(todo), cfg.output, cache, executor, jobs)
         if limit is not None:
@@ -169,6 +176,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         while in_flight:
             key, res = ex.next_result()
             c = in_flight[key]
+            res = finite_or_failed(res)
             _record(store, cfg.output, c, res)
             del in_flight[key]
             entry = {"cell": c, "ok": res["ok"], "seconds": res["seconds"]}
@@ -185,8 +193,8 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
                 _pct(res["metrics"].get("robust_accuracy")) if res["ok"] else "failed"))
             fill()
         bar.close()
-    except KeyboardInterrupt:
-        summary.interrupted = True
+    except BaseException as e:  # Ctrl-C, or a failure of the driver itself: no cell is left "running"
+        summary.interrupted = isinstance(e, KeyboardInterrupt)
         for h in in_flight:
             store.release(h)
         raise
@@ -203,6 +211,20 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         h.close()
         log.removeHandler(h)
     return summary
+
+
+def finite_or_failed(res: dict) -> dict:
+    """A cell result whose metrics are not all finite numbers is recorded as failed, never as done.
+
+    :func:`~robustbench_geo.evaluation.evaluate_attack` already refuses NaN results; this is the
+    driver's own guard for results from any executor (the store would otherwise keep NaN as NULL).
+    """
+    if res["ok"]:
+        try:
+            check_metrics(res["metrics"], "cell result")
+        except ValueError as e:
+            return {"ok": False, "error": f"{e}; recorded as failed, not done", "seconds": res["seconds"]}
+    return res
 
 
 def _record(store: ResultStore, output: Path, c: Cell, res: dict) -> None:

@@ -15,7 +15,12 @@ result; only the driver writes the store, so the choice of executor never change
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 
@@ -42,6 +47,34 @@ class LocalExecutor:
         self._done.clear()
 
 
+def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Worker initializer: end this process when the driver dies, even by ``kill -9``.
+
+    On Linux the kernel sends SIGKILL when the parent exits (``prctl(PR_SET_PDEATHSIG)``); a
+    daemon thread also polls the parent pid (other systems, and the window before prctl is set),
+    so a killed sweep never leaves workers blocked on their pipe forever.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the watchdog alone
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rbgeo-parent-watchdog", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 class ProcessExecutor:
     """``jobs`` spawned worker processes (no inner progress bars: they would interleave)."""
 
@@ -54,7 +87,8 @@ class ProcessExecutor:
             raise ValueError(f"--jobs: expected at least 1 worker process, got {jobs}")
         self.slots = jobs
         self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                        initializer=die_with_parent, initargs=(os.getpid(),))
         self.futures: dict = {}
 
     def submit(self, key, fn, kwargs: dict) -> None:

@@ -3,7 +3,9 @@
 :func:`run_cell` is a plain function of JSON-ready arguments, so the local executor, worker
 processes and Ray tasks all call the same code: it trains the cell's model or reuses the cached
 checkpoint (keyed by the training hash, guarded by a file lock so parallel workers train a model
-once), loads the evaluation data, calls :func:`robustbench_geo.evaluation.evaluate_attack`, and for
+once), or, for a ``checkpoint =`` or pretrained ``factory =`` model, loads it as given (never
+training it, and refusing weights that changed since the cell was keyed), loads the evaluation
+data, calls :func:`robustbench_geo.evaluation.evaluate_attack`, and for
 deformable models records where the deformable layers sample on a clean and an attacked image.
 It returns plain data; only the driver writes files and the store (:func:`write_artefacts`).
 """
@@ -21,11 +23,14 @@ from pathlib import Path
 import torch
 
 from robustbench_geo._version import versions
-from robustbench_geo.checkpoint import CheckpointError, load_checkpoint
+from robustbench_geo.checkpoint import CheckpointError, check_dataset_fit, load_checkpoint, weights_sha256
 from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.data.root import writable_cache
 from robustbench_geo.evaluation import evaluate_attack
+from robustbench_geo.smoothing import certify_outcome
 from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
+from robustbench_geo.loading import load_model
 from robustbench_geo.training import fit
 
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
@@ -33,8 +38,8 @@ CHECKPOINT_EVAL_SUBSET = 200
 
 
 def default_checkpoint_cache() -> Path:
-    base = os.environ.get("RBGEO_CACHE") or Path.home() / ".cache" / "robustbench_geo"
-    return Path(base) / "checkpoints"
+    """``$RBGEO_CACHE/checkpoints`` (else ``~/.cache/robustbench_geo/checkpoints``), created and writable."""
+    return writable_cache("checkpoints")
 
 
 @contextlib.contextmanager
@@ -60,7 +65,7 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
     with _file_lock(stem.with_suffix(".lock")):
         if stem.with_suffix(".json").exists():
             try:
-                model, meta = load_checkpoint(stem, device=device)
+                model, meta = load_checkpoint(stem, device=device, plugin=t["model"])  # the sweep file named it
                 return model, meta, stem, 0.0
             except CheckpointError:
                 pass  # a damaged cache entry is retrained and replaced
@@ -72,6 +77,28 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
                   deform_backend=t["deform_backend"], trainable=tc["trainable"], model_kwargs=dict(t["model_params"]),
                   progress=progress)
         return res.model.to(device).eval(), res.meta, stem, res.meta["train_seconds"]
+
+
+def evaluated_model(cell_config: dict, dataset, *, device: str = "cpu"):
+    """The model of a ``checkpoint =`` or ``factory = ... pretrained = true`` cell, loaded as given (never trained).
+
+    Its weights must still be the ones the cell was keyed by: changed weights are another cell.
+
+    Returns:
+        ``(model, metadata, where the weights came from)``.
+    """
+    m = cell_config["model"]
+    if m["source"] == "checkpoint":
+        model, meta = load_model(m["plugin"], checkpoint=m["checkpoint"], data=dataset, device=device)
+        sha, where = weights_sha256(m["checkpoint"]), m["checkpoint"]
+    else:
+        model, meta = load_model(m["name"], weights=m["weights"], data=dataset, preprocessing=m["preprocessing"],
+                                 params=m["params"], device=device)
+        sha, where = meta["weights_sha256"], m["weights"] or m["name"]
+    if sha != m["weights_sha256"]:
+        raise ValueError(f"model {m['label']!r}: its weights changed since the sweep was expanded (sha256 "
+                         f"{sha[:12]}... != {m['weights_sha256'][:12]}...): run the sweep again for new cells")
+    return model, meta, where
 
 
 def _is_image(spec: str) -> bool:
@@ -90,23 +117,31 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
     import socket
 
     t0 = time.perf_counter()
-    if threads:
-        torch.set_num_threads(int(threads))
     try:
-        model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
-                                                   device=device, progress=progress)
-        backend = set_deform_backend(model, deform_backend, device=device)
+        if threads:
+            torch.set_num_threads(int(threads))
         ds_cfg, att, seed = cell_config["dataset"], cell_config["attack"], cell_config["seed"]
         runner = dict(att["runner"])
+        if cell_config["model"].get("source", "train") == "train":
+            model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
+                                                       device=device, progress=progress)
+            ds = _evaluation_data(ds_cfg["spec"], meta.get("task"), runner, data_root, seed)
+        else:
+            ds = _evaluation_data(ds_cfg["spec"], cell_config["model"]["task"], runner, data_root, seed)
+            model, meta, stem = evaluated_model(cell_config, ds, device=device)
+            train_s = 0.0
+        backend = set_deform_backend(model, deform_backend, device=device)
         if meta.get("task") == "image":
-            ds = load_dataset(ds_cfg["spec"], split="test", root=data_root, seed=seed, subset=runner.get("n"))
             runner["n"] = len(ds)
             kwargs = {**runner, "device": device, "progress": progress}
         else:
-            ds = load_dataset(ds_cfg["spec"], root=data_root, seed=seed)
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
+        check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         ta = time.perf_counter()
-        outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+        if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
+            outcome = certify_outcome(model, ds, dict(att["params"]), checkpoint_meta=meta, seed=seed, progress=progress)
+        else:
+            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
         attack_s = time.perf_counter() - ta
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
@@ -119,10 +154,17 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             "info": {"device": str(device), "deform_backend": backend, "versions": versions(), "host": socket.gethostname(),
                      "threads": torch.get_num_threads(), "checkpoint_clean_accuracy": meta.get("clean_accuracy"),
                      "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
+                     "model_source": meta.get("source", "train"), "weights_sha256": meta.get("weights_sha256"),
                      "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {})},
         }
-    except Exception:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
+    except (Exception, SystemExit):  # noqa: BLE001 - a failed cell is recorded (sys.exit in a factory too), the sweep goes on
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
+
+
+def _evaluation_data(spec: str, task: str | None, runner: dict, data_root, seed: int):
+    if task == "image":
+        return load_dataset(spec, split="test", root=data_root, seed=seed, subset=runner.get("n"))
+    return load_dataset(spec, root=data_root, seed=seed)
 
 
 def _cpu(obj):

@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+_TABLES = {"meta", "cells", "metrics"}
+
+
 class StoreError(ValueError):
     """The output folder holds a store this sweep cannot use (another sweep, another schema, not ours)."""
 
@@ -112,6 +115,10 @@ class ResultStore:
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute("PRAGMA busy_timeout = 60000")
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and ("meta" not in tables or tables - _TABLES):
+                raise StoreError(f"{self.path} is an SQLite file of something else (tables: {', '.join(sorted(tables))}), "
+                                 f"not a results store of rbgeo sweep; it is left untouched: choose another output folder")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             with self.transaction() as c:
@@ -124,6 +131,9 @@ class ResultStore:
                     c.executemany("INSERT INTO meta VALUES (?, ?)", [
                         ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep), ("created", repr(time.time()))])
                     meta = {"schema_version": str(SCHEMA_VERSION), "sweep": sweep}
+        except StoreError:
+            self.conn.close()
+            raise
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise StoreError(f"{self.path} is not a usable SQLite results store ({e}); choose another output folder") from None

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import torch
 
+from robustbench_geo.data import dataset_info
+from robustbench_geo.loading import load_model
+
+
 def forward_passes(attack: str, params: dict) -> float:
     """Model forward passes per attacked image assumed without timing history (backward = 2 forwards).
 
@@ -71,6 +75,39 @@ def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int) -> 
     return seconds * batch_size / probe if info.task == "image" else seconds
 
 
+def _estimate_evaluated(c, row: dict, history: dict, steps: dict) -> None:
+    """Attack time of a ``checkpoint =`` / pretrained ``factory =`` cell: history, or its timed forward pass."""
+    m, a = c.config["model"], c.config["attack"]
+    n = a["runner"].get("n")
+    hist = history.get((a["name"], m["name"]))
+    if hist:
+        row["attack_s"], row["source"] = sum(hist) / len(hist) * (n or 1), "history"
+    elif "n" in a["runner"]:
+        if m["label"] not in steps:
+            steps[m["label"]] = _forward_seconds(m, c.config["dataset"]["spec"])
+        row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * steps[m["label"]]
+        row["source"] = "calibrated"
+    else:
+        row["attack_s"] = 0.1 if a["name"] == "none" else GRAPH_ATTACK_GUESS_S
+        row["source"] = "calibrated" if a["name"] == "none" else "guess"
+
+
+def _forward_seconds(m: dict, spec: str, probe: int = 32) -> float:
+    """Seconds per image of one forward pass of an evaluated image model (loaded as a cell would)."""
+    info = dataset_info(spec)
+    if m["source"] == "checkpoint":
+        model, _ = load_model(m["plugin"], checkpoint=m["checkpoint"], data=info)
+    else:
+        model, _ = load_model(m["name"], weights=m["weights"], data=info, preprocessing=m["preprocessing"],
+                              params=m["params"])
+    x = torch.rand(probe, info.in_channels, *info.image_size)
+    with torch.no_grad():
+        model(x)  # warm-up
+        t0 = time.perf_counter()
+        model(x)
+    return (time.perf_counter() - t0) / probe
+
+
 def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
     """Per-cell estimates and the total wall time in seconds (divided by ``jobs``).
 
@@ -100,6 +137,11 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
             rows.append(row)
             continue
         t = c.config["training"]
+        if t is None:  # an evaluated model: nothing to train; its forward pass is timed
+            _estimate_evaluated(c, row, history, steps)
+            total += row["attack_s"]
+            rows.append(row)
+            continue
         key = (t["model"], str(t["model_params"]), t["dataset"], t["train"]["batch_size"])
         if key not in steps:
             steps[key] = _step_seconds(t["model"], t["model_params"], t["dataset"], t["train"]["batch_size"])

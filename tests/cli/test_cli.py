@@ -12,6 +12,9 @@ def test_list():
     assert r.exit_code == 0 and "deform_cnn" in r.output and "gcn" in r.output
     r = run("list", "datasets")
     assert r.exit_code == 0 and "mnist-scaled" in r.output and "cora" in r.output
+    r = run("list", "threat-models", "--domain", "graph")
+    assert r.exit_code == 0 and "structure-poisoning [graph]: metattack(budget_edge_fraction=0.05, mode=poisoning)" in r.output
+    assert "rotation-translation" not in r.output
 
 
 def test_unknown_names_exit_2():

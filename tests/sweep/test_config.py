@@ -66,7 +66,7 @@ def test_errors_name_key_and_line(tmp_path, edit, match):
 
 def test_line_points_into_the_right_table(tmp_path):
     text = tiny_toml(tmp_path, graph=True).replace("epochs = 30", "epochs = 30\nlr = -1")
-    with pytest.raises(SweepConfigError, match=r"models\.gcn\.lr \(line 25\): bad training settings: lr: expected a positive"):
+    with pytest.raises(SweepConfigError, match=r"models\.gcn\.lr \(line 25\): bad training settings: lr: expected a number in \(0.0, 10.0\], got -1"):
         parse_config(text)
 
 

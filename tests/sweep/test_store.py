@@ -11,6 +11,7 @@ import pytest
 
 from robustbench_geo.sweep import ResultStore, StoreError, expand, parse_config
 from tests.sweep.conftest import tiny_toml
+from tests.sweep.store_writer import write
 
 
 def _cells(tmp_path, seeds=(0, 1, 2)):
@@ -67,15 +68,6 @@ def test_claims_of_dead_processes_are_reclaimed(tmp_path):
         assert store.get(cells[0].hash)["attempts"] == 2
 
 
-def _writer(folder, hashes, offset):
-    from robustbench_geo.sweep.store import ResultStore
-
-    with ResultStore(folder, "tiny") as store:
-        for i, h in enumerate(hashes):
-            if store.claim(h):
-                store.finish(h, {"robust_accuracy": (i + offset) / 100, "clean_accuracy": 1.0}, seconds=0.01)
-
-
 def test_concurrent_writers(tmp_path):
     """Four processes race over the same 40 cells: each cell ends done exactly once, the file stays intact."""
     cells = expand(parse_config(tiny_toml(tmp_path, seeds=tuple(range(40)))))
@@ -83,7 +75,7 @@ def test_concurrent_writers(tmp_path):
         store.register(cells)
     hashes = [c.hash for c in cells]
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(tmp_path, hashes[::-1] if i % 2 else hashes, i)) for i in range(4)]
+    procs = [ctx.Process(target=write, args=(tmp_path, hashes[::-1] if i % 2 else hashes, i)) for i in range(4)]
     for p in procs:
         p.start()
     for p in procs:

@@ -15,7 +15,7 @@ import torch
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.image.core import ImageAttack
 from robustbench_geo.attacks.image.search import FIELDS, full_params, projected_ascent, search_candidates
-from robustbench_geo.check import check_interval, check_nonnegative
+from robustbench_geo.check import check_interval, check_number, check_positive_int
 
 _BOX_DOCS = {
     "max_angle_deg": "rotation budget: angles in [-max, max] degrees, counter-clockwise",
@@ -23,10 +23,9 @@ _BOX_DOCS = {
 }
 
 
-def _positive_int(value, name: str) -> int:
-    if int(value) != value or int(value) < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+#: budgets beyond these repeat transforms (angles) or move the whole image out of view (shifts); larger
+#: values only reach float32 overflow and NaN images
+MAX_ANGLE_DEG, MAX_SHIFT_PX, MAX_SHEAR_DEG = 180.0, 1e4, 89.0
 
 
 def _values(limit: float, steps: int, *, integer: bool = False) -> torch.Tensor:
@@ -43,8 +42,8 @@ class _AffineBox(ImageAttack):
     param_docs = {**ImageAttack.param_docs, **_BOX_DOCS}
 
     def _set_box(self, max_angle_deg, max_shift_px):
-        self.max_angle_deg = check_nonnegative(max_angle_deg, "max_angle_deg")
-        self.max_shift_px = check_nonnegative(max_shift_px, "max_shift_px")
+        self.max_angle_deg = check_number(max_angle_deg, "max_angle_deg", low=0.0, high=MAX_ANGLE_DEG)
+        self.max_shift_px = check_number(max_shift_px, "max_shift_px", low=0.0, high=MAX_SHIFT_PX)
 
     def box(self) -> dict[str, tuple[float, float]]:
         a, s = self.max_angle_deg, self.max_shift_px
@@ -72,8 +71,8 @@ class GridAttack(_AffineBox):
                  max_batch: int | None = None, interpolation: str = "bilinear", padding: str = "zeros"):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self._set_box(max_angle_deg, max_shift_px)
-        self.angle_steps = _positive_int(angle_steps, "angle_steps")
-        self.shift_steps = _positive_int(shift_steps, "shift_steps")
+        self.angle_steps = check_positive_int(angle_steps, "angle_steps")
+        self.shift_steps = check_positive_int(shift_steps, "shift_steps")
         self.integer_shifts = bool(integer_shifts)
 
     def grid(self) -> dict[str, torch.Tensor]:
@@ -112,7 +111,7 @@ class WorstOfK(_AffineBox):
                  seed: int = 0, max_batch: int | None = None, interpolation: str = "bilinear", padding: str = "zeros"):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self._set_box(max_angle_deg, max_shift_px)
-        self.k = _positive_int(k, "k")
+        self.k = check_positive_int(k, "k")
 
     def sample(self, b: int) -> dict[str, torch.Tensor]:
         """``(k + 1, b)`` candidates: the identity, then ``k`` uniform draws from the box."""
@@ -140,8 +139,8 @@ class RandomTransform(WorstOfK):
 
 def _scale_box(scale_range, name="scale_range") -> tuple[float, float]:
     lo, hi = check_interval(scale_range, name)
-    if lo <= 0:
-        raise ValueError(f"{name}: expected positive scale factors, got ({lo}, {hi})")
+    for v in (lo, hi):
+        check_number(v, name, low=0.0, low_open=True)
     return lo, hi
 
 
@@ -169,10 +168,10 @@ class AffinePGD(_AffineBox):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self._set_box(max_angle_deg, max_shift_px)
         self.scale_range = _scale_box(scale_range)
-        self.max_shear_deg = check_nonnegative(max_shear_deg, "max_shear_deg")
-        self.steps = _positive_int(steps, "steps")
-        self.restarts = _positive_int(restarts, "restarts")
-        self.step_frac = check_nonnegative(step_frac, "step_frac")
+        self.max_shear_deg = check_number(max_shear_deg, "max_shear_deg", low=0.0, high=MAX_SHEAR_DEG)
+        self.steps = check_positive_int(steps, "steps")
+        self.restarts = check_positive_int(restarts, "restarts")
+        self.step_frac = check_number(step_frac, "step_frac", low=0.0, high=1.0)
 
     def box(self):
         box = super().box()
@@ -234,10 +233,10 @@ class ScaleAttack(ImageAttack):
                  max_batch: int | None = None, interpolation: str = "bilinear", padding: str = "zeros"):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self.scale_range = _scale_box(scale_range)
-        self.steps = _positive_int(steps, "steps")
+        self.steps = check_positive_int(steps, "steps")
         self.anisotropic = bool(anisotropic)
-        self.refine_steps = int(check_nonnegative(refine_steps, "refine_steps"))
-        self.step_frac = check_nonnegative(step_frac, "step_frac")
+        self.refine_steps = check_number(refine_steps, "refine_steps", integer=True, low=0)
+        self.step_frac = check_number(step_frac, "step_frac", low=0.0, high=1.0)
 
     def factors(self) -> torch.Tensor:
         lo, hi = self.scale_range

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustbench_geo.check import check_shape, unknown_name_error
+from robustbench_geo.check import check_finite, check_number, check_positive_int, check_shape, unknown_name_error
 from robustbench_geo.geometry import WARP_DEFAULTS, AffineParams
 
 #: images per model call when ``max_batch`` is not given: small CPU batches keep a CNN's activations
@@ -133,12 +133,10 @@ class ImageAttack:
     def __init__(self, model: nn.Module, *, seed: int = 0, loss: str = "ce", max_batch: int | None = None,
                  interpolation: str = "bilinear", padding: str = "zeros"):
         self.model = model
-        self.seed = int(seed)
+        self.seed = check_number(seed, "seed", integer=True)
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
-        if max_batch is not None and int(max_batch) < 1:
-            raise ValueError(f"max_batch: expected a positive number of images, got {max_batch}")
-        self._max_batch = None if max_batch is None else int(max_batch)
+        self._max_batch = None if max_batch is None else check_positive_int(max_batch, "max_batch")
         if interpolation not in INTERPOLATIONS:
             raise unknown_name_error("interpolation", interpolation, INTERPOLATIONS)
         if padding not in PADDINGS:
@@ -199,9 +197,9 @@ class ImageAttack:
                                          self.identity_params(images), images.new_zeros(0), 0, 0, self.kind,
                                          dict(self.warp), {})
             params, info = self.run(images, labels, work)
-            with torch.no_grad():
-                adv = self.apply(images, params, info).clamp_(0, 1)
-            logits = self.predict(adv, work)
+            with torch.no_grad():  # a NaN image or logit would count as "fooled": fail instead
+                adv = check_finite(self.apply(images, params, info), f"{type(self).__name__}: adversarial images").clamp_(0, 1)
+            logits = check_finite(self.predict(adv, work), f"{type(self).__name__}: model logits on adversarial images")
             success = logits.argmax(1) != labels
             loss = self.loss_fn(logits, labels) if logits.numel() else images.new_zeros(0)
             return ImageAttackResult(adv, success, params, loss, work.forward, work.backward, self.kind, dict(self.warp), info)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.image.core import ImageAttack, margin_loss
 from robustbench_geo.attacks.image.lbfgs import batched_lbfgs
-from robustbench_geo.check import check_nonnegative, unknown_name_error
+from robustbench_geo.check import check_nonnegative, check_positive_int, unknown_name_error
 from robustbench_geo.geometry import flow_warp
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -72,9 +72,7 @@ class StAdv(ImageAttack):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self.tau = check_nonnegative(tau, "tau")
         self.kappa = check_nonnegative(kappa, "kappa")
-        if int(steps) < 1 or int(search_steps) < 1:
-            raise ValueError(f"steps, search_steps: expected positive integers, got {steps}, {search_steps}")
-        self.steps, self.search_steps = int(steps), int(search_steps)
+        self.steps, self.search_steps = check_positive_int(steps, "steps"), check_positive_int(search_steps, "search_steps")
         if optimizer not in OPTIMIZERS:
             raise unknown_name_error("optimizer", optimizer, OPTIMIZERS)
         if margin_on not in MARGIN_SPACES:

@@ -116,8 +116,11 @@ def test_empty_batch_and_bad_input(tiny_model):
     assert res.adversarial.shape == (0, 1, 28, 28) and res.success.shape == (0,)
     with pytest.raises(ValueError, match=r"expected values in \[0, 1\]"):
         GridAttack(tiny_model)(torch.full((2, 1, 28, 28), 2.0), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError, match="max_angle_deg: expected a non-negative number"):
+    with pytest.raises(ValueError, match=r"max_angle_deg: expected a number in \[0.0, 180.0\], got -1"):
         GridAttack(tiny_model, max_angle_deg=-1)
+    for bad in (float("inf"), float("nan"), True, "abc"):  # one shared check: finite numbers of the right type
+        with pytest.raises(ValueError, match="max_angle_deg: expected a"):
+            GridAttack(tiny_model, max_angle_deg=bad)
     with pytest.raises(ValueError, match="min <= max"):
         create_attack("scale", tiny_model, scale_range=(1.2, 0.8))
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['max_angle'\]"):
@@ -136,7 +139,7 @@ def test_max_batch_defaults_per_device_and_never_changes_results(tiny_model, mni
     assert small.max_batch == 7
     a, b = default(x, y), small(x, y)
     assert torch.equal(a.success, b.success) and torch.allclose(a.adversarial, b.adversarial)
-    with pytest.raises(ValueError, match="max_batch: expected a positive number"):
+    with pytest.raises(ValueError, match="max_batch: expected an integer >= 1, got 0"):
         GridAttack(tiny_model, max_batch=0)
 
 

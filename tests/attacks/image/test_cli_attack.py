@@ -34,7 +34,7 @@ def test_attack_cli_writes_rows_and_png(checkpoint, mnist_root, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--param", "max_angle=3"], "unknown parameter(s) ['max_angle']"),
-    (["--param", "max_shift_px=-1"], "max_shift_px: expected a non-negative number"),
+    (["--param", "max_shift_px=-1"], "max_shift_px: expected a number in [0.0, 10000.0], got -1"),
     (["--attack", "scale", "--param", "scale_range=(1.2,0.8)"], "expected min <= max"),
     (["--attack", "gridd"], "Did you mean 'grid'"),
 ])

@@ -1,0 +1,144 @@
+"""Cells: one sweep config -> the list of :class:`Cell` (model x attack setting x dataset x seed) and their keys.
+
+A cell's hash covers everything that can change its result: the model (name, kwargs, and for
+evaluated models the SHA-256 of their weights), the training config, the evaluation dataset and
+subset, the attack with its defaults filled in, the seed and the package version. Labels and
+file paths of weights are not part of it, so a relabelled model or a moved weights file finds its
+finished cells again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+from robustbench_geo._version import __version__
+from robustbench_geo.attacks.base import get_attack
+from robustbench_geo.sweep.config import AttackCfg, DatasetCfg, ModelCfg, SweepConfig, _applies
+from robustbench_geo.training import default_config
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: train (or reuse) a model, attack it on one dataset with one setting and seed.
+
+    Attributes:
+        hash: SHA-256 (hex) of :attr:`config`; the store's key.
+        train_hash: SHA-256 of the training part only; the checkpoint cache key.
+        config: the full, JSON-ready configuration of the cell (see :func:`cell_config`).
+    """
+
+    hash: str
+    train_hash: str
+    model_label: str
+    attack_label: str
+    dataset_label: str
+    seed: int
+    config: dict = field(compare=False)
+
+    @property
+    def short(self) -> str:
+        return self.hash[:12]
+
+    def describe(self) -> str:
+        a = self.config["attack"]
+        setting = ", ".join(f"{k}={v}" for k, v in sorted(a["grid_point"].items()))
+        return f"{self.model_label} x {self.attack_label}({setting}) on {self.dataset_label} seed {self.seed}"
+
+
+def config_hash(obj) -> str:
+    """SHA-256 hex digest of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _attack_defaults(name: str) -> dict:
+    return {} if name == "certify" else get_attack(name).defaults()  # certify: settings stored as given
+
+
+def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
+    """The training part of a cell: what the checkpoint cache is keyed by (None for evaluated models)."""
+    if m.evaluated:
+        return None
+    d = cfg.datasets[m.dataset]
+    tc = asdict(default_config(m.task, m.model, **m.train, seed=seed))
+    return {"model": m.model, "model_params": m.params, "dataset": d.spec, "train_subset": d.train_subset,
+            "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
+
+
+def model_config(m: ModelCfg) -> dict:
+    """The model part of a cell's stored config; evaluated models also say where their weights are."""
+    out = {"label": m.label, "name": m.model, "params": m.params}
+    if m.evaluated:
+        out.update({"source": m.source, "task": m.task, "checkpoint": m.checkpoint, "plugin": m.plugin,
+                    "weights": m.weights, "preprocessing": m.preprocessing, "weights_sha256": m.weights_sha256})
+    return out
+
+
+def _model_key(m: ModelCfg) -> dict:
+    """The model part of the cell hash: name and kwargs; for evaluated models also the weights' SHA-256
+    (not their path: moved files keep their cells, changed weights are new cells)."""
+    key = {"name": m.model, "params": m.params}
+    if m.evaluated:
+        key.update({"source": m.source, "weights_sha256": m.weights_sha256, "preprocessing": m.preprocessing})
+    return key
+
+
+def _attack_points(a: AttackCfg, d: DatasetCfg, task: str) -> Iterator[tuple[dict, dict, dict]]:
+    """Each grid point of attack ``a`` on ``d``: ``(grid point, params with defaults filled in, runner kwargs)``."""
+    defaults = _attack_defaults(a.attack)
+    runner_keys = sorted(a.runner.keys() & {"budget", "mode"})
+    keys = sorted(a.grid) + runner_keys
+    values = [a.grid[k] for k in sorted(a.grid)] + [a.runner[k] for k in runner_keys]
+    for combo in itertools.product(*values):
+        point = dict(zip(keys, combo))
+        params = {**defaults, **a.params, **{k: v for k, v in point.items() if k in a.grid}}
+        runner = {k: v for k, v in point.items() if k in ("budget", "mode")}
+        if "batch_size" in a.runner:
+            runner["batch_size"] = a.runner["batch_size"]
+        if task == "image":
+            runner["n"] = d.test_subset
+        yield point, params, runner
+
+
+def _cell(cfg: SweepConfig, m: ModelCfg, a: AttackCfg, d: DatasetCfg, point: dict, params: dict, runner: dict,
+          seed: int) -> Cell:
+    """One cell: its stored config, and the hash of everything in it that can change the result."""
+    tcfg = train_config(cfg, m, seed)
+    config = {
+        "model": model_config(m),
+        "training": tcfg,
+        "dataset": {"label": d.label, "spec": d.spec, "test_subset": d.test_subset},
+        "attack": {"label": a.label, "name": a.attack, "params": params, "runner": runner, "grid_point": point},
+        "seed": seed, "package_version": __version__,
+    }
+    config = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
+    hashed = {k: v for k, v in config.items() if k != "model"}
+    hashed["model"] = _model_key(m)
+    hashed["attack"] = {k: v for k, v in config["attack"].items() if k not in ("label", "grid_point")}
+    hashed["dataset"] = {k: v for k, v in config["dataset"].items() if k != "label"}
+    train_hash = config_hash(tcfg) if tcfg is not None else config_hash(_model_key(m))
+    return Cell(config_hash(hashed), train_hash, m.label, a.label, d.label, seed, config)
+
+
+def expand(cfg: SweepConfig) -> list[Cell]:
+    """All cells of a sweep in a stable order (model, attack, dataset, grid point, seed).
+
+    Attack parameters are stored with the attack's defaults filled in, so writing a default
+    explicitly or leaving it out gives the same cell hash.
+    """
+    cells: list[Cell] = []
+    for m in cfg.models.values():
+        for a in cfg.attacks.values():
+            if not _applies(a, m):
+                continue
+            for ds_label in a.datasets or (m.dataset,):
+                d = cfg.datasets[ds_label]
+                if d.task != m.task:
+                    continue
+                for point, params, runner in _attack_points(a, d, m.task):
+                    cells.extend(_cell(cfg, m, a, d, point, params, runner, seed) for seed in cfg.seeds)
+    return cells

@@ -1,0 +1,309 @@
+"""Bad input and faults at the CLI boundary: one row per case (docs/errors.md lists the same table).
+
+Every row runs ``rbgeo`` in-process with click's ``CliRunner`` in a fresh working folder and checks
+the exit code (2: bad input, 1: environment), the words of the one-line message, and that nothing
+was written: no new file in the working folder (where outputs would go), no change to the shared
+checkpoints, no file in the data root. The tiny checkpoints are trained once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustbench_geo.cli import main
+from tests.sweep.conftest import tiny_toml
+
+PLUGIN = '''
+import torch.nn as nn
+
+
+class NanNet(nn.Module):
+    def __init__(self, num_classes=10, **kwargs):
+        super().__init__()
+        self.fc = nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+def nan_model(**kwargs):
+    return NanNet(**kwargs)
+
+
+def exits(**kwargs):
+    raise SystemExit(0)
+'''
+
+
+@pytest.fixture(scope="module")
+def ck(tmp_path_factory, mnist_root, cora_root):
+    """Tiny checkpoints: madry_cnn on 500 MNIST images (1 epoch), gcn on cora, and damaged copies."""
+    from robustbench_geo.checkpoint import save_checkpoint
+    from robustbench_geo.training import fit
+
+    d = tmp_path_factory.mktemp("bad_input_ck")
+    madry = fit("madry_cnn", "mnist", epochs=1, subset=500, test_subset=100, batch_size=100, out=d / "madry",
+                data_root=mnist_root, progress=False)
+    fit("gcn", "cora", epochs=20, out=d / "gcn", data_root=cora_root, progress=False)
+    nan_net = madry.model
+    with torch.no_grad():
+        for p in nan_net.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(d / "nan", nan_net, madry.meta)
+    shutil.copy(d / "madry.safetensors", d / "task.safetensors")
+    (d / "task.json").write_text(json.dumps({**json.loads((d / "madry.json").read_text()), "task": "graph"}))
+    (d / "zero.safetensors").symlink_to("/dev/zero")
+    shutil.copy(d / "madry.json", d / "zero.json")
+    (d / "plug.py").write_text(PLUGIN)
+    (d / "badimport.py").write_text("raise RuntimeError('broken at import')\n")
+    return d
+
+
+@dataclass
+class Case:
+    """``args`` may hold ``{ck}`` (checkpoints), ``{w}`` (the working folder) and ``{data}`` (data root)."""
+
+    id: str
+    args: str
+    code: int
+    words: tuple[str, ...]
+    setup: Callable[[Path], None] | None = None
+    env: dict = field(default_factory=dict)
+
+
+def _toml(text: str, name: str = "s.toml"):
+    def setup(w: Path) -> None:
+        (w / name).write_text(text.replace("OUT", str(w / "out")))
+
+    return setup
+
+
+def _grid(values: str) -> str:
+    return tiny_toml("OUT", attacks=f'\n[attacks.grid]\nattack = "grid"\ngrid = {{ max_angle_deg = [{values}] }}\n')
+
+
+def _foreign_sqlite(w: Path) -> None:
+    (w / "out").mkdir()
+    con = sqlite3.connect(w / "out" / "results.sqlite")
+    con.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, path TEXT)")
+    con.commit()
+    con.close()
+
+
+def _a_file(rel: str):
+    def setup(w: Path) -> None:
+        (w / rel).write_text("a file, not a folder\n")
+
+    return setup
+
+
+def _read_only(rel: str):
+    def setup(w: Path) -> None:
+        (w / rel).mkdir()
+        (w / rel).chmod(stat.S_IRUSR | stat.S_IXUSR)
+
+    return setup
+
+
+def _store(w: Path) -> None:
+    from robustbench_geo.sweep.store import ResultStore
+
+    ResultStore(w / "out", "tiny").close()
+
+
+def _corrupt_mnist(w: Path) -> None:
+    root = Path(os.environ["RBGEO_DATA"])
+    shutil.copytree(root / "MNIST", w / "root" / "MNIST")
+    f = w / "root" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    f.chmod(0o644)
+    data = bytearray(f.read_bytes())
+    data[-10:] = b"\x00" * 10  # same size, other bytes
+    f.write_bytes(bytes(data))
+
+
+ATTACK = "attack {ck}/madry mnist --quiet --n 20 --attack"
+GRAPH_ATTACK = "attack {ck}/gcn cora --quiet --attack dice"
+TRAIN = "train madry_cnn mnist --quiet --epochs 1 --subset 64 --test-subset 32 --out {w}/new"
+
+CASES = [
+    # wrong numbers from infinite or ill-typed budgets (issue items 1, 5)
+    Case("grid-inf-angle", f"{ATTACK} grid --param max_angle_deg=inf --param angle_steps=3", 2, ("max_angle_deg", "finite")),
+    Case("grid-inf-shift", f"{ATTACK} grid --param max_shift_px=inf", 2, ("max_shift_px", "finite")),
+    Case("worst-of-k-1e308", f"{ATTACK} worst_of_k --param max_angle_deg=1e308", 2, ("max_angle_deg", "180")),
+    Case("affine-pgd-inf-scale", f"{ATTACK} affine_pgd --param scale_range=[0.5,inf]", 2, ("scale_range", "finite")),
+    Case("scale-nan-scale", f"{ATTACK} scale --param scale_range=[nan,1.0]", 2, ("scale_range", "finite")),
+    Case("random-nan-angle", f"{ATTACK} random --param max_angle_deg=nan", 2, ("max_angle_deg", "finite")),
+    Case("sweep-grid-inf", "sweep {w}/s.toml --quiet", 2, ("max_angle_deg", "finite", "line"), _toml(_grid("inf"))),
+    Case("sweep-grid-bool", "sweep {w}/s.toml --quiet", 2, ("max_angle_deg", "got True"), _toml(_grid("true"))),
+    Case("angle-steps-true", f"{ATTACK} grid --param angle_steps=true", 2, ("angle_steps", "integer", "True")),
+    Case("angle-steps-abc", f"{ATTACK} grid --param angle_steps=abc", 2, ("angle_steps", "integer", "'abc'")),
+    Case("n-too-large", f"{ATTACK} grid --n 10000000", 2, ("10000", "10000000")),
+    Case("n-zero", f"{ATTACK} grid --n 0", 2, ("--n", "integer >= 1")),
+    Case("seeds-zero", f"{ATTACK} grid --seeds 0", 2, ("--seeds",)),
+    # options that do not apply
+    Case("budget-on-image", f"{ATTACK} grid --budget 0.05", 2, ("--budget", "applies to graph attacks only", "an image attack")),
+    Case("mode-on-image", f"{ATTACK} grid --mode poisoning", 2, ("--mode", "graph attacks only")),
+    Case("n-on-graph", f"{GRAPH_ATTACK} --n 10", 2, ("--n", "applies to image attacks only", "a graph attack")),
+    Case("batch-size-on-graph", f"{GRAPH_ATTACK} --batch-size 8", 2, ("--batch-size", "image attacks only")),
+    Case("backend-bogus", f"{ATTACK} grid --deform-backend bogus", 2, ("--deform-backend", "bogus", "native")),
+    # training and dataset options (item 3)
+    Case("lr-inf", f"{TRAIN} --lr inf", 2, ("lr", "finite")),
+    Case("lr-zero", f"{TRAIN} --lr 0", 2, ("lr", "(0.0")),
+    Case("subset-zero", f"{TRAIN.replace('--subset 64', '--subset 0')}", 2, ("subset", "[1, 60000]", "got 0")),
+    Case("batch-size-zero", f"{TRAIN} --batch-size 0", 2, ("batch_size",)),
+    Case("num-classes", f"{TRAIN} --param num_classes=5", 2, ("num_classes", "10", "got 5")),
+    Case("in-channels", f"{TRAIN} --param in_channels=3", 2, ("in_channels", "got 3")),
+    Case("rotated-inf", "eval {ck}/madry mnist-rotated:max_angle_deg=inf --subset 10", 2, ("max_angle_deg", "finite")),
+    Case("dataset-option-unknown", "eval {ck}/madry mnist-rotated:angle=3", 2, ("unknown options", "max_angle_deg")),
+    Case("toml-epochs-string", "sweep {w}/s.toml --quiet", 2, ("epochs", "'one'", "line"),
+         _toml(tiny_toml("OUT").replace("epochs = 1", 'epochs = "one"'))),
+    Case("toml-not-utf8", "sweep {w}/s.toml --quiet", 2, ("s.toml", "UTF-8"),
+         lambda w: (w / "s.toml").write_bytes(b"[sweep]\nname = \"caf\xe9\"\n")),
+    Case("sweep-missing-file", "sweep {w}/missing.toml", 2, ("missing.toml", "not found")),
+    Case("limit-negative", "sweep {w}/s.toml --quiet --limit -1", 2, ("--limit", "got -1"), _toml(tiny_toml("OUT"))),
+    Case("threads-negative", "sweep {w}/s.toml --quiet --threads -3", 2, ("--threads", "got -3"), _toml(tiny_toml("OUT"))),
+    # dataset variant and split of a checkpoint (item 2)
+    Case("gcn-on-public", "eval {ck}/gcn cora:public", 2, ("trained on", "public", "--force")),
+    Case("gcn-on-nettack-split", "eval {ck}/gcn cora:nettack", 2, ("split", "--force")),
+    Case("gcn-attack-on-public", f"{GRAPH_ATTACK.replace('cora', 'cora:public')}", 2, ("--force",)),
+    # models: NaN logits, exits, shape, broken plug-ins (items 3, 7)
+    Case("plugin-nan-logits", "train {ck}/plug.py:nan_model mnist --quiet --epochs 1 --subset 64 --out {w}/new", 2,
+         ("nan_model", "finite")),
+    Case("checkpoint-nan-weights", "eval {ck}/nan mnist --subset 10", 2, ("finite",)),
+    Case("factory-sys-exit", "train {ck}/plug.py:exits mnist --quiet --epochs 1 --subset 64 --out {w}/new", 1,
+         ("sys.exit(0)",)),
+    Case("plugin-raises-on-import", "train {ck}/badimport.py:f mnist --out {w}/new", 2,
+         ("badimport.py", "RuntimeError", "broken at import")),
+    Case("plugin-file-missing", "train {w}/nothere.py:f mnist --out {w}/new", 2, ("nothere.py", "not found")),
+    # checkpoints and data on disk (items 4, 10)
+    Case("checkpoint-task-edited", "eval {ck}/task mnist", 1, ("task", "edited")),
+    Case("checkpoint-dev-zero", "eval {ck}/zero mnist", 1, ("not a regular file", "/dev/zero")),
+    Case("checkpoint-missing", "eval {w}/nope mnist", 1, ("not found",)),
+    Case("mnist-corrupted", "eval {ck}/madry mnist --data-root {w}/root", 1, ("checksum", "t10k-labels"), _corrupt_mnist),
+    # devices
+    Case("device-typo", f"{ATTACK} grid --device cdua", 2, ("--device", "cdua")),
+    Case("device-cuda-missing", f"{ATTACK} grid --device cuda", 1, ("--device", "no CUDA device")),
+    # output paths and stores
+    Case("attack-out-is-file", f"{ATTACK} grid --out {{w}}/taken", 2, ("--out", "is a file"), _a_file("taken")),
+    Case("train-out-not-writable", "train madry_cnn mnist --out {w}/ro/ck", 1, ("--out", "not writable"), _read_only("ro")),
+    Case("train-out-parent-is-file", "train madry_cnn mnist --out {w}/taken/ck", 2, ("--out", "is a file"),
+         _a_file("taken")),
+    Case("sweep-output-is-file", "sweep {w}/s.toml --quiet --output {w}/taken", 2, ("--output", "is a file"),
+         lambda w: (_toml(tiny_toml("OUT"))(w), _a_file("taken")(w))),
+    Case("export-missing-folder", "results export {w}/out --out {w}/no/such/dir/x.csv", 2, ("does not exist",), _store),
+    Case("results-foreign-sqlite", "results list {w}/out", 2, ("something else", "photos"), _foreign_sqlite),
+    Case("sweep-foreign-sqlite", "sweep {w}/s.toml --quiet", 2, ("something else",),
+         lambda w: (_toml(tiny_toml("OUT"))(w), _foreign_sqlite(w))),
+    Case("results-missing-store", "results list {w}/nowhere", 2, ("no results store",)),
+    Case("cache-is-file", "eval {ck}/madry mnist --subset 10", 1, ("RBGEO_CACHE", "is a file"), _a_file("cache"),
+         {"RBGEO_CACHE": "{w}/cache"}),
+    Case("cache-read-only", "eval {ck}/madry mnist --subset 10", 1, ("RBGEO_CACHE", "not writable"), _read_only("rocache"),
+         {"RBGEO_CACHE": "{w}/rocache", "RBGEO_DATA_READONLY": "1"}),
+]
+
+
+def _snapshot(*folders: Path) -> dict:
+    out = {}
+    for folder in folders:
+        for p in sorted(folder.rglob("*")):
+            out[str(p)] = (p.is_dir(), 0 if p.is_dir() or p.is_symlink() else p.stat().st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, ck, tmp_path, monkeypatch):
+    if case.id == "device-cuda-missing" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    w = tmp_path / "w"
+    w.mkdir()
+    monkeypatch.chdir(w)
+    if case.setup:
+        case.setup(w)
+    fmt = {"ck": ck, "w": w, "data": os.environ["RBGEO_DATA"]}
+    args = [a.format(**fmt) for a in case.args.split()]
+    env = {k: v.format(**fmt) for k, v in case.env.items()}
+    before = _snapshot(w, ck)
+    data_before = _snapshot(Path(os.environ["RBGEO_DATA"]))
+    result = CliRunner().invoke(main, args, env=env)
+    try:
+        assert result.exit_code == case.code, (result.output, result.exception)
+        message = result.output.strip()
+        assert "Error: " in message and "Traceback" not in message, message  # ours, or click's usage error
+        for word in case.words:
+            assert word in message, f"{word!r} not in {message!r}"
+        assert _snapshot(w, ck) == before, "something was written"
+        assert _snapshot(Path(os.environ["RBGEO_DATA"])) == data_before
+    finally:
+        for p in w.rglob("*"):  # read-only folders would stop pytest's clean-up
+            if p.is_dir():
+                p.chmod(0o755)
+
+
+def test_debug_shows_the_traceback(ck):
+    result = CliRunner().invoke(main, ["--debug", "attack", f"{ck}/madry", "mnist", "--attack", "grid",
+                                       "--param", "max_angle_deg=inf"])
+    assert result.exit_code != 0 and isinstance(result.exception, ValueError)
+    assert "max_angle_deg" in str(result.exception)
+
+
+def test_force_evaluates_another_split_with_a_warning(ck):
+    result = CliRunner().invoke(main, ["eval", f"{ck}/gcn", "cora:nettack", "--force"])
+    assert result.exit_code == 0, result.output
+    assert "warning (--force)" in result.output and "clean accuracy" in result.output
+
+
+def test_checkpoint_records_what_it_was_trained_on(ck):
+    meta = json.loads((ck / "gcn.json").read_text())
+    assert meta["trained_on"]["split"] == "prognn" and meta["trained_on"]["num_nodes"] == 2485
+    assert json.loads((ck / "madry.json").read_text())["trained_on"]["classes"][0].startswith("0")
+
+
+def test_uncompressed_mnist_copies_are_never_read(ck, tmp_path):
+    """A corrupted decompressed file beside the checked archive changes nothing (issue item 4)."""
+    root = Path(os.environ["RBGEO_DATA"])
+    shutil.copytree(root / "MNIST", tmp_path / "MNIST")
+    (tmp_path / "MNIST" / "raw").chmod(0o755)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"\x00" * (16 + 10000 * 28 * 28))
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"\x00" * (8 + 10000))
+    good = CliRunner().invoke(main, ["eval", f"{ck}/madry", "mnist", "--subset", "200"])
+    copied = CliRunner().invoke(main, ["eval", f"{ck}/madry", "mnist", "--subset", "200", "--data-root", str(tmp_path)])
+    assert good.exit_code == copied.exit_code == 0, copied.output
+    assert good.output.split(":")[-1] == copied.output.split(":")[-1]  # the same accuracy line
+
+
+def test_sweep_cell_whose_factory_exits_is_failed_not_running(ck, tmp_path):
+    """``SystemExit(0)`` in a factory fails its cell (exit 1); no cell is left ``running``."""
+    from robustbench_geo.sweep.store import ResultStore
+
+    text = tiny_toml(tmp_path / "out", cache=tmp_path / "cache").replace('model = "cnn"', f'model = "{ck}/plug.py:exits"')
+    (tmp_path / "s.toml").write_text(text)
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--quiet", "--no-report"])
+    assert result.exit_code == 1 and "1 cell(s) failed" in result.output
+    with ResultStore(tmp_path / "out") as store:
+        assert store.status_counts() == {"failed": 1}
+        assert "SystemExit" in store.cells()[0]["error"]
+
+
+def test_summary_markdown_escapes_labels():
+    import pandas as pd
+
+    from robustbench_geo.report.tables import summary_markdown
+
+    row = {"model": "a|b<script>", "dataset": "d`x`", "attack": "*y*", "setting": "s\nt", "seeds": 1,
+           "clean_accuracy": 0.5, "clean_accuracy_std": None, "robust_accuracy": 0.25, "robust_accuracy_std": None,
+           "success_rate": 0.5, "success_rate_std": None}
+    md = summary_markdown(pd.DataFrame([row]), "n`ame")
+    assert "a\\|b\\<script\\>" in md and "d\\`x\\`" in md and "\\*y\\*" in md and "s t" in md
+    assert "<script>" not in md and "# Sweep n\\`ame" in md
+    assert len(md.strip().splitlines()) == 7  # title, blank, note, blank, header, rule and the one row
