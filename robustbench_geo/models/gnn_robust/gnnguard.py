@@ -32,6 +32,7 @@ from torch_geometric.utils import scatter
 
 from robustbench_geo.models.gnn_robust.common import edge_weights, propagate, with_self_loops
 from robustbench_geo.models.registry import register_model
+from robustbench_geo.models.tensor_cache import TensorCache
 
 def _unit_rows(h: torch.Tensor) -> torch.Tensor:
     return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -89,8 +90,7 @@ class GNNGuard(nn.Module):
             nn.init.zeros_(lin.bias)
         self.pre_beta = nn.Parameter(torch.rand(()))
         self.dropout = dropout
-        self._cos: tuple | None = None
-        self._edge_cos: tuple | None = None
+        self._unit, self._cos = TensorCache(), TensorCache()
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -123,20 +123,11 @@ class GNNGuard(nn.Module):
         return h
 
     def _input_edge_cosine(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """:func:`edge_cosine` of the input features, cached per feature matrix and edge set (training reuses it).
-
-        The cache holds the tensors themselves, so a later tensor can never pass for them (a freed
-        tensor's address can be reused); in-place changes are caught by the version counters.
-        """
-        c = self._edge_cos
-        if c is None or c[0] is not x or c[1] is not edge_index or c[2] != (x._version, edge_index._version):
-            self._edge_cos = c = (x, edge_index, (x._version, edge_index._version), edge_cosine(x, edge_index))
-        return c[3]
+        """:func:`edge_cosine` of the input features, from their unit rows cached per feature matrix."""
+        u = self._unit.get(x, _unit_rows)
+        return (u[edge_index[0]] * u[edge_index[1]]).sum(1)
 
     def _input_cosine(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, N)`` cosine similarity of the input features, cached per feature matrix (attacks reuse it)."""
-        c = self._cos
-        if c is None or c[0] is not x or c[1] != x._version:
-            u = _unit_rows(x.detach())
-            self._cos = c = (x, x._version, u @ u.T)
-        return c[2]
+        u = self._unit.get(x, _unit_rows)
+        return self._cos.get(x, lambda _: u @ u.T)
