@@ -72,6 +72,8 @@ def main():
             hist = train_graph_model(model, graph, cfg, progress=False)
             row = {"seed": seed, "train_seconds": time.perf_counter() - t0, "epochs_run": len(hist),
                    "clean": graph_accuracy(model.eval(), graph), "config": cfg.__dict__}
+            print(f"  {name} seed {seed} clean: {100 * row['clean']:.2f} % ({row['epochs_run']} epochs, "
+                  f"{row['train_seconds']:.0f} s)", flush=True)
             if seed in pgd_seeds:
                 meta = {"model": name, "model_kwargs": kwargs, "train": cfg.__dict__}
                 out = evaluate_graph_attack(model, graph, "pgd", {}, seed=seed, budget=args.budget,

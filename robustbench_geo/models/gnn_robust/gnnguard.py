@@ -7,8 +7,8 @@ of non-zero entries of row ``i`` of ``S``::
 
     alpha_ij = S_ij * n_i / ((n_i + 1) * sum_j S_ij),     alpha_ii = 1 / (n_i + 1)
 
-(a row sum below 1e-8 counts as 1). Layers after the first blend in the previous layer's weights
-("layer-wise graph memory"), ``W_l = beta W_{l-1} + (1 - beta) alpha_l`` with a learned
+(a row sum below ``div_limit`` = 1e-8 counts as 1). Layers after the first blend in the previous
+layer's weights ("layer-wise graph memory"), ``W_l = beta W_{l-1} + (1 - beta) alpha_l`` with a learned
 ``beta = sigmoid(b)``, and the layer is a GCN layer on ``D^-1/2 W_l D^-1/2`` (``D`` = row sums of
 ``W_l``). This is the paper's formulation as re-implemented by Mujkanovic et al. 2022 (``gb/model/
 gnnguard.py``, ``mimic_ref_impl=False``): the authors' code additionally zeroes similarities below
@@ -32,10 +32,7 @@ from torch_geometric.utils import scatter
 
 from robustbench_geo.models.gnn_robust.common import edge_weights, propagate, with_self_loops
 from robustbench_geo.models.registry import register_model
-
-#: row sums of ``S`` below this count as 1 (Mujkanovic et al.'s ``div_limit``)
-DIV_LIMIT = 1e-8
-
+from robustbench_geo.models.tensor_cache import TensorCache
 
 def _unit_rows(h: torch.Tensor) -> torch.Tensor:
     return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -47,18 +44,22 @@ def edge_cosine(h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     return (u[edge_index[0]] * u[edge_index[1]]).sum(1)
 
 
-def edge_importance(h: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor,
-                    cos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GNNGuard's ``alpha`` on the edges ``(E,)`` and on the self-loops ``(N,)``; ``cos`` may be precomputed."""
+def edge_importance(h: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor, cos: torch.Tensor | None = None,
+                    div_limit: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """GNNGuard's ``alpha`` on the edges ``(E,)`` and on the self-loops ``(N,)``; ``cos`` may be precomputed.
+
+    Row sums of ``S`` below ``div_limit`` count as 1 (Mujkanovic et al.'s ``div_limit``).
+    """
     n = h.shape[0]
     s = w * (edge_cosine(h, edge_index) if cos is None else cos)
     count = scatter((s != 0).to(h.dtype), edge_index[1], 0, dim_size=n, reduce="sum")
     total = scatter(s, edge_index[1], 0, dim_size=n, reduce="sum")
-    total = torch.where(total.abs() < DIV_LIMIT, torch.ones_like(total), total)
+    total = torch.where(total.abs() < div_limit, torch.ones_like(total), total)
     return s * (count / ((count + 1) * total))[edge_index[1]], 1 / (count + 1)
 
 
-def dense_edge_importance(h: torch.Tensor, adj: torch.Tensor, cos: torch.Tensor | None = None) -> torch.Tensor:
+def dense_edge_importance(h: torch.Tensor, adj: torch.Tensor, cos: torch.Tensor | None = None,
+                          div_limit: float = 1e-8) -> torch.Tensor:
     """:func:`edge_importance` as a dense ``(N, N)`` matrix (diagonal included); ``cos`` may be precomputed."""
     if cos is None:
         u = _unit_rows(h.detach())
@@ -66,7 +67,7 @@ def dense_edge_importance(h: torch.Tensor, adj: torch.Tensor, cos: torch.Tensor 
     s = adj * cos
     count = (s != 0).to(adj.dtype).sum(1)
     total = s.sum(1)
-    total = torch.where(total.abs() < DIV_LIMIT, torch.ones_like(total), total)
+    total = torch.where(total.abs() < div_limit, torch.ones_like(total), total)
     return s * (count / ((count + 1) * total))[:, None] + torch.diag(1 / (count + 1))
 
 
@@ -76,8 +77,12 @@ class GNNGuard(nn.Module):
 
     train_defaults = {"lr": 0.01, "weight_decay": 5e-4, "epochs": 81, "patience": 81}
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5):
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5,
+                 div_limit: float = 1e-8):
         super().__init__()
+        if div_limit <= 0:
+            raise ValueError(f"div_limit: expected a positive threshold, got {div_limit}")
+        self.div_limit = div_limit
         self.lin1 = nn.Linear(in_features, hidden)
         self.lin2 = nn.Linear(hidden, num_classes)
         for lin in (self.lin1, self.lin2):
@@ -85,8 +90,7 @@ class GNNGuard(nn.Module):
             nn.init.zeros_(lin.bias)
         self.pre_beta = nn.Parameter(torch.rand(()))
         self.dropout = dropout
-        self._cos: tuple | None = None
-        self._edge_cos: tuple | None = None
+        self._unit, self._cos = TensorCache(), TensorCache()
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -95,7 +99,8 @@ class GNNGuard(nn.Module):
         beta = self.pre_beta.sigmoid()
         h, mem = x, None
         for k, lin in enumerate((self.lin1, self.lin2)):
-            a_edge, a_loop = edge_importance(h, edge_index, w, self._input_edge_cosine(x, edge_index) if k == 0 else None)
+            a_edge, a_loop = edge_importance(h, edge_index, w, self._input_edge_cosine(x, edge_index) if k == 0 else None,
+                                             self.div_limit)
             alpha = torch.cat([a_edge, a_loop])
             mem = alpha if mem is None else beta * mem + (1 - beta) * alpha
             deg = scatter(mem, ei[1], 0, dim_size=n, reduce="sum").clamp_min(1e-5).rsqrt()
@@ -109,7 +114,7 @@ class GNNGuard(nn.Module):
         beta = self.pre_beta.sigmoid()
         h, mem = x, None
         for k, lin in enumerate((self.lin1, self.lin2)):
-            alpha = dense_edge_importance(h, adj, self._input_cosine(x) if k == 0 else None)
+            alpha = dense_edge_importance(h, adj, self._input_cosine(x) if k == 0 else None, self.div_limit)
             mem = alpha if mem is None else beta * mem + (1 - beta) * alpha
             deg = mem.sum(1).clamp_min(1e-5).rsqrt()
             h = deg[:, None] * (mem @ (deg[:, None] * (h @ lin.weight.T))) + lin.bias
@@ -118,20 +123,11 @@ class GNNGuard(nn.Module):
         return h
 
     def _input_edge_cosine(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """:func:`edge_cosine` of the input features, cached per feature matrix and edge set (training reuses it).
-
-        The cache holds the tensors themselves, so a later tensor can never pass for them (a freed
-        tensor's address can be reused); in-place changes are caught by the version counters.
-        """
-        c = self._edge_cos
-        if c is None or c[0] is not x or c[1] is not edge_index or c[2] != (x._version, edge_index._version):
-            self._edge_cos = c = (x, edge_index, (x._version, edge_index._version), edge_cosine(x, edge_index))
-        return c[3]
+        """:func:`edge_cosine` of the input features, from their unit rows cached per feature matrix."""
+        u = self._unit.get(x, _unit_rows)
+        return (u[edge_index[0]] * u[edge_index[1]]).sum(1)
 
     def _input_cosine(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, N)`` cosine similarity of the input features, cached per feature matrix (attacks reuse it)."""
-        c = self._cos
-        if c is None or c[0] is not x or c[1] != x._version:
-            u = _unit_rows(x.detach())
-            self._cos = c = (x, x._version, u @ u.T)
-        return c[2]
+        u = self._unit.get(x, _unit_rows)
+        return self._cos.get(x, lambda _: u @ u.T)

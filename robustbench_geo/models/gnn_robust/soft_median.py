@@ -92,8 +92,9 @@ class SoftMedianGDC(nn.Module):
         key = (n, edge_index.shape[1], edge_index.device, x.dtype, int(edge_index.sum()),
                int((edge_index[0] * 7919 + edge_index[1]).sum()), int((edge_index[0] * edge_index[1]).sum()))
         if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                adj = to_dense(edge_index, edge_weights(edge_index, None, x), n)
+            # computed outside inference mode, so that an entry filled by an evaluation serves training too
+            with torch.inference_mode(False), torch.no_grad():
+                adj = to_dense(edge_index.clone(), edge_weights(edge_index, None, x).clone(), n)
                 self._cache = (key, ppr_diffusion(adj, self.teleport, self.neighbors))
         return self._run(x, *self._cache[1])
 
