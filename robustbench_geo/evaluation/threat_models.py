@@ -13,7 +13,7 @@ name                          attack      parameters (others: the attack's defau
 ``scaling``                   scale       content scale in [0.4, 1] (grid + gradient refinement)
 ``affine``                    affine_pgd  the box above and content scale in [0.9, 1.1]
 ``flow``                      stadv       flow field, tau = 0.05, L-BFGS
-``structure-evasion``         pgd         5 % of the edges flipped, evasion
+``structure-evasion``         auto        5 % of the edges flipped, evasion (adaptive portfolio)
 ``structure-poisoning``       metattack   5 % of the edges flipped, poisoning (the model is retrained)
 ``targeted``                  nettack     degree + 2 flips per target, 40 targets, evasion
 ============================  ==========  ============================================================
@@ -84,9 +84,11 @@ for _tm in (
     ThreatModel("flow", "stadv", {"tau": 0.05}, "image",
                 "Xiao et al. 2018, Spatially Transformed Adversarial Examples (ICLR)",
                 "a smooth per-pixel flow field (stAdv), L-BFGS with a binary search on tau"),
-    ThreatModel("structure-evasion", "pgd", {"budget_edge_fraction": 0.05}, "graph",
-                "Xu et al. 2019, Topology Attack and Defense for Graph Neural Networks (IJCAI)",
-                "5 % of the edges flipped against the trained model (evasion)", {"mode": "evasion"}),
+    ThreatModel("structure-evasion", "auto", {"budget_edge_fraction": 0.05}, "graph",
+                "Mujkanovic et al. 2022, Are Defenses for Graph Neural Networks Robust? (NeurIPS); "
+                "Xu et al. 2019 (PGD); Geisler et al. 2021 (PR-BCD)",
+                "5 % of the edges flipped against the trained model (evasion); the adaptive portfolio "
+                "(PGD variants that fit the model, PR-BCD), lowest real accuracy wins", {"mode": "evasion"}),
     ThreatModel("structure-poisoning", "metattack", {"budget_edge_fraction": 0.05}, "graph",
                 "Zügner & Günnemann 2019, Adversarial Attacks on GNNs via Meta Learning (ICLR)",
                 "5 % of the edges flipped before training; the model is retrained on the perturbed graph",
