@@ -19,8 +19,10 @@ def report(output_dir, title):
       rbgeo report reports/quick
       rbgeo report runs/my_sweep --title "Deformable vs regular, 3 seeds"
     """
-    from robustbench_geo.report import write_report
+    from robustbench_geo.report import report_headline, write_report
 
     paths = write_report(output_dir, title=title)
     for key in ("html", "csv", "markdown", "json"):
         click.echo(f"{key:8s} {paths[key]}")
+    for line in report_headline(output_dir):
+        click.echo(line)

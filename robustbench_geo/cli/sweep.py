@@ -68,5 +68,11 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
                         progress=not quiet, report=None if no_report else write_report, limit=limit)
     for line in summary.lines():
         click.echo(line)
+    if summary.report:
+        from robustbench_geo.report import report_headline
+
+        click.echo("headline (95 % intervals in brackets; details in the report):")
+        for line in report_headline(cfg.output):
+            click.echo(f"  {line}")
     if summary.failed:
         raise click.ClickException(f"{len(summary.failed)} cell(s) failed; see the log and rbgeo results show CELL")

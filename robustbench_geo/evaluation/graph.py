@@ -205,8 +205,9 @@ def _targeted(attacker, model, graph: GraphDataset, clean_logits_eval, retrain: 
     targets = [check_target(graph, int(t)) for t in targets]
     deg = degrees(graph.edge_index, graph.num_nodes)
     rows, results = [], []
-    for k, t in enumerate(tqdm(targets, desc="targets", disable=not progress, unit="target")):
-        res: GraphPerturbation = attacker(graph, t, seed=seed + k)
+    for t in tqdm(targets, desc="targets", disable=not progress, unit="target"):
+        # one seed for all targets: Nettack trains its surrogate once per seed (as Zuegner et al.), not once per target
+        res: GraphPerturbation = attacker(graph, t, seed=seed)
         check_perturbation(graph, res)
         logits = _victim_logits(model, graph, res, retrain)
         pred = int(logits[t].argmax())

@@ -20,8 +20,9 @@ import jinja2
 from robustbench_geo._version import __version__
 from robustbench_geo.report import plots
 from robustbench_geo.report.certify import certification_html, certification_markdown, certification_rows
+from robustbench_geo.report.compare import compare, headline, lines, pivots, threat_models
 from robustbench_geo.report.tables import (
-    cells_frame, fmt_pct, model_json, summary_frame, summary_markdown, tidy_frame,
+    cells_frame, fmt_metric, fmt_pct, model_json, summary_frame, summary_markdown, tidy_frame,
 )
 
 #: at most this many galleries / sampling figures / graph figures in one report
@@ -42,7 +43,18 @@ def safe_filename(label: str) -> str:
 def _figures(frame, folder: Path) -> dict:
     from robustbench_geo.sweep.runner import read_artefacts
 
-    curves = [{"title": f"{a} on {d}", "uri": plots.robustness_curve(frame, a, d, k)} for a, d, k in plots.curve_axes(frame)]
+    overlays, per_model = [], {}
+    for tm in threat_models(frame)[:MAX_FIGURES]:
+        ls = lines(frame, tm)
+        warnings = [c.warning for c in compare(frame, tm) if c.warning]
+        overlays.append({"title": tm.label, "uri": plots.overlay(tm, ls, warnings[0] if warnings else None),
+                         "warnings": warnings, "models": [ln.model for ln in ls],
+                         "budget": tm.axis_label or "clean vs attacked"})
+        if tm.task == "graph":
+            for ln in ls:
+                per_model.setdefault((ln.model, tm.dataset), []).append((tm, ln))
+    graph_attacks = [{"model": m, "dataset": d, "uri": plots.graph_attacks(m, d, entries)}
+                     for (m, d), entries in list(per_model.items())[:MAX_FIGURES]]
     galleries, sampling, graphs = [], [], []
     done = frame[frame["status"] == "done"] if len(frame) else frame
     for (model, attack, dataset), g in done.groupby(["model", "attack", "dataset"], sort=False) if len(done) else []:
@@ -65,7 +77,8 @@ def _figures(frame, folder: Path) -> dict:
                 graphs.append({**caption, "setting": f"mode={mode}" if mode else "-",
                                "uri": plots.graph_figure(gm, art.get("degree_before"), art.get("degree_after"),
                                                          f"{model} x {attack} ({mode or 'default'})")})
-    return {"curves": curves, "galleries": galleries, "sampling": sampling, "graphs": graphs}
+    return {"overlays": overlays, "graph_attacks": graph_attacks, "galleries": galleries, "sampling": sampling,
+            "graphs": graphs}
 
 
 def _metadata(frame, store_meta: dict) -> dict:
@@ -84,20 +97,45 @@ def _metadata(frame, store_meta: dict) -> dict:
     }
 
 
+def _read_store(folder: Path) -> tuple[list[dict], str, dict[str, int], str]:
+    from robustbench_geo.sweep.store import ResultStore
+
+    with ResultStore(folder, create=False) as store:
+        return store.cells(), store.sweep, store.status_counts(), str(store.path)
+
+
+def report_headline(folder: str | Path) -> list[str]:
+    """The headline of the sweep in ``folder`` (what the report and ``rbgeo sweep`` print); see :func:`compare.headline`."""
+    cells, _, counts, _ = _read_store(Path(folder))
+    lines_ = headline(cells_frame(cells))
+    if not counts.get("done"):
+        lines_ = [status_message(counts)]
+    return lines_
+
+
+def status_message(counts: dict[str, int]) -> str:
+    """One sentence for a store with no finished cell: empty, all pending, or all failed."""
+    if not counts:
+        return "The store holds no cells: nothing to report (run rbgeo sweep first)."
+    what = ", ".join(f"{v} {k}" for k, v in counts.items())
+    if counts.get("failed") and not counts.get("done"):
+        return (f"No finished cells ({what}): every cell that ran failed; see report.html's failed-cells table, "
+                f"rbgeo results show CELL and the log under logs/.")
+    return f"No finished cells yet ({what}): nothing to compare; run the sweep to fill the store."
+
+
 def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, Path]:
     """Write the report files of the sweep in ``folder`` (which holds ``results.sqlite``).
+
+    A store without finished cells (empty, only pending cells after ``--limit 0``, or every cell
+    failed) still gets every file: the HTML says why there are no numbers and lists the failures.
 
     Returns:
         Paths: ``html``, ``csv``, ``markdown`` and ``json`` (the folder of per-model JSON files).
     """
-    from robustbench_geo.sweep.store import ResultStore
-
     folder = Path(folder)
-    with ResultStore(folder, create=False) as store:
-        cells = store.cells()
-        sweep = store.sweep
-        counts = store.status_counts()
-        store_meta = {"path": str(store.path), "counts": counts}
+    cells, sweep, counts, store_path = _read_store(folder)
+    store_meta = {"path": store_path, "counts": counts}
     frame = cells_frame(cells)
     summary = summary_frame(frame)
     paths = {"csv": folder / "results.csv", "markdown": folder / "summary.md", "json": folder / "json",
@@ -114,9 +152,8 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
             fname += "_"
         names[m] = fname
         (paths["json"] / f"{fname}.json").write_text(json.dumps(model_json(frame, summary, m, sweep), indent=2))
-    rows = [{**r, "clean": fmt_pct(r["clean_accuracy"], r["clean_accuracy_std"], r["seeds"]),
-             "robust": fmt_pct(r["robust_accuracy"], r["robust_accuracy_std"], r["seeds"]),
-             "success": fmt_pct(r["success_rate"], r["success_rate_std"], r["seeds"])}
+    rows = [{**r, "clean": fmt_metric(r, "clean_accuracy"), "robust": fmt_metric(r, "robust_accuracy"),
+             "success": fmt_metric(r, "success_rate"), "n": "n/a" if r["n"] is None else f"{r['n']:g}"}
             for r in summary.to_dict("records")]
     failed = [{"hash": r["hash"][:12], "model": r["model"], "attack": r["attack"], "dataset": r["dataset"],
                "setting": r["setting"], "seed": r["seed"], "error": (r["error"] or "").strip().splitlines()[-1:] or [""]}
@@ -130,6 +167,8 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
     html = _env().get_template("report.html").render(
         title=title or f"robustbench_geo sweep: {sweep}", sweep=sweep, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         package_version=__version__, summary=rows, cells=cells_table, failed=failed,
+        headline=headline(frame) if counts.get("done") else [status_message(counts)], pivots=pivots(frame),
+        counts=counts,
         figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,
         json_files=[f"json/{names[m]}.json" for m in models])
     if cert_rows:  # the certification bracket, as its own section

@@ -16,10 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-#: how a grid key is shown on a curve's x axis
-AXIS_LABELS = {"budget": "% of edges perturbed", "max_angle_deg": "max angle (deg)", "max_shift_px": "max shift (px)",
-               "tau": "flow smoothness tau", "scale_range": "scale factor range", "max_scale": "max scale factor",
-               "k": "k (random transforms)"}
+from robustbench_geo.report.compare import Line, ThreatModel  # noqa: E402
 
 
 def to_data_uri(fig) -> str:
@@ -29,52 +26,74 @@ def to_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _x_value(v):
-    """A grid value as a number for the x axis (ranges plot by their upper end)."""
-    if isinstance(v, (list, tuple)) and v and all(isinstance(t, (int, float)) for t in v):
-        return float(v[-1])
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v)
+def _yerr(ests) -> list[list[float]]:
+    """Asymmetric error bars (percent) from estimates' 95 % intervals (0 where there is none)."""
+    lo = [0.0 if math.isnan(e.low) else 100 * (e.mean - e.low) for e in ests]
+    hi = [0.0 if math.isnan(e.high) else 100 * (e.high - e.mean) for e in ests]
+    return [lo, hi]
 
 
-def curve_axes(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """``(attack label, dataset, x key)`` triples with a numeric key that varies over >= 2 values."""
-    out = []
-    done = frame[frame["status"] == "done"]
-    for (attack, dataset), g in done.groupby(["attack", "dataset"], sort=False):
-        keys = sorted({k for gp in g["grid_point"] for k in gp})
-        for k in keys:
-            xs = {_x_value(gp.get(k)) for gp in g["grid_point"]}
-            if None not in xs and len(xs) >= 2:
-                out.append((attack, dataset, k))
-                break
-    return out
+def _draw_line(ax, label: str, xs: list[float], ests: list, **style) -> None:
+    ax.errorbar(xs, [100 * e.mean for e in ests], yerr=_yerr(ests), marker=style.pop("marker", "o"), capsize=3,
+                label=label[:60], **style)
 
 
-def robustness_curve(frame: pd.DataFrame, attack: str, dataset: str, key: str) -> str:
-    """Robust accuracy (mean ± std over seeds) vs one grid key; regular and deformable models side by side."""
-    g = frame[(frame["status"] == "done") & (frame["attack"] == attack) & (frame["dataset"] == dataset)].copy()
-    g["x"] = [_x_value(gp.get(key)) for gp in g["grid_point"]]
-    g["rest"] = [", ".join(f"{k}={v}" for k, v in sorted(gp.items()) if k != key) for gp in g["grid_point"]]
-    if key == "budget":
-        g["x"] = 100 * g["x"]
-    groups = [("regular", g[~g["deformable"]]), ("deformable", g[g["deformable"]])]
-    groups = [(n, d) for n, d in groups if len(d)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), sharey=True, squeeze=False)
-    for ax, (title, d) in zip(axes[0], groups):
-        for (model, rest), line in d.groupby(["model", "rest"], sort=False):
-            stats = line.groupby("x")["m:robust_accuracy"].agg(["mean", "std", "count"]).sort_index()
-            label = f"{model}" + (f" ({rest})" if rest else "")
-            ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3,
-                        label=label[:60])
-        ax.set_title(f"{title} models")
-        ax.set_xlabel(AXIS_LABELS.get(key, key))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"robust accuracy on {dataset} (%)")
-    axes[0][0].set_ylim(-2, 102)
-    fig.suptitle(f"{attack}", fontsize=10)
+def overlay(tm: ThreatModel, model_lines: list[Line], warning: str | None = None) -> str:
+    """:func:`overlay_figure` as an embedded PNG."""
+    return to_data_uri(overlay_figure(tm, model_lines, warning))
+
+
+def overlay_figure(tm: ThreatModel, model_lines: list[Line], warning: str | None = None):
+    """Every model under one threat model on ONE axis: accuracy vs budget, starting at budget 0 = clean.
+
+    Error bars are 95 % Wilson intervals; deformable models are drawn solid, others dashed. A
+    threat model without a budget key (e.g. Nettack's per-target budget) has two x positions:
+    clean and attacked. A matched-baseline ``warning`` turns the title red and is printed on the axis.
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for ln in model_lines:
+        xs = [0.0] + sorted(ln.points)
+        ests = [ln.clean] + [ln.points[x] for x in xs[1:]]
+        _draw_line(ax, ln.model + (" (deformable)" if ln.deformable else ""), xs, ests,
+                   linestyle="-" if ln.deformable else "--")
+    if tm.budget_key:
+        ax.set_xlabel(f"{tm.axis_label} (0 = clean)")
+    else:
+        ax.set_xticks([0.0, 1.0], ["clean", tm.attack_name])
+        ax.set_xlim(-0.3, 1.3)
+    ax.set_ylabel(f"accuracy on {tm.dataset} (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(tm.label[:80], fontsize=9, color="crimson" if warning else "black")
+    if warning:
+        ax.text(0.5, 0.02, "clean accuracies differ by > 1 point", transform=ax.transAxes, ha="center", fontsize=7,
+                color="crimson")
+    return fig
+
+
+def graph_attacks(model: str, dataset: str, entries: list[tuple[ThreatModel, Line]]) -> str:
+    """One graph model: accuracy vs % of edges perturbed for every attack on one axis (0 = clean).
+
+    Attacks without a budget in % of edges (targeted ones, with a per-target budget) are drawn as
+    horizontal dotted lines at their accuracy on the targets.
+    """
+    fig, ax = plt.subplots(figsize=(6.2, 3.9))
+    for tm, ln in entries:
+        label = f"{tm.attack}" + (f" ({tm.rest})" if tm.rest else "")
+        if tm.budget_key == "budget" and not tm.targeted:
+            xs = [0.0] + sorted(ln.points)
+            _draw_line(ax, label, xs, [ln.clean] + [ln.points[x] for x in xs[1:]])
+        else:
+            _, est = ln.strongest
+            line = ax.axhline(100 * est.mean, linestyle=":", linewidth=1.5)
+            line.set_label(f"{label}: {est.format()} of {est.n:g} targets"[:70])
+    ax.set_xlabel("% of edges perturbed (0 = clean)")
+    ax.set_ylabel(f"accuracy on {dataset} (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{model}: every structure attack", fontsize=9)
     return to_data_uri(fig)
 
 

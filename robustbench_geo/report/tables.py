@@ -1,7 +1,8 @@
 """Tables from a results store: per-cell frame, tidy CSV, summary (mean and std over seeds), JSON per model.
 
 Accuracies are fractions in ``[0, 1]`` everywhere in data files; only the human-facing HTML and
-Markdown show percentages.
+Markdown show percentages. Every accuracy comes with ``n`` (the samples behind it: test images,
+test nodes or targets) and its 95 % Wilson interval (pooled over seeds; :mod:`robustbench_geo.stats`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,32 @@ import time
 
 import pandas as pd
 
-#: version of the per-model JSON layout (``<model>.json``)
-JSON_SCHEMA_VERSION = 1
+from robustbench_geo.stats import accuracy_interval, estimate
+
+#: version of the per-model JSON layout (``<model>.json``); 2 added ``n`` and the ``*_ci`` intervals
+JSON_SCHEMA_VERSION = 2
+#: metrics that are accuracies of n samples (they get an interval); the success rate's denominator is the
+#: clean-correct samples, not n, so it is reported as mean ± std over seeds only
+ACCURACY_METRICS = ("clean_accuracy", "robust_accuracy")
+SUMMARY_METRICS = ACCURACY_METRICS + ("success_rate",)
 
 CELL_COLUMNS = ["hash", "model", "model_name", "deformable", "task", "dataset", "dataset_spec", "attack", "attack_name",
-                "setting", "seed", "status", "seconds", "train_seconds", "attack_seconds"]
+                "setting", "seed", "status", "seconds", "train_seconds", "attack_seconds", "grid_point", "params", "error",
+                "artefact_dir", "info", "config", "n", "clean_n"]
+
+
+def sample_count(metrics: dict, metric: str = "robust_accuracy") -> float:
+    """Samples behind a cell's accuracy ``metric``: ``n`` (images, nodes), else ``targets``, else nan.
+
+    Targeted graph attacks measure robust accuracy on their targets but clean accuracy on all test
+    nodes (``clean_n``).
+    """
+    keys = ("clean_n", "n", "targets") if metric == "clean_accuracy" else ("n", "targets")
+    for key in keys:
+        v = metrics.get(key)
+        if v is not None and math.isfinite(float(v)) and float(v) > 0:
+            return float(v)
+    return float("nan")
 
 
 def setting_of(grid_point: dict) -> str:
@@ -41,7 +63,8 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
                "seed": r["seed"], "status": r["status"], "seconds": r["seconds"], "train_seconds": r["train_seconds"],
                "attack_seconds": r["attack_seconds"], "grid_point": cfg["attack"]["grid_point"],
                "params": cfg["attack"]["params"], "error": r["error"], "artefact_dir": r["artefact_dir"],
-               "info": r["info"], "config": cfg}
+               "info": r["info"], "config": cfg, "n": sample_count(r["metrics"]),
+               "clean_n": sample_count(r["metrics"], "clean_accuracy")}
         row.update({f"m:{k}": v for k, v in r["metrics"].items()})
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else CELL_COLUMNS)
@@ -52,55 +75,79 @@ def _is_deform(name: str) -> bool:
 
 
 def tidy_frame(cells: list[dict], sweep: str) -> pd.DataFrame:
-    """One row per cell x metric (``results.csv``); ``value`` is a float."""
+    """One row per cell x metric (``results.csv``); ``value`` is a float.
+
+    Accuracy metrics also carry ``n`` and ``ci_low``/``ci_high`` (95 % Wilson); other metrics leave them empty.
+    """
     rows = []
     for r in cells:
         if r["status"] != "done":
             continue
         cfg = r["config"]
         for name, value in sorted(r["metrics"].items()):
+            value = float("nan") if value is None else float(value)
+            n = sample_count(r["metrics"], name)
+            lo, hi = accuracy_interval(value, n) if name in ACCURACY_METRICS else (float("nan"), float("nan"))
             rows.append({"sweep": sweep, "hash": r["hash"], "model": r["model"], "model_name": cfg["model"]["name"],
                          "dataset": r["dataset"], "dataset_spec": cfg["dataset"]["spec"], "attack": r["attack"],
                          "attack_name": cfg["attack"]["name"], "setting": setting_of(cfg["attack"]["grid_point"]),
                          "params": json.dumps(cfg["attack"]["params"], sort_keys=True), "seed": r["seed"],
-                         "metric": name, "value": float("nan") if value is None else float(value)})
+                         "metric": name, "value": value, "n": n if name in ACCURACY_METRICS else float("nan"),
+                         "ci_low": lo, "ci_high": hi})
     cols = ["sweep", "hash", "model", "model_name", "dataset", "dataset_spec", "attack", "attack_name", "setting",
-            "params", "seed", "metric", "value"]
+            "params", "seed", "metric", "value", "n", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=cols)
 
 
+SUMMARY_KEYS = ["model", "model_name", "deformable", "dataset", "attack", "attack_name", "setting"]
+
+
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of clean/robust accuracy and success rate per model x attack setting x dataset."""
+    """Per model x attack setting x dataset: mean, std over seeds and pooled 95 % interval of each accuracy.
+
+    Columns: the keys, ``seeds``, ``n`` (samples per seed), ``<metric>``, ``<metric>_std``,
+    ``<metric>_ci_low``, ``<metric>_ci_high`` for clean/robust accuracy and success rate, ``seconds``.
+    An empty or all-failed frame gives an empty frame with these columns.
+    """
     done = frame[frame["status"] == "done"] if len(frame) else frame
+    cols = SUMMARY_KEYS + ["seeds", "n"] + [f"{m}{s}" for m in SUMMARY_METRICS for s in ("", "_std", "_ci_low", "_ci_high")]
     out = []
-    keys = ["model", "model_name", "deformable", "dataset", "attack", "attack_name", "setting"]
-    for key, g in done.groupby(keys, sort=False, dropna=False):
-        row = dict(zip(keys, key))
+    for key, g in done.groupby(SUMMARY_KEYS, sort=False, dropna=False) if len(done) else []:
+        row = dict(zip(SUMMARY_KEYS, key))
         row["seeds"] = len(g)
-        for m in ("clean_accuracy", "robust_accuracy", "success_rate"):
+        for m in SUMMARY_METRICS:
             col = f"m:{m}"
-            vals = [float(v) for v in g[col].dropna()] if col in g else []
-            row[m] = sum(vals) / len(vals) if vals else None
-            row[f"{m}_std"] = _std(vals) if vals else None
+            vals = [float("nan") if v is None else float(v) for v in g[col]] if col in g else []
+            ns = list(g["clean_n" if m == "clean_accuracy" else "n"]) if m in ACCURACY_METRICS else [float("nan")] * len(vals)
+            est = estimate(vals, ns) if vals else None
+            ok = est is not None and not math.isnan(est.mean)
+            row[m] = est.mean if ok else None
+            row[f"{m}_std"] = est.std if ok else None
+            row[f"{m}_ci_low"] = est.low if ok and not math.isnan(est.low) else None
+            row[f"{m}_ci_high"] = est.high if ok and not math.isnan(est.high) else None
+            if m == "robust_accuracy":
+                row["n"] = est.n if est is not None and not math.isnan(est.n) else None
         row["seconds"] = float(g["seconds"].sum())
         out.append(row)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=cols + ["seconds"])
 
 
-def _std(vals: list[float]) -> float:
-    if len(vals) < 2:
-        return 0.0
-    m = sum(vals) / len(vals)
-    return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-
-
-def fmt_pct(mean, std=None, seeds: int = 1) -> str:
+def fmt_pct(mean, std=None, seeds: int = 1, low=None, high=None) -> str:
+    """``"45.20"``, ``"45.20 ± 1.30"`` over seeds, then ``" [40.9, 49.6]"`` when an interval is given."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     s = f"{100 * mean:.2f}"
     if seeds > 1 and std is not None:
         s += f" ± {100 * std:.2f}"
+    if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+        s += f" [{100 * low:.1f}, {100 * high:.1f}]"
     return s
+
+
+def fmt_metric(row: dict, metric: str) -> str:
+    """A summary row's accuracy with its std over seeds and 95 % interval."""
+    return fmt_pct(row[metric], row.get(f"{metric}_std"), row["seeds"], row.get(f"{metric}_ci_low"),
+                   row.get(f"{metric}_ci_high"))
 
 
 def md_escape(text) -> str:
@@ -115,15 +162,20 @@ def summary_markdown(summary: pd.DataFrame, sweep: str) -> str:
     """``summary.md``: the summary table in Markdown (percentages, mean ± std over seeds)."""
     esc = md_escape
     lines = [f"# Sweep {esc(sweep)}", "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-             "Accuracies in %, mean ± std over seeds.", "",
-             "| model | dataset | attack | setting | seeds | clean | robust | success rate |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+             "Accuracies in %, mean ± std over seeds, [95 % Wilson interval] of the n samples (pooled over seeds).", "",
+             "| model | dataset | attack | setting | seeds | n | clean | robust | success rate |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary.to_dict("records"):
         lines.append(f"| {esc(r['model'])} | {esc(r['dataset'])} | {esc(r['attack'])} | {esc(r['setting'])} | {r['seeds']} | "
-                     f"{fmt_pct(r['clean_accuracy'], r['clean_accuracy_std'], r['seeds'])} | "
-                     f"{fmt_pct(r['robust_accuracy'], r['robust_accuracy_std'], r['seeds'])} | "
-                     f"{fmt_pct(r['success_rate'], r['success_rate_std'], r['seeds'])} |")
+                     f"{_count(r.get('n'))} | {fmt_metric(r, 'clean_accuracy')} | {fmt_metric(r, 'robust_accuracy')} | "
+                     f"{fmt_metric(r, 'success_rate')} |")
+    if not len(summary):
+        lines.append("| (no finished cells) | | | | | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def _count(n) -> str:
+    return "n/a" if n is None or (isinstance(n, float) and math.isnan(n)) else f"{n:g}"
 
 
 def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: str) -> dict:
@@ -136,8 +188,11 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
     for r in rows.to_dict("records"):
         results.append({"dataset": r["dataset"], "attack": r["attack"], "attack_name": r["attack_name"],
                         "setting": r["setting"], "seeds": int(r["seeds"]),
+                        "n": _f(r["n"]),
                         "clean_acc": _f(r["clean_accuracy"]), "clean_acc_std": _f(r["clean_accuracy_std"]),
+                        "clean_acc_ci": [_f(r["clean_accuracy_ci_low"]), _f(r["clean_accuracy_ci_high"])],
                         "robust_acc": _f(r["robust_accuracy"]), "robust_acc_std": _f(r["robust_accuracy_std"]),
+                        "robust_acc_ci": [_f(r["robust_accuracy_ci_low"]), _f(r["robust_accuracy_ci_high"])],
                         "success_rate": _f(r["success_rate"])})
     info = first["info"] if first is not None else {}
     return {
@@ -149,7 +204,8 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
         "robust_acc_worst": _f(min((r["robust_acc"] for r in results if r["robust_acc"] is not None), default=None)),
         "results": results, "seeds": sorted(int(s) for s in cells["seed"].unique()) if len(cells) else [],
         "deform_backend": info.get("deform_backend"), "versions": info.get("versions", {}),
-        "units": "accuracies are fractions in [0, 1]",
+        "units": "accuracies are fractions in [0, 1]; *_ci: 95 % Wilson interval of the n samples pooled over seeds; "
+                 "*_std: std over seeds",
     }
 
 

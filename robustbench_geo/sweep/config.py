@@ -18,7 +18,7 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     [models.cnn]                   # a label you choose (shown in reports)
     model = "cnn"                  # registry name or plug-in (package.module:factory, file.py:factory)
     dataset = "mnist"              # required; label of the training dataset
-    epochs = 2                     # also lr, batch_size, augment, trainable (see training.py)
+    epochs = 2                     # also lr, batch_size, augment, trainable, schedule (see training.py)
     params = { num_deform = 3 }    # model factory kwargs
 
     [models.theirs]                # a trained model, evaluated as given (never trained):
@@ -68,7 +68,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 _SWEEP_KEYS = {"name", "output", "seeds", "device", "deform_backend", "checkpoint_cache", "description"}
 _DATASET_KEYS = {"spec", "train_subset", "test_subset"}
-_TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable"}
+_TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable", "schedule"}
 _EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
 _MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS | _EVALUATED_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}

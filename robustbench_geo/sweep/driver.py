@@ -9,7 +9,9 @@ where it stopped (see :mod:`robustbench_geo.sweep.store`).
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 
 from robustbench_geo.check import check_number
 from robustbench_geo.evaluation.outcome import check_metrics
+from robustbench_geo.stats import accuracy_interval
 from robustbench_geo.sweep.cells import Cell, expand
 from robustbench_geo.sweep.config import SweepConfig
 from robustbench_geo.sweep.executors import make_executor
@@ -52,13 +55,7 @@ class SweepSummary:
                + f"; {self.seconds:.1f} s" + (" (interrupted)" if self.interrupted else "")]
         for r in self.ran:
             c = r["cell"]
-            if r["ok"]:
-                m = r["metrics"]
-                out.append(f"  {c.short}  {c.describe()}: clean {_pct(m.get('clean_accuracy'))}, robust "
-                           f"{_pct(m.get('robust_accuracy'))} ({r['seconds']:.1f} s)")
-            else:
-                last = r["error"].strip().splitlines()[-1] if r["error"].strip() else "?"
-                out.append(f"  {c.short}  {c.describe()}: FAILED: {last}")
+            out.append(f"  {c.short}  {cell_line(c, r)}")
         if self.log_file:
             out.append(f"log: {self.log_file}")
         if self.report:
@@ -66,8 +63,35 @@ class SweepSummary:
         return out
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f} %"
+def _pct(v, n=None) -> str:
+    """``"45.20 % [40.9, 49.6]"``: an accuracy with its 95 % Wilson interval when ``n`` is known."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    lo, hi = accuracy_interval(float(v), float("nan") if n is None else float(n))
+    return f"{100 * v:.2f} %" + ("" if math.isnan(lo) else f" [{100 * lo:.1f}, {100 * hi:.1f}]")
+
+
+def cell_line(c: Cell, r: dict) -> str:
+    """One line for a finished cell: accuracies with intervals and n, seconds; or the error's last line."""
+    if r["ok"]:
+        m = r["metrics"]
+        n = m.get("n")
+        return (f"{c.describe()}: clean {_pct(m.get('clean_accuracy'), n)}, robust {_pct(m.get('robust_accuracy'), n)}"
+                f"{'' if n is None else f' (n={n:g})'} ({r['seconds']:.1f} s)")
+    last = r["error"].strip().splitlines()[-1] if r["error"].strip() else "?"
+    return f"{c.describe()}: FAILED: {last}"
+
+
+def progress_style(progress: bool, stream=None) -> str:
+    """``"bars"`` on a terminal, ``"lines"`` (one line per finished cell, no redraws) in a log or CI, or ``"off"``."""
+    if not progress:
+        return "off"
+    stream = sys.stderr if stream is None else stream
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return "bars" if tty else "lines"
 
 
 def unique_cells(cells: list[Cell]) -> list[Cell]:
@@ -117,7 +141,8 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         address: Ray cluster address (``None``: a local Ray instance).
         data_root: data root passed to the loaders (else ``$RBGEO_DATA``).
         threads: torch threads per cell (default: executor-specific).
-        progress: progress bars (cells; epochs and attack iterations with the local executor).
+        progress: report progress: bars (cells; epochs and attack iterations with the local executor)
+            when stderr is a terminal, else one line per finished cell on stderr (no redraws in logs).
         report: called with the output folder at the end, returning paths with an ``"html"`` key
             (the CLI passes :func:`robustbench_geo.report.write_report`; the sweep layer does not
             import the report layer, which reads the sweep's store). ``None`` or ``False``: no report.
@@ -154,7 +179,9 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         if ex.slots > 1:
             todo = _interleave(todo)
         owner = owner_id()
-        bar = tqdm(total=len(todo), desc=f"sweep {cfg.name}", unit="cell", disable=not progress)
+        style = progress_style(progress)
+        bar = tqdm(total=len(todo), desc=f"sweep {cfg.name}", unit="cell", disable=style != "bars")
+        finished = 0
         queue = list(todo)
 
         def fill():
@@ -170,7 +197,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
                 ex.submit(c.hash, run_cell, {"cell_config": c.config, "train_hash": c.train_hash, "cache_dir": str(cache),
                                              "data_root": None if data_root is None else str(data_root),
                                              "device": cfg.device, "deform_backend": cfg.deform_backend,
-                                             "progress": progress})
+                                             "progress": style == "bars"})
 
         fill()
         while in_flight:
@@ -188,6 +215,9 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
                 entry["error"] = res["error"]
                 log.error("failed %s after %.1f s:\n%s", c.short, res["seconds"], res["error"])
             summary.ran.append(entry)
+            finished += 1
+            if style == "lines":
+                print(f"[{finished}/{len(todo)}] {cell_line(c, entry)}", file=sys.stderr, flush=True)
             bar.update(1)
             bar.set_postfix_str(f"{c.model_label} x {c.attack_label}: " + (
                 _pct(res["metrics"].get("robust_accuracy")) if res["ok"] else "failed"))

@@ -75,7 +75,7 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
                   seed=tc["seed"], augment=tc["augment"], device=device, out=stem, data_root=data_root,
                   subset=t["train_subset"], test_subset=CHECKPOINT_EVAL_SUBSET if image else None,
                   deform_backend=t["deform_backend"], trainable=tc["trainable"], model_kwargs=dict(t["model_params"]),
-                  progress=progress)
+                  schedule=tc.get("schedule", "constant"), progress=progress)
         return res.model.to(device).eval(), res.meta, stem, res.meta["train_seconds"]
 
 
@@ -116,7 +116,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
     """
     import socket
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         if threads:
             torch.set_num_threads(int(threads))
@@ -137,25 +137,31 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         else:
             kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
         check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
-        ta = time.perf_counter()
+        ta, ca = time.perf_counter(), time.process_time()
         if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
             outcome = certify_outcome(model, ds, dict(att["params"]), checkpoint_meta=meta, seed=seed, progress=progress)
         else:
             outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
-        attack_s = time.perf_counter() - ta
+        attack_s, attack_cpu = time.perf_counter() - ta, time.process_time() - ca
+        metrics = dict(outcome.metrics)
+        metrics.setdefault("n", float(len(outcome.rows)))  # samples behind the accuracies (one row per sample/node/target)
+        if "targets" in metrics and hasattr(ds, "idx_test"):  # targeted: clean accuracy is over the test nodes
+            metrics.setdefault("clean_n", float(ds.idx_test.numel()))
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
         if backend is not None and isinstance(examples, dict) and "clean" in examples:
             artefacts["sampling"] = sampling_locations(model, examples["clean"][:1], examples["adversarial"][:1])
         return {
-            "ok": True, "metrics": dict(outcome.metrics), "rows": list(outcome.rows), "artefacts": _cpu(artefacts),
+            "ok": True, "metrics": metrics, "rows": list(outcome.rows), "artefacts": _cpu(artefacts),
             "config": outcome.config, "params": outcome.params, "seconds": time.perf_counter() - t0,
             "train_seconds": train_s, "attack_seconds": attack_s, "checkpoint": str(stem),
             "info": {"device": str(device), "deform_backend": backend, "versions": versions(), "host": socket.gethostname(),
                      "threads": torch.get_num_threads(), "checkpoint_clean_accuracy": meta.get("clean_accuracy"),
                      "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
                      "model_source": meta.get("source", "train"), "weights_sha256": meta.get("weights_sha256"),
-                     "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {})},
+                     "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {}),
+                     # CPU seconds of this process (all torch threads): comparable across machine loads
+                     "cpu_seconds": time.process_time() - c0, "attack_cpu_seconds": attack_cpu},
         }
     except (Exception, SystemExit):  # noqa: BLE001 - a failed cell is recorded (sys.exit in a factory too), the sweep goes on
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}

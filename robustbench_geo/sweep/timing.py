@@ -4,12 +4,15 @@ The estimate is rough and says where each number comes from:
 
 * ``done``: the cell is finished in the store (no time left);
 * ``history``: the same attack on the same model finished before in this store (seconds per image,
-  or per cell for graphs);
+  or per cell for graphs; CPU seconds per thread where the store recorded them);
 * ``calibrated``: one timed training step of the model on this machine times the work: epochs x
-  batches for training, and :func:`forward_passes` per attacked image (worst case, no early exit);
+  batches for training, and :func:`forward_passes` per attacked image (worst case, no early exit).
+  On the CPU the step is timed in CPU seconds per torch thread (``time.process_time``), so a busy
+  machine does not inflate it: the estimate is for the same machine idle;
 * ``guess``: graph attacks without history (``GRAPH_ATTACK_GUESS_S``).
 
-Training is counted once per training config and not at all when the checkpoint is cached.
+Training is counted once per training config and not at all when the checkpoint is cached. The
+calibration runs on the sweep's ``device`` (``[sweep] device = "cuda"`` gives a GPU estimate).
 """
 
 from __future__ import annotations
@@ -48,8 +51,14 @@ GRAPH_ATTACK_GUESS_S = 60.0
 TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist-scaled": 60000, "mnist-rotated": 60000, "cifar10": 50000}
 
 
-def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int) -> float:
-    """Seconds of one training step (forward + backward) of a fresh model on random data."""
+def _cpu_clock() -> float:
+    """CPU seconds of this process per torch thread: on a busy machine this counts the work, not the
+    waiting for a core, so the estimate is what an idle machine takes (assuming the threads scale)."""
+    return time.process_time() / max(torch.get_num_threads(), 1)
+
+
+def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int, device: str = "cpu") -> float:
+    """Seconds of one training step (forward + backward) of a fresh model on random data, on ``device``."""
     from robustbench_geo.data import dataset_info
     from robustbench_geo.models import create_model
 
@@ -58,20 +67,24 @@ def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int) -> 
     if info.task == "image":
         model = create_model(model_name, in_channels=info.in_channels, num_classes=info.num_classes,
                              image_size=info.image_size, **params)
-        x = torch.rand(probe, info.in_channels, *info.image_size)
+        x = torch.rand(probe, info.in_channels, *info.image_size, device=device)
         run = lambda: model(x).sum().backward()  # noqa: E731
     else:
         n, f = 2500, 1433
         model = create_model(model_name, in_features=f, num_classes=info.num_classes, **params)
-        x = torch.rand(n, f)
-        ei = torch.randint(0, n, (2, 10000))
+        x = torch.rand(n, f, device=device)
+        ei = torch.randint(0, n, (2, 10000), device=device)
         run = lambda: model(x, ei).sum().backward()  # noqa: E731
-    model.train()
+    model.to(device).train()
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     run()  # warm-up
-    t0 = time.perf_counter()
+    sync()
+    clock = time.perf_counter if str(device).startswith("cuda") else _cpu_clock
+    t0 = clock()
     for _ in range(2):
         run()
-    seconds = (time.perf_counter() - t0) / 2
+    sync()
+    seconds = (clock() - t0) / 2
     return seconds * batch_size / probe if info.task == "image" else seconds
 
 
@@ -126,7 +139,10 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
                 if r["status"] == "done" and r["attack_seconds"] is not None:
                     a = r["config"]["attack"]
                     n = a["runner"].get("n") or 1
-                    history.setdefault((a["name"], r["config"]["model"]["name"]), []).append(r["attack_seconds"] / n)
+                    info = r["info"] or {}
+                    cpu = info.get("attack_cpu_seconds")  # load-independent when recorded (per thread)
+                    secs = cpu / max(int(info.get("threads") or 1), 1) if cpu is not None else r["attack_seconds"]
+                    history.setdefault((a["name"], r["config"]["model"]["name"]), []).append(secs / n)
     cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
     steps: dict = {}
     trained: set = set()
@@ -144,7 +160,7 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
             continue
         key = (t["model"], str(t["model_params"]), t["dataset"], t["train"]["batch_size"])
         if key not in steps:
-            steps[key] = _step_seconds(t["model"], t["model_params"], t["dataset"], t["train"]["batch_size"])
+            steps[key] = _step_seconds(t["model"], t["model_params"], t["dataset"], t["train"]["batch_size"], cfg.device)
         step = steps[key]
         cached = any(cache.glob(f"*-{c.train_hash[:16]}.json"))
         if c.train_hash not in trained and not cached:

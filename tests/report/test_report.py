@@ -29,18 +29,20 @@ def test_files_and_numbers(report_dir, quick_sweep):
     files = sorted(p.name for p in (report_dir / "json").iterdir())
     assert files == ["deform_cnn.json", "gcn.json", "script_alert_1_script.json"]
     doc = json.loads((report_dir / "json" / "gcn.json").read_text())
-    assert doc["schema_version"] == 1 and doc["name"] == "gcn" and doc["model"] == "gcn"
+    assert doc["schema_version"] == 2 and doc["name"] == "gcn" and doc["model"] == "gcn"
     assert isinstance(doc["clean_acc"], float) and 0.2 < doc["clean_acc"] <= 1
     assert all(isinstance(r["robust_acc"], float) for r in doc["results"])
-    assert {r["attack"] for r in doc["results"]} >= {"clean", "dice"}
+    assert {r["attack"] for r in doc["results"]} >= {"clean", "pgd", "prbcd", "metattack", "nettack"}
+    assert all(r["n"] > 0 and r["robust_acc_ci"][0] <= r["robust_acc"] <= r["robust_acc_ci"][1] for r in doc["results"])
     md = (report_dir / "summary.md").read_text()
     assert "| gcn | cora | clean |" in md and "| deform_cnn | mnist | grid | max_angle_deg=30 |" in md
 
 
 def test_report_sections(report_dir):
     html = (report_dir / "report.html").read_text()
-    for alt in ("robustness curve: grid on mnist", "robustness curve: dice on cora", "examples: deform_cnn x grid",
-                "sampling locations: deform_cnn x grid", "graph perturbations: gcn x dice", "durations per cell"):
+    for alt in ("overlay: grid on mnist", "overlay: metattack on cora (mode=poisoning)", "graph attacks: gcn on cora",
+                "examples: deform_cnn x grid", "sampling locations: deform_cnn x grid", "graph perturbations: gcn x pgd",
+                "durations per cell"):
         assert f'alt="{alt}' in html, alt
 
 
@@ -66,6 +68,7 @@ def test_page_loads_in_headless_chromium(report_dir, quick_sweep):
     tables = dict(page["tables"])
     total = quick_sweep[1].total
     assert tables["summary-table"] == total and tables["cells-table"] == total and tables["meta-table"] > 3
+    assert tables["pivot-image"] == 2 and tables["pivot-graph"] == 1  # one row per model
     assert page["images"] and all(page["images"])  # every embedded figure decodes
     assert len(page["images"]) >= 10
     assert EVIL in page["text"] and EVIL_DATASET in page["text"]  # shown as text, not run

@@ -14,13 +14,25 @@ EVIL = "<script>alert(1)</script>"
 EVIL_DATASET = "scaled & <b>bold</b>"
 
 
-def shrink(cfg, *, train_subset=300, test_subset=24, image_epochs=1, graph_epochs=5):
-    """The preset with tiny data sizes and epochs (models, attacks, grids and budgets as shipped)."""
+#: cheap settings for the shipped graph attacks (the attacks and modes stay as shipped)
+GRAPH_SHRINK = {"pgd": {"steps": 5, "samples": 2, "refine_steps": 0}, "prbcd": {"epochs": 5, "epochs_resampling": 3},
+                "metattack": {"train_iters": 5}, "nettack": {}}
+
+
+def shrink(cfg, *, train_subset=300, test_subset=24, image_epochs=1, graph_epochs=5, graph_budget=0.002):
+    """The preset with tiny data sizes, epochs and graph budgets (models, attacks and image grids as shipped)."""
     ds = {k: dataclasses.replace(d, train_subset=train_subset if d.train_subset else None,
                                  test_subset=test_subset if d.test_subset else None) for k, d in cfg.datasets.items()}
     ms = {k: dataclasses.replace(m, train={**m.train, "epochs": image_epochs if m.task == "image" else graph_epochs})
           for k, m in cfg.models.items()}
-    return dataclasses.replace(cfg, datasets=ds, models=ms)
+    attacks = {}
+    for k, a in cfg.attacks.items():
+        if a.domain == "graph":
+            targeted = a.attack == "nettack"
+            a = dataclasses.replace(a, params={**a.params, **GRAPH_SHRINK.get(a.attack, {})},
+                                    runner={**a.runner, "budget": [1 if targeted else graph_budget]})
+        attacks[k] = a
+    return dataclasses.replace(cfg, datasets=ds, models=ms, attacks=attacks)
 
 
 def _relabel(cfg):

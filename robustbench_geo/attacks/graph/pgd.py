@@ -20,6 +20,13 @@ not proposed again and the swap size halves (it doubles after a success, from 16
 on Cora (GCN, 5 %): selecting by loss beat selecting by changed predictions, because many changed
 predictions are nodes the model already got wrong (see ``benchmarks/graph_fidelity.py``).
 
+Adaptive options (Mujkanovic et al. 2022; :mod:`~robustbench_geo.attacks.graph.adaptive`): ``surrogate``
+(differentiate the model, or the model with its pre-processing dropped or frozen), ``mask`` (the
+eigenspace-alignment edge-difference mask for low-rank defenses), ``lr_schedule``, ``restarts``,
+``init`` / ``init_flips`` (start from another attack's perturbation, which stays a candidate) and
+``labels`` (the loss against predicted or true labels). Samples and swaps are always judged by the
+real model's sparse forward, whatever is differentiated.
+
 Cost: every step differentiates the model's dense path (``dense_forward``) on an ``N x N``
 adjacency; samples and swaps are judged by the model's own sparse ``forward``. On the Cora LCC
 (2485 nodes, GCN, one thread) an attack with the defaults takes about 28 s (``benchmarks/graph_speed.py``).
@@ -32,13 +39,15 @@ import time
 
 import torch
 
-from robustbench_geo.attacks.base import register_attack
+from robustbench_geo.attacks.base import get_attack, register_attack
+from robustbench_geo.attacks.graph.adaptive import LR_SCHEDULES, build_surrogate, check_adaptive
+from robustbench_geo.attacks.graph.adaptive import init_flips as adaptive_init
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.attacks.graph.base import (
     GraphAttack, GraphPerturbation, apply_flips, check_dense_memory, degrees, edge_budget, finalize, ids_to_pairs,
     pair_ids, upper_pairs,
 )
-from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices, get_loss, symmetrize
+from robustbench_geo.attacks.graph.dense import dense_matrices, get_loss, symmetrize
 from robustbench_geo.data.base import GraphDataset
 
 
@@ -110,6 +119,8 @@ def project_budget(s: torch.Tensor, budget: float, iters: int = 40) -> torch.Ten
 
 #: objectives that choose among samples and swaps (see ``PGDAttack.param_docs``)
 SELECT = ("loss", "changed", "accuracy")
+#: labels the attack loss is computed against
+LABELS = ("predicted", "true")
 
 
 @register_attack("pgd", domain="graph")
@@ -130,14 +141,35 @@ class PGDAttack(GraphAttack):
                   "misclassified w.r.t. the TRUE labels, ties by loss: the evaluator's choice that Xu et al.'s code "
                   "makes among its samples)",
         "max_memory_gb": "refuse graphs whose dense matrices need more (GiB)",
+        "surrogate": "what is differentiated (adaptive attacks): model (its own dense forward), drop (the defense's "
+                     "pre-processing dropped) or freeze (pre-processing applied once to the clean graph); candidates are "
+                     "always judged on the real model",
+        "mask": "edge-difference mask weighting each flip in the surrogate: None or eigenspace (low-rank defenses)",
+        "mask_rank": "rank of the eigenspace mask; None = the model's rank",
+        "lr_schedule": "learning-rate factor per step: sqrt (1/sqrt(t+1)), constant or cosine",
+        "restarts": "relaxations optimised (the first from init or zero, the others from random points); the best "
+                    "sample over all of them is refined",
+        "init": "name of a global attack whose perturbation starts the first relaxation (and is a candidate itself)",
+        "labels": "labels the loss attacks: predicted (the clean model's predictions, Xu et al.) or true (Mujkanovic et al.)",
     }
 
     def __init__(self, model, *, budget_edge_fraction: float = 0.05, loss: str = "prob_margin", steps: int = 100,
                  lr: float | None = None, samples: int = 20, refine_steps: int = 100, refine_loss: str | None = None,
-                 select: str = "accuracy", max_memory_gb: float = 8.0):
+                 select: str = "accuracy", max_memory_gb: float = 8.0, surrogate: str = "model", mask: str | None = None,
+                 mask_rank: int | None = None, lr_schedule: str = "sqrt", restarts: int = 1, init: str | None = None,
+                 labels: str = "predicted"):
         super().__init__(model)
         if select not in SELECT:
             raise unknown_name_error("select", select, SELECT)
+        check_adaptive(surrogate, mask, lr_schedule)
+        if labels not in LABELS:
+            raise unknown_name_error("labels", labels, LABELS)
+        if restarts < 1:
+            raise ValueError(f"restarts: expected at least one relaxation, got {restarts}")
+        if init is not None:
+            get_attack(init)
+        self.surrogate, self.mask, self.mask_rank, self.lr_schedule = surrogate, mask, mask_rank, lr_schedule
+        self.restarts, self.init, self.labels = restarts, init, labels
         self.select = select
         get_loss(loss)
         refine_loss = loss if refine_loss is None else refine_loss
@@ -149,10 +181,11 @@ class PGDAttack(GraphAttack):
         self.samples, self.refine_steps, self.refine_loss, self.max_memory_gb = samples, refine_steps, refine_loss, max_memory_gb
 
     def __call__(self, graph: GraphDataset, *, seed: int = 0, nodes: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None) -> GraphPerturbation:
+                 labels: torch.Tensor | None = None, init_flips: torch.Tensor | None = None) -> GraphPerturbation:
+        """Attack ``graph``; ``init_flips`` ``(2, K)`` (pairs ``i < j``) start the first relaxation (overrides ``init``)."""
         budget = edge_budget(graph, self.budget_edge_fraction)
         n = graph.num_nodes
-        mem = check_dense_memory("pgd", n, 7 + dense_matrices(self.model), self.max_memory_gb)
+        mem = check_dense_memory("pgd", n, 9 + dense_matrices(self.model), self.max_memory_gb)
         t0 = time.perf_counter()
         model = self.model.eval()
         dev = next(iter(model.parameters())).device
@@ -162,27 +195,12 @@ class PGDAttack(GraphAttack):
         flips = _Flips(on_dev)
         with torch.no_grad():
             if labels is None:
-                labels = model(x, on_dev.edge_index)[nodes].argmax(1)
+                labels = on_dev.y[nodes] if self.labels == "true" else model(x, on_dev.edge_index)[nodes].argmax(1)
         labels = labels.to(dev)
         loss_fn = get_loss(self.loss)
-        lr0 = self.lr if self.lr is not None else (200.0 if self.loss == "ce" else 0.1 * budget)
-        # s is kept symmetric (zero diagonal): s_ij = s_ji is the relaxed flip of pair {i, j}, so the
-        # perturbed adjacency is a + sign * s without a transpose, and the gradient of pair {i, j} is
-        # sign_ij (G_ij + G_ji) for G = dL/dA'. Its budget counts every pair twice.
-        sign = 1 - 2 * a
-        sign.fill_diagonal_(0)
-        s = torch.zeros(n, n, device=dev)
-        shift = None
-        for t in range(self.steps if budget > 0 else 0):
-            with torch.no_grad():
-                p = torch.addcmul(a, sign, s).requires_grad_(True)
-            loss = loss_fn(dense_logits(model, x, p)[nodes], labels)
-            (grad,) = torch.autograd.grad(loss, p)
-            with torch.no_grad():
-                s.add_(symmetrize(grad).mul_(sign), alpha=lr0 / math.sqrt(t + 1))
-                new_shift = project_budget_(s, 2 * budget, hint=shift)
-                shift = shift if new_shift is None else new_shift
-            del p, grad
+        sur = build_surrogate(model, x, a, self.surrogate, self.mask, self.mask_rank)
+        if init_flips is None and self.init is not None and budget > 0:
+            init_flips = adaptive_init(model, graph, self.init, self.budget_edge_fraction, seed)
 
         tie_loss = get_loss(self.refine_loss) if self.refine_steps and self.select == "changed" else loss_fn
         truth = graph.y.to(dev)[nodes] if self.select == "accuracy" else None
@@ -191,7 +209,7 @@ class PGDAttack(GraphAttack):
         def objective(ids):
             """The ``select`` objective of the flipped pairs ``ids``, as a tuple compared lexicographically.
 
-            Evaluated by the model's own sparse forward pass on the binary graph.
+            Evaluated by the real model's own sparse forward pass on the binary graph.
             """
             logits = model(x, flips.edge_index(ids))[nodes]
             changed, value = int((logits.argmax(1) != labels).sum()), float(tie_loss(logits, labels))
@@ -199,7 +217,31 @@ class PGDAttack(GraphAttack):
                 return (int((logits.argmax(1) != truth).sum()), value, changed)
             return (changed, value) if self.select == "changed" else (value, changed)
 
-        ids, best, drawn = self._sample(s, n, budget, objective, seed)
+        g = torch.Generator().manual_seed(seed)
+        ids, best, drawn, best_restart, relaxed = None, None, 0, -1, None
+        for r in range(self.restarts if budget > 0 else 0):
+            s = torch.zeros(n, n, device=dev)
+            if r == 0 and init_flips is not None and init_flips.numel():
+                p = init_flips.to(dev)
+                s[p[0], p[1]] = s[p[1], p[0]] = 1.0
+            elif r > 0:  # a random point of the feasible set
+                s = torch.rand(n, n, generator=g).to(dev).triu_(1)
+                s = s + s.T
+                project_budget_(s, 2 * budget)
+            self._relax(sur, x, s, nodes, labels, loss_fn, budget)
+            cand, obj, k = self._sample(s, n, budget, objective, seed + 7919 * r)
+            drawn += k
+            if r == 0 and init_flips is not None and init_flips.numel():  # the init itself is a candidate
+                init_ids = pair_ids(init_flips.to(dev), n)
+                init_obj = objective(init_ids)
+                if init_obj > obj:
+                    cand, obj = init_ids, init_obj
+            if best is None or obj > best:
+                ids, best, best_restart, relaxed = cand, obj, r, s
+            del s
+        if ids is None:  # zero budget
+            ids, relaxed = torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(n, n, device=dev)
+            best = objective(ids)
         iso = flips.isolated(ids)
         if iso.any():  # undo the deletions that left a node without edges (finalize would drop them)
             i, j = ids // n, ids % n
@@ -208,18 +250,40 @@ class PGDAttack(GraphAttack):
         sampled = best
         refine = {"accepted": 0, "tried": 0}
         if self.refine_steps and budget > 0:
-            ids, best = self._refine(model, x, a, sign, flips, ids, best, budget, nodes, labels, objective, refine)
+            ids, best = self._refine(sur, x, flips, ids, best, budget, nodes, labels, objective, refine)
         pairs = torch.stack([ids // n, ids % n])
-        pairs = pairs[:, torch.argsort(s[pairs[0], pairs[1]], descending=True)]  # highest relaxed mass first
+        pairs = pairs[:, torch.argsort(relaxed[pairs[0], pairs[1]], descending=True, stable=True)]  # highest relaxed mass first
         named = {"changed": lambda o: o, "loss": lambda o: (o[1], o[0]), "accuracy": lambda o: (o[2], o[1])}[self.select]
-        work = {"steps": self.steps, "gradient_evaluations": (self.steps + refine["tried"]) if budget else 0,
-                "samples": drawn, "relaxed_mass": float(s.sum()) / 2, "select": self.select,
+        work = {"steps": self.steps, "restarts": self.restarts, "best_restart": best_restart,
+                "gradient_evaluations": (self.steps * self.restarts + refine["tried"]) if budget else 0,
+                "samples": drawn, "relaxed_mass": float(relaxed.sum()) / 2, "select": self.select,
+                "surrogate": self.surrogate, "mask": self.mask, "lr_schedule": self.lr_schedule, "init": self.init,
+                "labels": self.labels,
                 "sample_changed_predictions": named(sampled)[0], "sample_loss": named(sampled)[1],
                 "refine_steps": refine["tried"], "refine_accepted": refine["accepted"],
                 "changed_predictions": named(best)[0], "loss": named(best)[1], "dense_memory_gib": mem,
                 "misclassified_true": best[0] if truth is not None else None,
                 "seconds": time.perf_counter() - t0}
         return finalize(graph.to("cpu"), pairs.cpu(), budget, work=work)
+
+    def _relax(self, sur, x, s, nodes, labels, loss_fn, budget) -> None:
+        """``steps`` projected gradient-ascent steps on the relaxed flips ``s`` (in place) through the surrogate."""
+        lr0 = self.lr if self.lr is not None else (200.0 if self.loss == "ce" else 0.1 * budget)
+        factor = LR_SCHEDULES[self.lr_schedule]
+        # s is kept symmetric (zero diagonal): s_ij = s_ji is the relaxed flip of pair {i, j}, so the
+        # perturbed adjacency is base + direction * s without a transpose, and the gradient of pair
+        # {i, j} is direction_ij (G_ij + G_ji) for G = dL/dA'. Its budget counts every pair twice.
+        shift = None
+        for t in range(self.steps):
+            with torch.no_grad():
+                p = sur.perturbed(s).requires_grad_(True)
+            loss = loss_fn(sur.forward(x, p)[nodes], labels)
+            (grad,) = torch.autograd.grad(loss, p)
+            with torch.no_grad():
+                s.add_(symmetrize(grad).mul_(sur.direction), alpha=lr0 * factor(t, self.steps))
+                new_shift = project_budget_(s, 2 * budget, hint=shift)
+                shift = shift if new_shift is None else new_shift
+            del p, grad
 
     @torch.no_grad()
     def _sample(self, s, n, budget, objective, seed):
@@ -242,22 +306,27 @@ class PGDAttack(GraphAttack):
             best = objective(best_ids)
         return best_ids, best, drawn
 
-    def _refine(self, model, x, a, sign, flips, ids, best, budget, nodes, labels, objective, record):
-        """First-order swap search on the flipped pairs ``ids`` (objective ``best``); keeps only improvements."""
+    def _refine(self, sur, x, flips, ids, best, budget, nodes, labels, objective, record):
+        """First-order swap search on the flipped pairs ``ids`` (objective ``best``); keeps only improvements.
+
+        Swaps are ranked by the surrogate's gradient and judged by ``objective`` (the real model).
+        """
         grad_loss = get_loss(self.refine_loss)
-        n = a.shape[0]
+        n = sur.base.shape[0]
         tabu_add = ids.new_zeros(0)
         tabu_rem = ids.new_zeros(0)
         k = 16
         for _ in range(self.refine_steps):
             i, j = ids // n, ids % n
             with torch.no_grad():
-                p = a.clone()
-                p[i, j] = p[j, i] = 1 - a[i, j]
+                s = torch.zeros_like(sur.base)
+                s[i, j] = s[j, i] = 1.0
+                p = sur.perturbed(s)
+                del s
             p.requires_grad_(True)
-            (g,) = torch.autograd.grad(grad_loss(dense_logits(model, x, p)[nodes], labels), p)
+            (g,) = torch.autograd.grad(grad_loss(sur.forward(x, p)[nodes], labels), p)
             with torch.no_grad():
-                gain = symmetrize(g).mul_(sign)  # symmetric: first-order gain of toggling each pair
+                gain = symmetrize(g).mul_(sur.direction)  # symmetric: first-order gain of toggling each pair
                 del p, g
                 # the lowest-gain flips to undo
                 rem_ok = ~torch.isin(ids, tabu_rem)

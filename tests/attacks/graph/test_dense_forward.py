@@ -51,3 +51,24 @@ def test_gcn_svd_low_rank_is_the_truncated_svd_for_symmetric_and_general_matrice
         u, sv, vh = torch.linalg.svd(a)
         expected = u[:, :5] @ torch.diag(sv[:5]) @ vh[:5]
         assert torch.allclose(model._low_rank(a), expected, atol=1e-10)
+
+
+def test_gcn_svd_sparse_lanczos_path_is_the_dense_eigendecomposition():
+    """The sparse solver (used from ``dense_below`` nodes on) computes the same subspace and logits as LAPACK."""
+    from robustbench_geo.models.gnn_defenses import top_eigenvectors
+
+    graph = sbm_graph(n=90, seed=1)
+    ei, n = graph.edge_index, graph.num_nodes
+    w = torch.ones(ei.shape[1], dtype=torch.float64)
+    lam = torch.linalg.eigvalsh(graph.dense_adjacency().double()).abs().sort(descending=True).values
+    k = next(k for k in range(8, 20) if lam[k - 1] - lam[k] > 1e-3)  # a rank with a spectral gap: a unique subspace
+    sparse, dense = top_eigenvectors(ei[0], ei[1], w, n, k, dense_below=10), top_eigenvectors(ei[0], ei[1], w, n, k)
+    assert torch.allclose(sparse @ sparse.T, dense @ dense.T, atol=1e-8)
+    torch.manual_seed(0)
+    model, _ = build_model("gcn_svd", graph, rank=k)
+    model.eval()
+    with torch.no_grad():
+        reference = model(graph.x, ei)
+        model._cache, model.dense_below = None, 10
+        assert torch.allclose(model(graph.x, ei), reference, atol=1e-5)
+        assert torch.allclose(model.dense_forward(graph.x, graph.dense_adjacency()), reference, atol=1e-5)

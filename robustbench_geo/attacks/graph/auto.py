@@ -1,0 +1,174 @@
+"""``auto``: a portfolio of structure attacks; the perturbation the real model does worst on wins.
+
+Mujkanovic et al. (NeurIPS 2022) found no single attack strongest against every defense: which loss,
+which surrogate (the model itself, its pre-processing dropped or frozen) and which edge-difference
+mask works depends on the architecture. ``auto`` runs the members that fit the model and keeps the
+perturbation with the lowest accuracy of the real model on the attacked nodes (true labels, the
+model's own sparse ``forward`` on the binary graph), so it is never weaker than any of its members
+on the same seed. The portfolio (evasion):
+
+1. ``pgd`` on the model's own gradient, losses ``prob_margin`` and ``tanh_margin`` against the true
+   labels (Mujkanovic et al.'s two strongest);
+2. for models with a pre-processing step (``dense_preprocess``: ``gcn_jaccard``, ``gcn_svd``, ...):
+   ``pgd`` with that step dropped and frozen; for low-rank models (a ``rank`` attribute) both with
+   the eigenspace-alignment mask; and ``degree_collapse`` (pushes a pre-processed degree over the
+   normalisation cliff, see :mod:`~robustbench_geo.attacks.graph.collapse`);
+3. ``prbcd`` (sparse, different sampling and block structure; on the classifier behind a
+   pre-processing step, ``surrogate="drop"``, which spares GCN-SVD a Lanczos solve on a 250k-pair
+   block per step);
+4. ``pgd`` initialised from the best perturbation so far (``init_flips``), which can only keep or
+   improve it.
+
+With ``mode="poisoning"`` Metattack (``meta_self``) joins, and members are still judged by the
+given model (the evaluator retrains on the winner). Members that do not apply (a dense attack on a
+graph too large for ``max_memory_gb``) are skipped and recorded. The result's ``work`` lists every
+member with its accuracy, flips and seconds, the winner, and the estimated and measured seconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from robustbench_geo.attacks.base import create_attack, register_attack
+from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, edge_budget, finalize
+from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices
+from robustbench_geo.data.base import GraphDataset
+
+MODES = ("evasion", "poisoning")
+
+
+def portfolio(model, mode: str = "evasion", steps: int = 100, refine_steps: int = 50) -> list[tuple[str, str, dict]]:
+    """The members ``(label, attack, params)`` that fit ``model`` (see the module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    pgd = {"steps": steps, "refine_steps": refine_steps, "labels": "true"}
+    members = [(f"pgd/{loss}", "pgd", {**pgd, "loss": loss}) for loss in ("prob_margin", "tanh_margin")]
+    split = hasattr(model, "dense_preprocess") and hasattr(model, "dense_classifier")
+    if split:
+        masks = ("eigenspace", None) if hasattr(model, "rank") else (None,)
+        for surrogate in ("drop", "freeze"):
+            for mask in masks:
+                label = f"pgd/{surrogate}" + (f"+{mask}" if mask else "")
+                members.append((label, "pgd", {**pgd, "loss": "tanh_margin", "surrogate": surrogate, "mask": mask}))
+        members.append(("degree_collapse", "degree_collapse", {}))
+    members.append(("prbcd", "prbcd", {"loss": "prob_margin", **({"surrogate": "drop"} if split else {})}))
+    if mode == "poisoning":
+        members.append(("metattack", "metattack", {}))
+    return members
+
+
+@register_attack("auto", domain="graph")
+class AutoAttack(GraphAttack):
+    """A portfolio of adaptive PGD variants, PR-BCD (and Metattack for poisoning); the lowest real accuracy wins."""
+
+    param_docs = {
+        "budget_edge_fraction": "flips as a fraction of the clean graph's edges",
+        "mode": "evasion or poisoning (adds Metattack to the portfolio)",
+        "members": "comma-separated member labels to run (None = the whole portfolio for the model; "
+                   "AutoAttack.members(model) lists them)",
+        "steps": "PGD steps per member",
+        "refine_steps": "PGD swap-refinement steps per member",
+        "chain": "finish with PGD initialised from the best perturbation found",
+        "max_memory_gb": "dense members are skipped on graphs that need more (GiB)",
+    }
+
+    def __init__(self, model, *, budget_edge_fraction: float = 0.05, mode: str = "evasion", members: str | None = None,
+                 steps: int = 100, refine_steps: int = 50, chain: bool = True, max_memory_gb: float = 8.0):
+        super().__init__(model)
+        full = portfolio(model, mode, steps, refine_steps)
+        if members is not None:
+            wanted = [m.strip() for m in members.split(",") if m.strip()]
+            known = [label for label, _, _ in full]
+            unknown = [m for m in wanted if m not in known]
+            if unknown or not wanted:
+                raise ValueError(f"members: expected labels among {', '.join(known)} for this model, got {members!r}")
+            full = [m for m in full if m[0] in wanted]
+        self.budget_edge_fraction, self.mode, self.steps, self.refine_steps = budget_edge_fraction, mode, steps, refine_steps
+        self.chain, self.max_memory_gb, self.portfolio = chain, max_memory_gb, full
+
+    @staticmethod
+    def members(model, mode: str = "evasion") -> list[str]:
+        """The member labels the portfolio runs against ``model``."""
+        return [label for label, _, _ in portfolio(model, mode)]
+
+    def _dense_fits(self, graph: GraphDataset) -> bool:
+        gib = (9 + dense_matrices(self.model)) * graph.num_nodes ** 2 * 4 / 2 ** 30
+        return gib <= self.max_memory_gb
+
+    def estimate_seconds(self, graph: GraphDataset) -> dict:
+        """A dry-run estimate: one timed surrogate gradient and one timed real forward, times the members' work.
+
+        Returns ``{"total": seconds, label: seconds, ...}``; rough (the machine's load changes it).
+        """
+        model = self.model.eval()
+        dev = next(iter(model.parameters())).device
+        g = graph.to(dev)
+        x, a = g.x, g.dense_adjacency().requires_grad_(True)
+        dense_logits(model, x, a).sum().backward()  # warm-up: one-time caches (Jaccard similarities, ...)
+        t0 = time.perf_counter()
+        dense_logits(model, x, a).sum().backward()
+        grad_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with torch.no_grad():  # with edge weights: no cached pre-processing
+            model(x, g.edge_index, torch.ones(g.edge_index.shape[1], device=dev))
+        fwd_s = time.perf_counter() - t0
+        est = {}
+        for label, attack, params in self.portfolio:
+            if attack == "pgd":
+                samples = params.get("samples", 20)
+                est[label] = (params["steps"] + params["refine_steps"]) * grad_s + (samples + params["refine_steps"]) * fwd_s
+            elif attack == "prbcd":
+                est[label] = 250 * fwd_s * 2
+            elif attack == "degree_collapse":
+                est[label] = 8 * grad_s + 24 * fwd_s
+            else:
+                est[label] = edge_budget(graph, self.budget_edge_fraction) * 100 * grad_s
+        if self.chain:
+            est["chain"] = (self.steps + self.refine_steps) * grad_s + (20 + self.refine_steps) * fwd_s
+        est["total"] = sum(est.values())
+        return est
+
+    def __call__(self, graph: GraphDataset, *, seed: int = 0, nodes: torch.Tensor | None = None) -> GraphPerturbation:
+        t0 = time.perf_counter()
+        budget = edge_budget(graph, self.budget_edge_fraction)
+        model = self.model.eval()
+        dev = next(iter(model.parameters())).device
+        nodes = (graph.idx_test if nodes is None else nodes).cpu()
+        x, y = graph.x.to(dev), graph.y.cpu()[nodes]
+
+        @torch.no_grad()
+        def accuracy(res: GraphPerturbation) -> float:
+            """Accuracy of the real model on the attacked nodes: its own sparse forward, true labels."""
+            pred = model(x, res.edge_index.to(dev)).argmax(1).cpu()[nodes]
+            return float((pred == y).float().mean())
+
+        clean = finalize(graph.to("cpu"), torch.zeros(2, 0, dtype=torch.long), budget)
+        best, best_acc, winner, record = clean, accuracy(clean), "clean", []
+        runs = list(self.portfolio)
+        if self.chain and budget > 0:
+            runs.append(("pgd/init=best", "pgd", {"steps": self.steps, "refine_steps": self.refine_steps,
+                                                  "labels": "true", "loss": "tanh_margin"}))
+        for label, attack, params in runs if budget > 0 else []:
+            if attack in ("pgd", "metattack") and not self._dense_fits(graph):
+                record.append({"member": label, "skipped": "dense attack above max_memory_gb"})
+                continue
+            m0 = time.perf_counter()
+            att = create_attack(attack, model, budget_edge_fraction=self.budget_edge_fraction, **params)
+            if label == "pgd/init=best":
+                init = torch.cat([best.insertions, best.deletions], 1)
+                res = att(graph, seed=seed, nodes=nodes, init_flips=init)
+            elif attack == "metattack":
+                res = att(graph, seed=seed)
+            else:
+                res = att(graph, seed=seed, nodes=nodes)
+            acc = accuracy(res)
+            record.append({"member": label, "attack": attack, "accuracy": acc, "flips": res.flips,
+                           "seconds": time.perf_counter() - m0})
+            if acc < best_acc:
+                best, best_acc, winner = res, acc, label
+        pairs = torch.cat([best.insertions, best.deletions], 1)
+        work = {"winner": winner, "accuracy": best_acc, "members": record, "mode": self.mode,
+                "seconds": time.perf_counter() - t0}
+        return finalize(graph.to("cpu"), pairs, budget, work=work)
