@@ -148,6 +148,8 @@ def _budget_text(tm: ThreatModel, x: float) -> str:
         return f"{x:g} flips per target"
     if tm.budget_key == "budget":
         return f"{x:g} % of edges"
+    if tm.budget_key == "scale_range":  # a range is placed on the budget axis by its width (budget_value)
+        return f"scale_range of width {x:g}"
     return f"{tm.budget_key}={x:g}"
 
 
