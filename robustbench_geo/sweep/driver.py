@@ -76,7 +76,9 @@ def cell_line(c: Cell, r: dict) -> str:
     if r["ok"]:
         m = r["metrics"]
         n = m.get("n")
-        return (f"{c.describe()}: clean {_pct(m.get('clean_accuracy'), n)}, robust {_pct(m.get('robust_accuracy'), n)}"
+        clean_n = m.get("clean_n", n)  # targeted attacks: clean over all test nodes, robust over the targets
+        clean = _pct(m.get("clean_accuracy"), clean_n) + ("" if clean_n == n else f" (n={clean_n:g})")
+        return (f"{c.describe()}: clean {clean}, robust {_pct(m.get('robust_accuracy'), n)}"
                 f"{'' if n is None else f' (n={n:g})'} ({r['seconds']:.1f} s)")
     last = r["error"].strip().splitlines()[-1] if r["error"].strip() else "?"
     return f"{c.describe()}: FAILED: {last}"

@@ -36,3 +36,21 @@ def test_sweep_log_has_no_redraws(tmp_path, ckpt_cache, mnist_root):
     head = out.split("headline (95 % intervals in brackets; details in the report):", 1)
     assert len(head) == 2 and "cnn" in head[1] and "worst_of_k" not in head[1].split("\n")[0]
     assert "wo on mnist at max_angle_deg=30: cnn" in head[1]
+
+
+def test_cell_line_gives_clean_accuracy_its_own_sample_size():
+    """Nettack cells: clean accuracy over all test nodes, robust over 40 targets; each interval uses its own n."""
+    from robustbench_geo.sweep.driver import cell_line
+
+    class _Cell:
+        def describe(self):
+            return "gcn x nettack"
+
+    r = {"ok": True, "seconds": 1.0, "metrics": {"clean_accuracy": 0.834, "robust_accuracy": 0.05, "n": 40,
+                                                  "clean_n": 1988}}
+    line = cell_line(_Cell(), r)
+    assert "clean 83.40 % [81.7, 85.0] (n=1988)" in line  # with n=40 it would read [68.1, 91.3]
+    assert "robust 5.00 % [1.4, 16.5] (n=40)" in line
+    same = cell_line(_Cell(), {"ok": True, "seconds": 1.0, "metrics": {"clean_accuracy": 0.9, "robust_accuracy": 0.5,
+                                                                        "n": 100, "clean_n": 100}})
+    assert same.count("(n=100)") == 1
