@@ -202,4 +202,4 @@ def test_inference_model_scripts_cnns_and_keeps_their_counts():
     gen = lambda: _generator(torch.device("cpu"), 0, 0)  # noqa: E731
     eager = sample_counts(model, images, 300, 0.5, gen(), 128)
     assert torch.equal(sample_counts(fast, images, 300, 0.5, gen(), 1000), eager)
-    assert inference_model(Unscriptable(), images) .__class__ is Unscriptable  # hasattr: no TorchScript, falls back
+    assert type(inference_model(Unscriptable(), images)) is Unscriptable  # hasattr: no TorchScript, falls back
