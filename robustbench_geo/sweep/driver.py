@@ -132,14 +132,15 @@ def _logger(folder: Path) -> tuple[logging.Logger, Path]:
     return log, path
 
 
-def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, address: str | None = None,
+def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = None, address: str | None = None,
               data_root=None, threads: int | None = None, progress: bool = True,
               report: Callable[[Path], dict] | None = None, limit: int | None = None) -> SweepSummary:
     """Run every unfinished cell of ``cfg`` and optionally write the report.
 
     Args:
         cfg: a validated sweep (:func:`~robustbench_geo.sweep.config.load_config`).
-        executor: ``local`` or ``ray``; ``jobs`` > 1 with ``local`` runs worker processes.
+        executor: ``local`` or ``ray``; ``jobs`` > 1 with ``local`` runs worker processes (default: the
+            sweep's ``jobs``, 1 unless its ``[sweep]`` table says otherwise; Ray ignores it).
         address: Ray cluster address (``None``: a local Ray instance).
         data_root: data root passed to the loaders (else ``$RBGEO_DATA``).
         threads: torch threads per cell (default: executor-specific).
@@ -160,6 +161,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         check_number(limit, "limit (cells to run)", integer=True, low=0)
     if threads is not None:
         check_number(threads, "threads", integer=True, low=1)
+    jobs = check_number(cfg.jobs if jobs is None else jobs, "jobs", integer=True, low=1) if executor == "local" else 1
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
     cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()  # a bad cache fails here
