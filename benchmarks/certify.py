@@ -53,9 +53,11 @@ def _select(args) -> ImageDataset:
     if not args.skip:
         return load_dataset("mnist", split="test", seed=args.seed, subset=args.n)
     full = load_dataset("mnist", split="test")
-    idx = torch.arange(0, len(full), args.skip)[args.start:args.start + args.n]
+    pos = torch.arange(args.start, args.start + args.n) if not args.indices else \
+        torch.tensor([int(i) for i in args.indices.split(",")])
+    idx = torch.arange(0, len(full), args.skip)[pos]
     return ImageDataset(full.name, full.images[idx], full.labels[idx], full.classes,
-                        {**full.meta, "indices": f"{args.start}..{args.start + len(idx) - 1} of every {args.skip}th"})
+                        {**full.meta, "positions": pos.tolist(), "every": args.skip})
 
 
 def _summary(rows: list[dict], base_correct: int) -> dict:
@@ -80,6 +82,8 @@ def main():
     ap.add_argument("--n", type=int, default=500, help="test images (TSS: 500, every 20th)")
     ap.add_argument("--skip", type=int, default=20, help="every SKIP-th test image, like TSS (0: a seeded random subset)")
     ap.add_argument("--start", type=int, default=0, help="first of the selected images (to continue a run)")
+    ap.add_argument("--indices", default=None, help="comma-separated positions in the selection instead of "
+                    "--start/--n (a diagnostic re-run of chosen images; not an accuracy estimate)")
     ap.add_argument("--chunk", type=int, default=25, help="images per chunk; results are written after every chunk")
     ap.add_argument("--samples", type=int, default=100_000, help="estimation samples per node (TSS: 100,000)")
     ap.add_argument("--n0", type=int, default=100)
@@ -112,8 +116,8 @@ def main():
             o = evaluate_certification(model, part, name, config=cfg, attack_points=args.attack_points, progress=True,
                                        **TSS[name]["budget"])
             secs += time.perf_counter() - t0
-            for r in o.rows:
-                r["index"] += args.start + s  # position in the selection
+            for r, p in zip(o.rows, ds.meta.get("positions", range(len(ds)))[s:s + args.chunk]):
+                r["index"] = p  # position in the selection
             rows += o.rows
             base_correct += round(o.metrics["base_clean_accuracy"] * len(part))
             m = _summary(rows, base_correct)
@@ -121,7 +125,7 @@ def main():
                 Path(args.out).mkdir(parents=True, exist_ok=True)
                 (Path(args.out) / f"{name}.json").write_text(json.dumps(
                     {"transform": o.transform, "config": o.config, "metrics": m, "checkpoint": ckpt,
-                     "selection": {"skip": args.skip, "start": args.start, "seed": args.seed}, "load_before": load0,
+                     "selection": {"skip": args.skip, "start": args.start, "indices": args.indices, "seed": args.seed}, "load_before": load0,
                      "load_after": _load(), "seconds": secs, "machine": platform.platform(), "cpus": os.cpu_count(),
                      "device": args.device, "torch_threads": torch.get_num_threads()}, indent=2, default=str))
                 pd.DataFrame(rows).to_csv(Path(args.out) / f"{name}_rows.csv", index=False)
