@@ -95,7 +95,7 @@ def test_init_is_never_weakened(defended):
 def test_auto_is_never_weaker_than_a_member(defended):
     graph, models = defended
     model = models["gcn_svd"]
-    kw = {"budget_edge_fraction": 0.1, "steps": 6, "refine_steps": 3}
+    kw = {"budget_edge_fraction": 0.1, "steps": 6, "refine_steps": 3, "stop_accuracy": "never"}
     members = "pgd/prob_margin,pgd/drop+eigenspace,pgd/freeze,degree_collapse,prbcd"
     res = AutoAttack(model, members=members, **kw)(graph, seed=2)
     reference_check(graph, res, edge_budget(graph, 0.1))
@@ -111,6 +111,30 @@ def test_auto_is_never_weaker_than_a_member(defended):
         assert rows[label]["accuracy"] == pytest.approx(member_acc)  # the same member, the same seed
 
 
+def test_auto_stops_once_the_best_member_reaches_stop_accuracy(defended):
+    graph, models = defended
+    model = models["gcn_svd"]
+    n_test = graph.idx_test.numel()
+    kw = {"budget_edge_fraction": 0.1, "steps": 4, "refine_steps": 2}
+    res = AutoAttack(model, members="degree_collapse,pgd/drop,prbcd", stop_accuracy=1.0, **kw)(graph, seed=0)
+    rows = res.work["members"]
+    assert [r["member"] for r in rows] == ["degree_collapse", "pgd/drop", "prbcd", "pgd/init=best"]
+    assert "accuracy" in rows[0] and all("skipped" in r and "stop_accuracy" in r["skipped"] for r in rows[1:])
+    alone = create_attack("degree_collapse", model, budget_edge_fraction=0.1)(graph, seed=0)
+    first = 1 - independent_misclassified(model, graph, alone.edge_index) / n_test
+    clean = 1 - independent_misclassified(model, graph, graph.edge_index) / n_test
+    assert rows[0]["accuracy"] == pytest.approx(first) and res.work["accuracy"] == pytest.approx(min(first, clean))
+    # the default stops at chance level only: the share of the attacked nodes' most frequent class
+    chance = float(torch.bincount(graph.y[graph.idx_test]).max()) / n_test
+    res = AutoAttack(model, members="degree_collapse,pgd/drop", **kw)(graph, seed=0)
+    assert res.work["stop_accuracy"] == pytest.approx(chance)
+    ran = [r for r in res.work["members"] if "accuracy" in r]
+    assert len(ran) == 3 or min(r["accuracy"] for r in ran) <= chance  # stopped early only at chance level
+    for bad in (1.5, -0.1, "sometimes", True):
+        with pytest.raises(ValueError, match="stop_accuracy: expected 'chance', 'never' or a fraction"):
+            AutoAttack(model, stop_accuracy=bad)
+
+
 def test_unknown_names_list_valid_ones(defended):
     model = defended[1]["gcn_svd"]
     with pytest.raises(KeyError, match="Valid surrogate.*drop, freeze, model"):
@@ -123,7 +147,7 @@ def test_unknown_names_list_valid_ones(defended):
         create_attack("prbcd", model, surrogate="freeze")
     with pytest.raises(KeyError, match="Valid labels"):
         create_attack("pgd", model, labels="gold")
-    with pytest.raises(ValueError, match="expected labels among pgd/prob_margin"):
+    with pytest.raises(ValueError, match="expected labels among degree_collapse, pgd/prob_margin"):
         AutoAttack(model, members="pgd/nope")
     with pytest.raises(ValueError, match="needs a rank"):
         create_attack("pgd", defended[1]["gcn_jaccard"], mask="eigenspace")(defended[0])
