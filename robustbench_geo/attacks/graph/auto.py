@@ -18,7 +18,8 @@ per step into one ``degree_collapse`` run (``stop_accuracy="never"`` runs everyt
 2. ``pgd`` on the model's own gradient, losses ``prob_margin`` and ``tanh_margin`` against the true
    labels (Mujkanovic et al.'s two strongest); for models with a pre-processing step also ``pgd``
    with that step dropped and frozen, for low-rank models (a ``rank`` attribute) both also with the
-   eigenspace-alignment mask;
+   eigenspace-alignment mask; for models that declare ``attack_alterations`` (GNNGuard) ``pgd``
+   through the altered copy (``surrogate="alter"``);
 3. ``prbcd`` (sparse, different sampling and block structure; on the classifier behind a
    pre-processing step, ``surrogate="drop"``, which spares GCN-SVD a Lanczos solve on a 250k-pair
    block per step);
@@ -62,6 +63,8 @@ def portfolio(model, mode: str = "evasion", steps: int = 100, refine_steps: int 
             for mask in masks:
                 label = f"pgd/{surrogate}" + (f"+{mask}" if mask else "")
                 members.append((label, "pgd", {**pgd, "loss": "tanh_margin", "surrogate": surrogate, "mask": mask}))
+    if getattr(model, "attack_alterations", None):
+        members.append(("pgd/alter", "pgd", {**pgd, "loss": "tanh_margin", "surrogate": "alter"}))
     members.append(("prbcd", "prbcd", {"loss": "prob_margin", **({"surrogate": "drop"} if split else {})}))
     if mode == "poisoning":
         members.append(("metattack", "metattack", {}))

@@ -72,6 +72,24 @@ def test_surrogates_differ_from_the_model_but_the_judge_does_not(defended):
     assert torch.allclose(mask, mask.T) and float(mask.min()) >= 0 and float(mask.max()) <= 1 + 1e-6
 
 
+def test_alter_differentiates_an_altered_copy_and_judges_the_real_model(defended):
+    """GNNGuard's div_limit alteration: the surrogate uses 0.01, the model keeps 1e-8, the judge is the model."""
+    graph = defended[0]
+    model = _train("gnnguard", graph)
+    a = graph.dense_adjacency()
+    faint = a * 1e-4  # a relaxed graph whose rows sum below 0.01 (but above 1e-8)
+    sur = build_surrogate(model, graph.x, a, "alter")
+    with torch.no_grad():
+        altered, real = sur.forward(graph.x, faint), model.dense_forward(graph.x, faint)
+        assert torch.allclose(sur.logits(graph.x, torch.zeros_like(a)), model(graph.x, graph.edge_index), atol=1e-4)
+    assert model.div_limit == 1e-8 and not torch.allclose(altered, real, atol=1e-3)
+    assert "pgd/alter" in AutoAttack.members(model)
+    res = create_attack("pgd", model, budget_edge_fraction=0.1, steps=6, samples=3, refine_steps=3,
+                        surrogate="alter")(graph, seed=0)
+    assert res.work["misclassified_true"] == independent_misclassified(model, graph, res.edge_index)
+    reference_check(graph, res, edge_budget(graph, 0.1))
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.3])
 def test_adaptive_budget_and_validity(fraction, defended):
     graph, models = defended
