@@ -14,7 +14,7 @@ from robustbench_geo.cli.options import check_device, check_output_path, data_ro
 @click.option("--dry-run", is_flag=True, help="List the cells and estimate the time; run nothing.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Run cells here (local) or as Ray tasks (needs the 'ray' extra).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Local worker processes.")
+@click.option("--jobs", type=int, default=None, help="Local worker processes (default: the sweep's 'jobs', else 1).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance).")
 @click.option("--threads", type=int, default=None, help="torch threads per cell (Ray: CPUs requested per task).")
 @click.option("--limit", type=int, default=None, help="Run at most this many unfinished cells.")
@@ -41,15 +41,17 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     if (config is None) == (preset is None):
         raise ValueError(f"expected a sweep file CONFIG or --preset NAME (presets: {', '.join(list_presets())}), "
                          f"got {'both' if config else 'neither'}")
-    check_number(jobs, "--jobs", integer=True, low=1)
+    if jobs is not None:
+        check_number(jobs, "--jobs", integer=True, low=1)
     if threads is not None:
         check_number(threads, "--threads", integer=True, low=1)
     if limit is not None:
         check_number(limit, "--limit (cells to run)", integer=True, low=0)
     check_output_path(output, "--output", folder=True)
-    if executor == "ray" and jobs != 1:
+    if executor == "ray" and jobs not in (None, 1):
         raise ValueError("--jobs applies to the local executor; Ray schedules by the cluster's CPUs (use --threads)")
     cfg = load_config(preset or config, output=output)
+    jobs = 1 if executor == "ray" else jobs or cfg.jobs
     if dry_run:
         cells = unique_cells(expand(cfg))
         rows, total = estimate(cfg, cells, jobs=jobs)

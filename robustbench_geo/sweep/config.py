@@ -8,6 +8,7 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     seeds = [0, 1]                 # each cell runs once per seed (training and attack)
     device = "cpu"                 # torch device for training and attacks ("cuda" requests GPUs)
     deform_backend = "auto"        # deformable-convolution backend
+    jobs = 2                       # local worker processes when the command line gives no --jobs (default 1)
     checkpoint_cache = ""          # trained models, keyed by training hash ("" = $RBGEO_CACHE/checkpoints)
 
     [datasets.mnist]               # a label you choose
@@ -66,7 +67,7 @@ from robustbench_geo.training import default_config
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
-_SWEEP_KEYS = {"name", "output", "seeds", "device", "deform_backend", "checkpoint_cache", "description"}
+_SWEEP_KEYS = {"name", "output", "seeds", "device", "deform_backend", "checkpoint_cache", "description", "jobs"}
 _DATASET_KEYS = {"spec", "train_subset", "test_subset"}
 _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable", "schedule"}
 _EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
@@ -134,6 +135,7 @@ class SweepConfig:
     attacks: dict[str, AttackCfg]
     source: str = ""  # file path or preset name
     description: str = ""
+    jobs: int = 1  # local worker processes unless the command line says otherwise (``--jobs``)
 
 
 def _line_of(text: str, path: str) -> str:
@@ -211,7 +213,7 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
                       seeds=sw["seeds"], device=str(sw.get("device", "cpu")),
                       deform_backend=str(sw.get("deform_backend", "auto")),
                       checkpoint_cache=str(sw.get("checkpoint_cache", "")), datasets=datasets, models=models,
-                      attacks=attacks, source=source, description=str(sw.get("description", "")))
+                      attacks=attacks, source=source, description=str(sw.get("description", "")), jobs=sw["jobs"])
     _check_shapes(cfg, c)
     _check_poisoning(cfg, c)
     return cfg
@@ -239,6 +241,9 @@ def _parse_sweep_table(sw: dict, c: _Checker) -> dict:
         c.fail("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         c.fail("sweep.seeds", f"expected distinct seeds, got {seeds}")
+    jobs = sw.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        c.fail("sweep.jobs", f"expected a positive integer (local worker processes), got {jobs!r}")
     for key, check in (("device", check_device), ("deform_backend", resolve_backend)):
         try:
             value = c.typed(sw.get(key, "cpu" if key == "device" else "auto"), str, f"sweep.{key}", "a string")
@@ -247,7 +252,7 @@ def _parse_sweep_table(sw: dict, c: _Checker) -> dict:
             c.fail(f"sweep.{key}", str(e))
         except DeviceUnavailableError:
             pass  # a valid name: a dry run of a GPU sweep works on any machine; running it checks the device
-    return {**sw, "seeds": list(seeds)}
+    return {**sw, "seeds": list(seeds), "jobs": jobs}
 
 
 def _parse_datasets(tables: dict, c: _Checker) -> dict[str, DatasetCfg]:

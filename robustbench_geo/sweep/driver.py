@@ -119,6 +119,18 @@ def _interleave(cells: list[Cell]) -> list[Cell]:
     return out
 
 
+def _next_ready(queue: list[Cell], in_flight, trained: set[str]) -> int:
+    """Index of the first queued cell that will not wait for a model another worker is training.
+
+    A cell whose model is being trained by an in-flight cell would block on the checkpoint's lock
+    and hold a worker idle (with two workers, the regular CNN's worker used to wait out the
+    deformable CNN's training); such cells are deferred while another cell can run. The first cell
+    is taken when every queued cell would wait.
+    """
+    training = {c.train_hash for c in in_flight} - trained
+    return next((i for i, c in enumerate(queue) if c.train_hash not in training), 0)
+
+
 def _logger(folder: Path) -> tuple[logging.Logger, Path]:
     logs = folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -132,14 +144,15 @@ def _logger(folder: Path) -> tuple[logging.Logger, Path]:
     return log, path
 
 
-def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, address: str | None = None,
+def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = None, address: str | None = None,
               data_root=None, threads: int | None = None, progress: bool = True,
               report: Callable[[Path], dict] | None = None, limit: int | None = None) -> SweepSummary:
     """Run every unfinished cell of ``cfg`` and optionally write the report.
 
     Args:
         cfg: a validated sweep (:func:`~robustbench_geo.sweep.config.load_config`).
-        executor: ``local`` or ``ray``; ``jobs`` > 1 with ``local`` runs worker processes.
+        executor: ``local`` or ``ray``; ``jobs`` > 1 with ``local`` runs worker processes (default: the
+            sweep's ``jobs``, 1 unless its ``[sweep]`` table says otherwise; Ray ignores it).
         address: Ray cluster address (``None``: a local Ray instance).
         data_root: data root passed to the loaders (else ``$RBGEO_DATA``).
         threads: torch threads per cell (default: executor-specific).
@@ -160,6 +173,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         check_number(limit, "limit (cells to run)", integer=True, low=0)
     if threads is not None:
         check_number(threads, "threads", integer=True, low=1)
+    jobs = check_number(cfg.jobs if jobs is None else jobs, "jobs", integer=True, low=1) if executor == "local" else 1
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
     cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()  # a bad cache fails here
@@ -186,9 +200,11 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         finished = 0
         queue = list(todo)
 
+        trained: set[str] = set()  # training hashes whose checkpoint exists (a cell of theirs finished)
+
         def fill():
             while queue and len(in_flight) < ex.slots:
-                c = queue.pop(0)
+                c = queue.pop(_next_ready(queue, in_flight.values(), trained))
                 if not store.claim(c.hash, owner):
                     summary.skipped_running += store.get(c.hash)["status"] == "running"
                     summary.skipped_done += store.get(c.hash)["status"] == "done"
@@ -205,6 +221,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int = 1, addre
         while in_flight:
             key, res = ex.next_result()
             c = in_flight[key]
+            trained.add(c.train_hash)
             res = finite_or_failed(res)
             _record(store, cfg.output, c, res)
             del in_flight[key]

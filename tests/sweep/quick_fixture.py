@@ -32,7 +32,7 @@ def shrink(cfg, *, train_subset=300, test_subset=24, image_epochs=1, graph_epoch
             a = dataclasses.replace(a, params={**a.params, **GRAPH_SHRINK.get(a.attack, {})},
                                     runner={**a.runner, "budget": [1 if targeted else graph_budget]})
         attacks[k] = a
-    return dataclasses.replace(cfg, datasets=ds, models=ms, attacks=attacks)
+    return dataclasses.replace(cfg, datasets=ds, models=ms, attacks=attacks, jobs=1)  # one process: fixture runs stay cheap
 
 
 def _relabel(cfg):

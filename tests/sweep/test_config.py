@@ -58,10 +58,19 @@ def test_hash_is_stable_and_covers_the_configuration(tmp_path):
     (lambda t: t.replace('train_subset = 300', 'train_subset = -3'), r"datasets\.mnist\.train_subset.*positive integer"),
     (lambda t: t + 'budget = [0.1]\n', r"attacks\.clean \(line \d+\): attack .none.*takes no budget"),
     (lambda t: t.replace('name = "tiny"\n', ''), r"sweep.*expected a 'name' key"),
+    (lambda t: t.replace('seeds = [0]', 'seeds = [0]\njobs = 0'), r"sweep\.jobs \(line 6\): expected a positive integer.*got 0"),
+    (lambda t: t.replace('seeds = [0]', 'seeds = [0]\njobs = true'), r"sweep\.jobs \(line 6\): expected a positive integer.*got True"),
 ])
 def test_errors_name_key_and_line(tmp_path, edit, match):
     with pytest.raises(SweepConfigError, match=match):
         parse_config(edit(tiny_toml(tmp_path)), "test.toml")
+
+
+def test_jobs_is_a_default_for_the_run_not_part_of_any_cell(tmp_path):
+    one = parse_config(tiny_toml(tmp_path))
+    two = parse_config(tiny_toml(tmp_path).replace("seeds = [0]", "seeds = [0]\njobs = 2"))
+    assert one.jobs == 1 and two.jobs == 2
+    assert [c.hash for c in expand(one)] == [c.hash for c in expand(two)]  # how cells run never changes them
 
 
 def test_line_points_into_the_right_table(tmp_path):

@@ -37,3 +37,32 @@ def test_ray_matches_sequential(tmp_path, sequential):
     assert not ray.is_initialized()  # the executor shut down the local instance it started
     assert len(summary.ran) == 2
     assert results == sequential
+
+
+def test_workers_are_not_handed_cells_that_would_wait_for_another_workers_training():
+    from types import SimpleNamespace
+
+    from robustbench_geo.sweep.driver import _interleave, _next_ready
+
+    cell = lambda name, model: SimpleNamespace(name=name, train_hash=model)  # noqa: E731
+    cells = [cell(f"{m}{i}", m) for m in ("cnn", "dcnn", "gcn") for i in range(3)]
+    queue = _interleave(cells)  # the two workers start by training different models
+    assert [c.name for c in queue[:3]] == ["cnn0", "dcnn0", "gcn0"]
+    in_flight = [queue.pop(0), queue.pop(0)]  # cnn0 and dcnn0 are training
+    trained: set[str] = set()
+    # cnn0 finishes: its worker takes gcn0, not cnn1's sibling dcnn1 that would block on dcnn's lock
+    trained.add(in_flight.pop(0).train_hash)
+    assert queue[_next_ready(queue, in_flight, trained)].name == "gcn0"
+    in_flight.append(queue.pop(_next_ready(queue, in_flight, trained)))
+    # gcn0 finishes: cnn1 is ready (cnn is trained), dcnn1 still is not
+    trained.add(in_flight.pop().train_hash)
+    order = []
+    while queue:
+        i = _next_ready(queue, in_flight, trained)
+        order.append(queue.pop(i).name)
+        if order[-1] == "gcn2":
+            break
+    assert order == ["cnn1", "gcn1", "cnn2", "gcn2"]  # every dcnn cell deferred while dcnn0 trains
+    assert _next_ready([cell("d", "dcnn")], in_flight, trained) == 0  # nothing else to run: take it
+    trained.add("dcnn")
+    assert _next_ready([cell("d", "dcnn")], in_flight, trained) == 0

@@ -15,7 +15,7 @@ import torch
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.image.core import ImageAttack
 from robustbench_geo.attacks.image.search import FIELDS, full_params, projected_ascent, search_candidates
-from robustbench_geo.check import check_interval, check_number, check_positive_int
+from robustbench_geo.check import check_interval, check_number, check_positive_int, unknown_name_error
 
 _BOX_DOCS = {
     "max_angle_deg": "rotation budget: angles in [-max, max] degrees, counter-clockwise",
@@ -57,26 +57,39 @@ class GridAttack(_AffineBox):
     The default grid is Engstrom et al.'s MNIST/CIFAR setting: 31 angles in +-30 degrees and 5
     shifts in +-3 px per axis (775 points). The identity is always a grid point and is evaluated
     first, so samples misclassified already leave at once and robust accuracy <= clean accuracy.
-    Points are visited in order of increasing size (the largest of |angle| / max_angle_deg and
-    |shift| / max_shift_px, then their sum), and per sample the first point that fools the model is
-    kept, i.e. a smallest fooling transform; else the point with the highest loss.
+    With ``order="smallest"`` (default) points are visited in order of increasing size (the largest
+    of |angle| / max_angle_deg and |shift| / max_shift_px, then their sum), and per sample the first
+    point that fools the model is kept, i.e. a smallest fooling transform; else the point with the
+    highest loss. ``order="largest"`` visits them by decreasing size after the identity: the same
+    points, so the same robust accuracy (the search is exhaustive either way), but a sample fooled
+    only by large transforms leaves after a few points instead of after most of the grid, which
+    saves most of the model calls on fooled samples; the kept fooling transform is then the first
+    found from the outside in, not a smallest one.
     """
 
     param_docs = {**_AffineBox.param_docs, "angle_steps": "number of angles (evenly spaced, 0 added if missing)",
                   "shift_steps": "number of shifts per axis (evenly spaced, 0 added if missing)",
-                  "integer_shifts": "round shifts to whole pixels (half to even, like ART's SpatialTransformation)"}
+                  "integer_shifts": "round shifts to whole pixels (half to even, like ART's SpatialTransformation)",
+                  "order": "visit order after the identity: 'smallest' (increasing size; keeps a smallest fooling "
+                           "transform) or 'largest' (decreasing size; same robust accuracy, fooled samples leave sooner)"}
+
+    ORDERS = ("smallest", "largest")
 
     def __init__(self, model, *, max_angle_deg: float = 30.0, angle_steps: int = 31, max_shift_px: float = 3.0,
-                 shift_steps: int = 5, integer_shifts: bool = False, loss: str = "ce", seed: int = 0,
-                 max_batch: int | None = None, interpolation: str = "bilinear", padding: str = "zeros"):
+                 shift_steps: int = 5, integer_shifts: bool = False, order: str = "smallest", loss: str = "ce",
+                 seed: int = 0, max_batch: int | None = None, interpolation: str = "bilinear", padding: str = "zeros"):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self._set_box(max_angle_deg, max_shift_px)
         self.angle_steps = check_positive_int(angle_steps, "angle_steps")
         self.shift_steps = check_positive_int(shift_steps, "shift_steps")
         self.integer_shifts = bool(integer_shifts)
+        if order not in self.ORDERS:
+            raise unknown_name_error("grid order", order, self.ORDERS)
+        self.order = order
 
     def grid(self) -> dict[str, torch.Tensor]:
-        """The grid points ``(T,)`` per field, identity first, then by increasing size (largest normalised |value|)."""
+        """The grid points ``(T,)`` per field: the identity first, then by increasing size (largest normalised
+        |value|, then the sum) for ``order="smallest"``, by decreasing size for ``order="largest"``."""
         angles = _values(self.max_angle_deg, self.angle_steps)
         shifts = _values(self.max_shift_px, self.shift_steps, integer=self.integer_shifts)
         pts = list(itertools.product(angles.tolist(), shifts.tolist(), shifts.tolist()))
@@ -86,7 +99,10 @@ class GridAttack(_AffineBox):
             r = (abs(p[0]) / a_max, abs(p[1]) / s_max, abs(p[2]) / s_max)
             return (max(r), sum(r), p)
 
-        t = torch.tensor(sorted(pts, key=size))
+        pts = sorted(pts, key=size)  # the identity (size 0) is first
+        if self.order == "largest":
+            pts = pts[:1] + pts[:0:-1]
+        t = torch.tensor(pts)
         return full_params(len(pts), angle_deg=t[:, 0], tx_px=t[:, 1], ty_px=t[:, 2])
 
     def run(self, images, labels, work):

@@ -71,6 +71,25 @@ def test_grid_contains_identity_and_every_grid_point_success(tiny_model, mnist_s
     assert torch.equal(res.success, fooled_by_any)
 
 
+def test_grid_orders_visit_the_same_points_and_fool_the_same_samples(tiny_model, mnist_small):
+    x, y = mnist_small.images, mnist_small.labels
+    box = {"angle_steps": 7, "shift_steps": 3, "max_angle_deg": 10, "max_shift_px": 1}  # some samples survive
+    small, large = GridAttack(tiny_model, **box), GridAttack(tiny_model, **box, order="largest")
+    gs, gl = small.grid(), large.grid()
+    pts = lambda g: sorted(zip(*(g[k].tolist() for k in FIELDS)))  # noqa: E731
+    assert pts(gs) == pts(gl) and gl["angle_deg"][0] == 0 and gl["tx_px"][0] == 0  # identity first in both
+    size = lambda g, t: max(abs(g["angle_deg"][t]) / 10, abs(g["tx_px"][t]), abs(g["ty_px"][t]))  # noqa: E731
+    assert [size(gl, t) for t in range(1, 4)] == [1.0, 1.0, 1.0] and size(gs, 1) < 1.0
+    rs, rl = small(x, y), large(x, y)
+    assert torch.equal(rs.success, rl.success) and rs.success.any() and not rs.success.all()
+    # each kept fooling transform really fools, and the outside-in order needs fewer model calls
+    with torch.no_grad():
+        assert torch.equal(tiny_model(rl.replay(x).clamp(0, 1)).argmax(1) != y, rl.success)
+    assert rl.forward_passes < rs.forward_passes
+    with pytest.raises(KeyError, match="smallest"):
+        GridAttack(tiny_model, order="random")
+
+
 def test_grid_robust_accuracy_at_most_clean(tiny_model, mnist_small):
     out = evaluate_attack(tiny_model, mnist_small, "grid", {"angle_steps": 5, "shift_steps": 3}, progress=False,
                           batch_size=20)
