@@ -47,17 +47,21 @@ def fmt(values, n_test: int) -> str:
     return f"{100 * m:.1f} ± {100 * err:.1f}"
 
 
-def trained(name: str, graph, seed: int, cache: Path):
+def trained(name: str, graph, seed: int, cache: Path, epochs: dict | None = None):
+    """``name`` trained on ``graph`` with its default protocol (``epochs[name]`` overrides), cached by name and seed."""
     from robustbench_geo.models import build_model
     from robustbench_geo.training import default_config, seed_everything, train_graph_model
 
     seed_everything(seed)
     model, _ = build_model(name, graph)
-    path = cache / f"{name}_seed{seed}.pt"
+    over = {"epochs": epochs[name]} if epochs and name in epochs else {}
+    path = cache / (f"{name}_seed{seed}" + (f"_e{over['epochs']}" if over else "") + ".pt")
     if path.exists():
         model.load_state_dict(torch.load(path))
     else:
-        train_graph_model(model, graph, default_config("graph", name, seed=seed), progress=False)
+        t0 = time.perf_counter()
+        train_graph_model(model, graph, default_config("graph", name, seed=seed, **over), progress=False)
+        print(f"trained {name} seed {seed} in {time.perf_counter() - t0:.0f} s", flush=True)
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
     return model.eval()
@@ -72,6 +76,7 @@ def main():
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--refine-steps", type=int, default=50)
     ap.add_argument("--no-transfer", action="store_true", help="skip the non-adaptive transfer attack")
+    ap.add_argument("--epochs", default="", help="per-model epoch overrides, e.g. prognn=200,soft_median_gdc=300")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=os.environ.get("RBGEO_CACHE", "runs") + "/graph_adaptive_models")
     ap.add_argument("--out", default="runs/graph_adaptive.json")
@@ -88,33 +93,42 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     cache = Path(args.cache)
     n_test = graph.idx_test.numel()
+    epochs = {k: int(v) for k, v in (kv.split("=") for kv in args.epochs.split(",") if kv)}
     results = {"budgets": budgets, "seeds": seeds, "threads": args.threads, "members": args.members,
                "n_test": n_test, "load": os.getloadavg(), "runs": []}
     for seed in seeds:
         surrogate = None if args.no_transfer else trained("gcn", graph, seed + 1000, cache)
+        transfer = {}  # budget -> (perturbed edge_index, seconds): one non-adaptive attack per seed and budget
         for name in args.models.split(","):
-            model = trained(name, graph, seed, cache)
+            model = trained(name, graph, seed, cache, epochs)
             row = {"model": name, "seed": seed, "clean": graph_accuracy(model, graph), "curve": {}}
             for b in budgets:
                 cell = {}
                 if surrogate is not None:
-                    t0 = time.perf_counter()
-                    res = create_attack("pgd", surrogate, budget_edge_fraction=b)(graph, seed=seed)
-                    cell["non_adaptive"] = graph_accuracy(model, graph, edge_index=res.edge_index)
-                    cell["non_adaptive_seconds"] = time.perf_counter() - t0
+                    if b not in transfer:
+                        t0 = time.perf_counter()
+                        res = create_attack("pgd", surrogate, budget_edge_fraction=b)(graph, seed=seed)
+                        transfer[b] = (res.edge_index, time.perf_counter() - t0)
+                    cell["non_adaptive"] = graph_accuracy(model, graph, edge_index=transfer[b][0])
+                    cell["non_adaptive_seconds"] = transfer[b][1]
                 att = AutoAttack(model, budget_edge_fraction=b, members=args.members, steps=args.steps,
                                  refine_steps=args.refine_steps)
                 cell["estimate_seconds"] = att.estimate_seconds(graph)["total"]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = att(graph, seed=seed)
                 cell["adaptive_seconds"] = time.perf_counter() - t0
+                cell["adaptive_cpu_seconds"] = time.process_time() - c0
+                cell["load"] = os.getloadavg()
                 cell["adaptive"] = graph_accuracy(model, graph, edge_index=res.edge_index)
                 cell["winner"] = res.work["winner"]
                 cell["members"] = res.work["members"]
                 row["curve"][str(b)] = cell
                 print(f"seed {seed} {name} {100 * b:g} %: clean {100 * row['clean']:.2f}, non-adaptive "
                       f"{100 * cell.get('non_adaptive', float('nan')):.2f}, adaptive {100 * cell['adaptive']:.2f} "
-                      f"({cell['winner']}, {cell['adaptive_seconds']:.0f} s, estimated {cell['estimate_seconds']:.0f} s)",
+                      f"({cell['winner']}, {cell['adaptive_seconds']:.0f} s wall, {cell['adaptive_cpu_seconds']:.0f} s CPU, "
+                      f"estimated {cell['estimate_seconds']:.0f} s, load {cell['load'][0]:.1f}; "
+                      + ", ".join(f"{m['member']} {100 * m['accuracy']:.1f} % {m['seconds']:.0f} s"
+                                  for m in cell["members"] if "accuracy" in m) + ")",
                       flush=True)
             results["runs"].append(row)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -141,8 +155,9 @@ def print_table(results, budgets, n_test, models):
                   for r in runs]
         secs = statistics.mean(r["curve"][str(b)]["adaptive_seconds"] for r in runs for b in budgets)
         wins = sorted({r["curve"][str(b)]["winner"] for r in runs for b in budgets})
+        auc_na_text = "-" if any(math.isnan(a) for a in auc_na) else fmt(auc_na, n_test)
         print(f"| `{name}` | {fmt([r['clean'] for r in runs], n_test)} | {' | '.join(cells)} | "
-              f"{fmt(auc_na, n_test)} / **{fmt(auc_ad, n_test)}** | {secs:.0f} | {', '.join(wins)} |")
+              f"{auc_na_text} / **{fmt(auc_ad, n_test)}** | {secs:.0f} | {', '.join(wins)} |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ The estimate is rough and says where each number comes from:
   batches for training, and :func:`forward_passes` per attacked image (worst case, no early exit).
   On the CPU the step is timed in CPU seconds per torch thread (``time.process_time``), so a busy
   machine does not inflate it: the estimate is for the same machine idle;
-* ``guess``: graph attacks without history (``GRAPH_ATTACK_GUESS_S``).
+* ``estimated``: a graph attack with its own dry-run estimate (``estimate_seconds(graph)``, today
+  ``auto``: one timed gradient and forward of a fresh model of the cell's architecture on the cell's
+  graph, times each portfolio member's work; CPU seconds per thread, like ``calibrated``);
+* ``guess``: other graph attacks without history (``GRAPH_ATTACK_GUESS_S``).
 
 Training is counted once per training config and not at all when the checkpoint is cached. The
 calibration runs on the sweep's ``device`` (``[sweep] device = "cuda"`` gives a GPU estimate).
@@ -23,8 +26,11 @@ from pathlib import Path
 
 import torch
 
-from robustbench_geo.data import dataset_info
+from robustbench_geo.attacks.base import get_attack
+from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.evaluation.graph import resolve_params
 from robustbench_geo.loading import load_model
+from robustbench_geo.models import build_model
 
 
 def forward_passes(attack: str, params: dict) -> float:
@@ -88,6 +94,30 @@ def _step_seconds(model_name: str, params: dict, spec: str, batch_size: int, dev
     return seconds * batch_size / probe if info.task == "image" else seconds
 
 
+def graph_attack_seconds(attack: str, params: dict, runner: dict, model: str, model_params: dict, spec: str,
+                         memo: dict | None = None) -> tuple[float, str]:
+    """Seconds of one graph-attack cell without history: ``(seconds, source)``.
+
+    An attack class with ``estimate_seconds(graph, clock=...)`` (``auto``) is asked on a fresh, untrained
+    ``model`` built for dataset ``spec`` (the cost of a gradient does not depend on the weights), with the
+    cell's parameters and budget, timed in CPU seconds per thread; every other attack gets
+    ``GRAPH_ATTACK_GUESS_S``. ``memo`` caches loaded graphs and estimates across cells.
+    """
+    entry = get_attack(attack)
+    if not hasattr(entry.cls, "estimate_seconds"):
+        return GRAPH_ATTACK_GUESS_S, "guess"
+    memo = {} if memo is None else memo
+    full = resolve_params(entry, dict(params), runner.get("budget"))
+    key = (attack, repr(sorted(full.items())), model, repr(sorted(model_params.items())), spec)
+    if key not in memo:
+        if ("graph", spec) not in memo:
+            memo[("graph", spec)] = load_dataset(spec)
+        graph = memo[("graph", spec)]
+        net, _ = build_model(model, graph, **model_params)
+        memo[key] = float(entry.cls(net, **full).estimate_seconds(graph, clock=_cpu_clock)["total"])
+    return memo[key], "estimated"
+
+
 def _estimate_evaluated(c, row: dict, history: dict, steps: dict) -> None:
     """Attack time of a ``checkpoint =`` / pretrained ``factory =`` cell: history, or its timed forward pass."""
     m, a = c.config["model"], c.config["attack"]
@@ -145,6 +175,7 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
                     history.setdefault((a["name"], r["config"]["model"]["name"]), []).append(secs / n)
     cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
     steps: dict = {}
+    graph_memo: dict = {}
     trained: set = set()
     rows, total = [], 0.0
     for c in cells:
@@ -180,9 +211,11 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
             per_forward = step / 3 / t["train"]["batch_size"]  # a training step is ~3 forward passes
             row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * per_forward
             row["source"] = "calibrated"
+        elif a["name"] == "none":
+            row["attack_s"], row["source"] = 0.1, "calibrated"
         else:
-            row["attack_s"] = 0.1 if a["name"] == "none" else GRAPH_ATTACK_GUESS_S
-            row["source"] = "calibrated" if a["name"] == "none" else "guess"
+            row["attack_s"], row["source"] = graph_attack_seconds(a["name"], a["params"], a["runner"], t["model"],
+                                                                  t["model_params"], t["dataset"], graph_memo)
         total += row["train_s"] + row["attack_s"]
         rows.append(row)
     return rows, total / max(jobs, 1)

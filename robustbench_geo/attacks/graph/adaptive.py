@@ -12,6 +12,10 @@ the defense. This module builds those surrogates for the gradient attacks (``pgd
   itself (BPDA-style: the defense is replaced by the identity under differentiation);
 * ``surrogate="freeze"``: the pre-processing is applied once to the clean graph and frozen; the
   relaxed flips are added to its output;
+* ``surrogate="alter"``: a copy of the model with the attribute changes its class declares in
+  ``attack_alterations`` (Mujkanovic et al.'s model alterations, e.g. GNNGuard's ``div_limit``
+  0.01 instead of 1e-8, which keeps the relaxed graph's near-empty rows from blowing up the
+  gradient); a model without alterations is its own ``alter`` surrogate;
 * ``mask="eigenspace"``: Mujkanovic et al.'s eigenspace alignment for low-rank defenses: the flip of
   pair ``(i, j)`` is weighted by ``(|V_i| + |V_j|) / 2``, the norms of the rows of the top-``rank``
   eigenvectors ``V`` of the clean adjacency (how much of a perturbation at ``i`` and ``j`` survives
@@ -26,6 +30,7 @@ graph, and the evaluators re-measure it the same way.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -38,7 +43,7 @@ from robustbench_geo.check import unknown_name_error
 from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.models.gnn_defenses import top_eigenvectors
 
-SURROGATES = ("model", "drop", "freeze")
+SURROGATES = ("model", "drop", "freeze", "alter")
 
 
 def eigenspace_alignment(adj: torch.Tensor, rank: int) -> torch.Tensor:
@@ -117,6 +122,9 @@ def build_surrogate(model, x: torch.Tensor, adj: torch.Tensor, name: str = "mode
     if mask is not None:
         direction = direction * MASKS[mask](model, adj, mask_rank)
     split = hasattr(model, "dense_preprocess") and hasattr(model, "dense_classifier")
+    if name == "alter":
+        altered = altered_model(model)
+        return Surrogate(name, adj, direction, lambda x_, a_: dense_logits(altered, x_, a_))
     if name == "model" or not split:
         return Surrogate(name, adj, direction, lambda x_, a_: dense_logits(model, x_, a_))
     if name == "drop":
@@ -124,6 +132,19 @@ def build_surrogate(model, x: torch.Tensor, adj: torch.Tensor, name: str = "mode
     with torch.no_grad():
         base = model.dense_preprocess(x, adj).detach()
     return Surrogate(name, base, direction, model.dense_classifier)
+
+
+def altered_model(model):
+    """A copy of ``model`` with its class's ``attack_alterations`` (attribute -> value) applied; ``model`` if none."""
+    changes = dict(getattr(model, "attack_alterations", None) or {})
+    if not changes:
+        return model
+    altered = copy.deepcopy(model).eval()
+    for name, value in changes.items():
+        if not hasattr(altered, name):
+            raise AttributeError(f"attack_alterations of {type(model).__name__}: expected an attribute {name!r}, got none")
+        setattr(altered, name, value)
+    return altered
 
 
 def init_flips(model, graph: GraphDataset, attack: str, budget_edge_fraction: float, seed: int) -> torch.Tensor:

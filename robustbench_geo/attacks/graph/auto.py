@@ -4,15 +4,22 @@ Mujkanovic et al. (NeurIPS 2022) found no single attack strongest against every 
 which surrogate (the model itself, its pre-processing dropped or frozen) and which edge-difference
 mask works depends on the architecture. ``auto`` runs the members that fit the model and keeps the
 perturbation with the lowest accuracy of the real model on the attacked nodes (true labels, the
-model's own sparse ``forward`` on the binary graph), so it is never weaker than any of its members
-on the same seed. The portfolio (evasion):
+model's own sparse ``forward`` on the binary graph), so it is never weaker than any of the members
+it ran on the same seed. Once a member leaves the model at or below ``stop_accuracy`` (default
+``"chance"``: the share of the attacked nodes' most frequent class, what a constant prediction
+scores) the remaining members are skipped and recorded as such: a model already collapsed to chance
+has no robustness left to measure, and on GCN-SVD this turns minutes of PGD through a Lanczos solve
+per step into one ``degree_collapse`` run (``stop_accuracy="never"`` runs everything). The portfolio
+(evasion; in poisoning every member runs), in this order:
 
-1. ``pgd`` on the model's own gradient, losses ``prob_margin`` and ``tanh_margin`` against the true
-   labels (Mujkanovic et al.'s two strongest);
-2. for models with a pre-processing step (``dense_preprocess``: ``gcn_jaccard``, ``gcn_svd``, ...):
-   ``pgd`` with that step dropped and frozen; for low-rank models (a ``rank`` attribute) both with
-   the eigenspace-alignment mask; and ``degree_collapse`` (pushes a pre-processed degree over the
-   normalisation cliff, see :mod:`~robustbench_geo.attacks.graph.collapse`);
+1. for models with a pre-processing step (``dense_preprocess``: ``gcn_jaccard``, ``gcn_svd``, ...):
+   ``degree_collapse`` (pushes a pre-processed degree over the normalisation cliff, see
+   :mod:`~robustbench_geo.attacks.graph.collapse`; the cheapest member);
+2. ``pgd`` on the model's own gradient, losses ``prob_margin`` and ``tanh_margin`` against the true
+   labels (Mujkanovic et al.'s two strongest); for models with a pre-processing step also ``pgd``
+   with that step dropped and frozen, for low-rank models (a ``rank`` attribute) both also with the
+   eigenspace-alignment mask; for models that declare ``attack_alterations`` (GNNGuard) ``pgd``
+   through the altered copy (``surrogate="alter"``);
 3. ``prbcd`` (sparse, different sampling and block structure; on the classifier behind a
    pre-processing step, ``surrogate="drop"``, which spares GCN-SVD a Lanczos solve on a 250k-pair
    block per step);
@@ -37,6 +44,7 @@ from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices
 from robustbench_geo.data.base import GraphDataset
 
 MODES = ("evasion", "poisoning")
+STOP_WORDS = ("chance", "never")
 
 
 def portfolio(model, mode: str = "evasion", steps: int = 100, refine_steps: int = 50) -> list[tuple[str, str, dict]]:
@@ -44,15 +52,19 @@ def portfolio(model, mode: str = "evasion", steps: int = 100, refine_steps: int 
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     pgd = {"steps": steps, "refine_steps": refine_steps, "labels": "true"}
-    members = [(f"pgd/{loss}", "pgd", {**pgd, "loss": loss}) for loss in ("prob_margin", "tanh_margin")]
     split = hasattr(model, "dense_preprocess") and hasattr(model, "dense_classifier")
+    # degree_collapse first: it is the cheapest member and, where it works, leaves chance-level accuracy
+    # (the early stop of AutoAttack then spares the rest)
+    members = [("degree_collapse", "degree_collapse", {})] if split else []
+    members += [(f"pgd/{loss}", "pgd", {**pgd, "loss": loss}) for loss in ("prob_margin", "tanh_margin")]
     if split:
         masks = ("eigenspace", None) if hasattr(model, "rank") else (None,)
         for surrogate in ("drop", "freeze"):
             for mask in masks:
                 label = f"pgd/{surrogate}" + (f"+{mask}" if mask else "")
                 members.append((label, "pgd", {**pgd, "loss": "tanh_margin", "surrogate": surrogate, "mask": mask}))
-        members.append(("degree_collapse", "degree_collapse", {}))
+    if getattr(model, "attack_alterations", None):
+        members.append(("pgd/alter", "pgd", {**pgd, "loss": "tanh_margin", "surrogate": "alter"}))
     members.append(("prbcd", "prbcd", {"loss": "prob_margin", **({"surrogate": "drop"} if split else {})}))
     if mode == "poisoning":
         members.append(("metattack", "metattack", {}))
@@ -72,11 +84,18 @@ class AutoAttack(GraphAttack):
         "refine_steps": "PGD swap-refinement steps per member",
         "chain": "finish with PGD initialised from the best perturbation found",
         "max_memory_gb": "dense members are skipped on graphs that need more (GiB)",
+        "stop_accuracy": "stop the portfolio once the best real accuracy is at or below this: 'chance' (the share of "
+                         "the attacked nodes' most frequent class, what a constant prediction gets), a fraction in "
+                         "[0, 1], or 'never'; the members not run are recorded as skipped",
     }
 
     def __init__(self, model, *, budget_edge_fraction: float = 0.05, mode: str = "evasion", members: str | None = None,
-                 steps: int = 100, refine_steps: int = 50, chain: bool = True, max_memory_gb: float = 8.0):
+                 steps: int = 100, refine_steps: int = 50, chain: bool = True, max_memory_gb: float = 8.0,
+                 stop_accuracy: float | str = "chance"):
         super().__init__(model)
+        if not (stop_accuracy in STOP_WORDS or (isinstance(stop_accuracy, (int, float))
+                                                 and not isinstance(stop_accuracy, bool) and 0 <= stop_accuracy <= 1)):
+            raise ValueError(f"stop_accuracy: expected 'chance', 'never' or a fraction in [0, 1], got {stop_accuracy!r}")
         full = portfolio(model, mode, steps, refine_steps)
         if members is not None:
             wanted = [m.strip() for m in members.split(",") if m.strip()]
@@ -87,6 +106,7 @@ class AutoAttack(GraphAttack):
             full = [m for m in full if m[0] in wanted]
         self.budget_edge_fraction, self.mode, self.steps, self.refine_steps = budget_edge_fraction, mode, steps, refine_steps
         self.chain, self.max_memory_gb, self.portfolio = chain, max_memory_gb, full
+        self.stop_accuracy = stop_accuracy
 
     @staticmethod
     def members(model, mode: str = "evasion") -> list[str]:
@@ -97,23 +117,27 @@ class AutoAttack(GraphAttack):
         gib = (9 + dense_matrices(self.model)) * graph.num_nodes ** 2 * 4 / 2 ** 30
         return gib <= self.max_memory_gb
 
-    def estimate_seconds(self, graph: GraphDataset) -> dict:
+    def estimate_seconds(self, graph: GraphDataset, clock=time.perf_counter) -> dict:
         """A dry-run estimate: one timed surrogate gradient and one timed real forward, times the members' work.
 
-        Returns ``{"total": seconds, label: seconds, ...}``; rough (the machine's load changes it).
+        Args:
+            clock: the seconds counter to time with (wall clock by default; the sweep's dry run passes CPU
+                seconds per thread, which a busy machine does not inflate).
+
+        Returns ``{"total": seconds, label: seconds, ...}``; rough (the machine's load changes wall seconds).
         """
         model = self.model.eval()
         dev = next(iter(model.parameters())).device
         g = graph.to(dev)
         x, a = g.x, g.dense_adjacency().requires_grad_(True)
         dense_logits(model, x, a).sum().backward()  # warm-up: one-time caches (Jaccard similarities, ...)
-        t0 = time.perf_counter()
+        t0 = clock()
         dense_logits(model, x, a).sum().backward()
-        grad_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        grad_s = clock() - t0
+        t0 = clock()
         with torch.no_grad():  # with edge weights: no cached pre-processing
             model(x, g.edge_index, torch.ones(g.edge_index.shape[1], device=dev))
-        fwd_s = time.perf_counter() - t0
+        fwd_s = clock() - t0
         est = {}
         for label, attack, params in self.portfolio:
             if attack == "pgd":
@@ -146,11 +170,21 @@ class AutoAttack(GraphAttack):
 
         clean = finalize(graph.to("cpu"), torch.zeros(2, 0, dtype=torch.long), budget)
         best, best_acc, winner, record = clean, accuracy(clean), "clean", []
+        if self.mode == "poisoning":  # judged here by the given model, but the evaluator retrains: run everything
+            stop = -1.0
+        elif self.stop_accuracy == "chance":
+            stop = float(torch.bincount(y).max()) / max(y.numel(), 1)
+        else:
+            stop = -1.0 if self.stop_accuracy == "never" else float(self.stop_accuracy)
         runs = list(self.portfolio)
         if self.chain and budget > 0:
             runs.append(("pgd/init=best", "pgd", {"steps": self.steps, "refine_steps": self.refine_steps,
                                                   "labels": "true", "loss": "tanh_margin"}))
         for label, attack, params in runs if budget > 0 else []:
+            if any("accuracy" in r for r in record) and best_acc <= stop:
+                record.append({"member": label, "skipped": f"best accuracy {best_acc:.4f} already at or below "
+                                                           f"stop_accuracy {stop:.4f} ({self.stop_accuracy})"})
+                continue
             if attack in ("pgd", "metattack") and not self._dense_fits(graph):
                 record.append({"member": label, "skipped": "dense attack above max_memory_gb"})
                 continue
@@ -169,6 +203,6 @@ class AutoAttack(GraphAttack):
             if acc < best_acc:
                 best, best_acc, winner = res, acc, label
         pairs = torch.cat([best.insertions, best.deletions], 1)
-        work = {"winner": winner, "accuracy": best_acc, "members": record, "mode": self.mode,
+        work = {"winner": winner, "accuracy": best_acc, "members": record, "mode": self.mode, "stop_accuracy": stop,
                 "seconds": time.perf_counter() - t0}
         return finalize(graph.to("cpu"), pairs, budget, work=work)

@@ -142,8 +142,9 @@ class PGDAttack(GraphAttack):
                   "makes among its samples)",
         "max_memory_gb": "refuse graphs whose dense matrices need more (GiB)",
         "surrogate": "what is differentiated (adaptive attacks): model (its own dense forward), drop (the defense's "
-                     "pre-processing dropped) or freeze (pre-processing applied once to the clean graph); candidates are "
-                     "always judged on the real model",
+                     "pre-processing dropped), freeze (pre-processing applied once to the clean graph) or alter (a copy with "
+                     "the model's attack_alterations, e.g. GNNGuard's div_limit); candidates are always judged on the "
+                     "real model",
         "mask": "edge-difference mask weighting each flip in the surrogate: None or eigenspace (low-rank defenses)",
         "mask_rank": "rank of the eigenspace mask; None = the model's rank",
         "lr_schedule": "learning-rate factor per step: sqrt (1/sqrt(t+1)), constant or cosine",

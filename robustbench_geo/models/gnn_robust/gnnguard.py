@@ -76,6 +76,9 @@ class GNNGuard(nn.Module):
     """GNNGuard (Zhang & Zitnik 2020): GCN with cosine-similarity edge weights and layer memory, 16 hidden."""
 
     train_defaults = {"lr": 0.01, "weight_decay": 5e-4, "epochs": 81, "patience": 81}
+    #: what an adaptive attack may change on a copy it differentiates (``pgd(surrogate="alter")``):
+    #: Mujkanovic et al.'s ``model_alteration.div_limit`` 0.01 for GNNGuard
+    attack_alterations = {"div_limit": 0.01}
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5,
                  div_limit: float = 1e-8):

@@ -72,6 +72,24 @@ def test_surrogates_differ_from_the_model_but_the_judge_does_not(defended):
     assert torch.allclose(mask, mask.T) and float(mask.min()) >= 0 and float(mask.max()) <= 1 + 1e-6
 
 
+def test_alter_differentiates_an_altered_copy_and_judges_the_real_model(defended):
+    """GNNGuard's div_limit alteration: the surrogate uses 0.01, the model keeps 1e-8, the judge is the model."""
+    graph = defended[0]
+    model = _train("gnnguard", graph)
+    a = graph.dense_adjacency()
+    faint = a * 1e-4  # a relaxed graph whose rows sum below 0.01 (but above 1e-8)
+    sur = build_surrogate(model, graph.x, a, "alter")
+    with torch.no_grad():
+        altered, real = sur.forward(graph.x, faint), model.dense_forward(graph.x, faint)
+        assert torch.allclose(sur.logits(graph.x, torch.zeros_like(a)), model(graph.x, graph.edge_index), atol=1e-4)
+    assert model.div_limit == 1e-8 and not torch.allclose(altered, real, atol=1e-3)
+    assert "pgd/alter" in AutoAttack.members(model)
+    res = create_attack("pgd", model, budget_edge_fraction=0.1, steps=6, samples=3, refine_steps=3,
+                        surrogate="alter")(graph, seed=0)
+    assert res.work["misclassified_true"] == independent_misclassified(model, graph, res.edge_index)
+    reference_check(graph, res, edge_budget(graph, 0.1))
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.3])
 def test_adaptive_budget_and_validity(fraction, defended):
     graph, models = defended
@@ -95,7 +113,7 @@ def test_init_is_never_weakened(defended):
 def test_auto_is_never_weaker_than_a_member(defended):
     graph, models = defended
     model = models["gcn_svd"]
-    kw = {"budget_edge_fraction": 0.1, "steps": 6, "refine_steps": 3}
+    kw = {"budget_edge_fraction": 0.1, "steps": 6, "refine_steps": 3, "stop_accuracy": "never"}
     members = "pgd/prob_margin,pgd/drop+eigenspace,pgd/freeze,degree_collapse,prbcd"
     res = AutoAttack(model, members=members, **kw)(graph, seed=2)
     reference_check(graph, res, edge_budget(graph, 0.1))
@@ -111,6 +129,30 @@ def test_auto_is_never_weaker_than_a_member(defended):
         assert rows[label]["accuracy"] == pytest.approx(member_acc)  # the same member, the same seed
 
 
+def test_auto_stops_once_the_best_member_reaches_stop_accuracy(defended):
+    graph, models = defended
+    model = models["gcn_svd"]
+    n_test = graph.idx_test.numel()
+    kw = {"budget_edge_fraction": 0.1, "steps": 4, "refine_steps": 2}
+    res = AutoAttack(model, members="degree_collapse,pgd/drop,prbcd", stop_accuracy=1.0, **kw)(graph, seed=0)
+    rows = res.work["members"]
+    assert [r["member"] for r in rows] == ["degree_collapse", "pgd/drop", "prbcd", "pgd/init=best"]
+    assert "accuracy" in rows[0] and all("skipped" in r and "stop_accuracy" in r["skipped"] for r in rows[1:])
+    alone = create_attack("degree_collapse", model, budget_edge_fraction=0.1)(graph, seed=0)
+    first = 1 - independent_misclassified(model, graph, alone.edge_index) / n_test
+    clean = 1 - independent_misclassified(model, graph, graph.edge_index) / n_test
+    assert rows[0]["accuracy"] == pytest.approx(first) and res.work["accuracy"] == pytest.approx(min(first, clean))
+    # the default stops at chance level only: the share of the attacked nodes' most frequent class
+    chance = float(torch.bincount(graph.y[graph.idx_test]).max()) / n_test
+    res = AutoAttack(model, members="degree_collapse,pgd/drop", **kw)(graph, seed=0)
+    assert res.work["stop_accuracy"] == pytest.approx(chance)
+    ran = [r for r in res.work["members"] if "accuracy" in r]
+    assert len(ran) == 3 or min(r["accuracy"] for r in ran) <= chance  # stopped early only at chance level
+    for bad in (1.5, -0.1, "sometimes", True):
+        with pytest.raises(ValueError, match="stop_accuracy: expected 'chance', 'never' or a fraction"):
+            AutoAttack(model, stop_accuracy=bad)
+
+
 def test_unknown_names_list_valid_ones(defended):
     model = defended[1]["gcn_svd"]
     with pytest.raises(KeyError, match="Valid surrogate.*drop, freeze, model"):
@@ -123,7 +165,7 @@ def test_unknown_names_list_valid_ones(defended):
         create_attack("prbcd", model, surrogate="freeze")
     with pytest.raises(KeyError, match="Valid labels"):
         create_attack("pgd", model, labels="gold")
-    with pytest.raises(ValueError, match="expected labels among pgd/prob_margin"):
+    with pytest.raises(ValueError, match="expected labels among degree_collapse, pgd/prob_margin"):
         AutoAttack(model, members="pgd/nope")
     with pytest.raises(ValueError, match="needs a rank"):
         create_attack("pgd", defended[1]["gcn_jaccard"], mask="eigenspace")(defended[0])
