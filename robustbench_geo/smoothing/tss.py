@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -159,6 +160,9 @@ def sample_counts(model: nn.Module, images: torch.Tensor, n: int, sigma: float, 
                   batch_size: int, num_classes: int | None = None) -> torch.Tensor:
     """Class counts of the base classifier on ``n`` noisy copies of each of ``images``.
 
+    The noise of copy ``k`` of image ``i`` is the ``(i n + k)``-th draw of ``generator`` whatever the
+    batch size (one buffer, refilled in place per batch), so counts do not depend on ``batch_size``.
+
     Args:
         model: base classifier (eval mode), on the device where the noise is drawn.
         images: ``(P, C, H, W)`` on the model's device.
@@ -174,11 +178,13 @@ def sample_counts(model: nn.Module, images: torch.Tensor, n: int, sigma: float, 
     p = images.shape[0]
     total = p * n
     counts = None
+    buf = torch.empty((min(batch_size, total), *images.shape[1:]), device=images.device, dtype=images.dtype)
     for s in range(0, total, batch_size):
         e = min(s + batch_size, total)
         owner = torch.arange(s, e, device=images.device) // n
-        x = images[owner]
-        x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = buf[:e - s]
+        torch.randn(x.shape, generator=generator, out=x)
+        x.mul_(sigma).add_(images[owner])  # = images[owner] + sigma * noise, bit for bit
         logits = model(x)
         if counts is None:
             counts = torch.zeros(p * (num_classes or logits.shape[1]), dtype=torch.int64, device=images.device)
@@ -187,6 +193,36 @@ def sample_counts(model: nn.Module, images: torch.Tensor, n: int, sigma: float, 
     if counts is None:
         return torch.zeros(p, num_classes or 0, dtype=torch.int64)
     return counts.view(p, -1).cpu()
+
+
+def probe_batch(images: torch.Tensor, sigma: float, device: torch.device, size: int = 16) -> torch.Tensor:
+    """A few noisy copies of the first image (a fixed seed, separate from the certificate's streams)."""
+    if images.shape[0] == 0:
+        return images.to(device)
+    g = torch.Generator().manual_seed(12345)
+    x = images[:1].detach().float().cpu().expand(size, *images.shape[1:])
+    return (x + sigma * torch.randn(x.shape, generator=g)).to(device)
+
+
+def inference_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The model to sample with: on the CPU a frozen TorchScript copy with fused convolution + ReLU
+    (``torch.jit.optimize_for_inference``; 1.3-1.5x the forward passes per second of ``small_cnn``).
+
+    Scripting (not tracing) keeps the model's control flow, so the copy is the same function up to
+    float32 rounding; it is used only if it scripts and its predictions on ``example`` (a few noisy
+    inputs) equal the model's, else the model itself is returned. On other devices: the model.
+    """
+    if example.device.type != "cpu" or example.shape[0] == 0:
+        return model
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fast = torch.jit.optimize_for_inference(torch.jit.script(model.eval()))
+        with torch.inference_mode():
+            same = torch.equal(fast(example).argmax(1), model(example).argmax(1))
+    except Exception:  # noqa: BLE001 -- any scripting failure means: use the model as it is
+        return model
+    return fast if same else model
 
 
 def _generator(device: torch.device, seed: int, index: int) -> torch.Generator:
@@ -223,6 +259,7 @@ def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transf
     dev = _device(model)
     was_training = model.training
     model.eval()
+    net = inference_model(model, probe_batch(images, cfg.sigma, dev))
     b = images.shape[0]
     pred = torch.full((b,), ABSTAIN, dtype=torch.int64)
     cert = torch.zeros(b, dtype=torch.bool)
@@ -234,7 +271,7 @@ def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transf
     t0 = time.perf_counter()
     try:
         for i in tqdm(range(b), desc=f"certify {family.name}", unit="image", disable=not progress):
-            out = _certify_one(model, images[i], family, cfg, _generator(dev, cfg.seed, i), dev)
+            out = _certify_one(net, images[i], family, cfg, _generator(dev, cfg.seed, i), dev)
             pred[i], cert[i], radius[i], margin[i], m_err[i], p_low[i], passes[i] = out
     finally:
         model.train(was_training)
