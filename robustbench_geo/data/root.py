@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -120,6 +121,19 @@ def verify(path: Path, md5: str | None) -> None:
         )
 
 
+def _part_file(dest: Path) -> Path:
+    """A new, empty temporary file next to ``dest``, unique to this writer.
+
+    Parallel sweep workers fetch the same raw files at once; with one shared ``dest.part`` the
+    first worker's rename left the second's ``os.replace`` without a source (FileNotFoundError).
+    Each writer fills its own file and renames it over ``dest`` atomically: readers see either no
+    file or a whole one, and identical copies may replace each other.
+    """
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    return Path(name)
+
+
 def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30.0) -> None:
     """Download ``url`` to ``dest`` atomically, then verify its checksum.
 
@@ -127,7 +141,7 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30.0
     """
     created = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = _part_file(dest)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
             shutil.copyfileobj(r, f)
@@ -172,8 +186,12 @@ def prepare_files(
         if src.exists():  # read-only root: copy into the cache, checked
             verify(src, md5)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + ".part")
-            shutil.copyfile(src, tmp)
+            tmp = _part_file(dst)
+            try:
+                shutil.copyfile(src, tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, dst)
             continue
         if download_missing and url:

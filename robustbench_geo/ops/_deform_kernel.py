@@ -70,10 +70,12 @@ def _digest(path: Path) -> str:
 
 
 def _stamp(lib: Path) -> Path:
-    """Write ``<lib>.sha256.tmp`` holding the size and SHA-256 of a freshly built library."""
-    tmp = _stamp_path(lib).with_suffix(".tmp")
-    tmp.write_text(_digest(lib) + "\n")
-    return tmp
+    """Write a new temporary file next to ``lib`` holding its size and SHA-256 (unique per builder:
+    parallel sweep workers may build at once, and a shared name lost one builder's rename)."""
+    fd, tmp = tempfile.mkstemp(suffix=".sha256.tmp", dir=lib.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(_digest(lib) + "\n")
+    return Path(tmp)
 
 
 def _intact(lib: Path) -> bool:

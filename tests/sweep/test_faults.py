@@ -118,6 +118,40 @@ def test_failed_download_leaves_no_folders(tmp_path):
     assert not (tmp_path / "root" / "A").exists()
 
 
+def test_parallel_workers_copy_the_same_raw_file_out_of_a_read_only_root(tmp_path, monkeypatch):
+    """Two sweep workers fetching MNIST at once: with one shared ``.part`` file the second's rename
+    failed (FileNotFoundError) and every cell of its model with it (seen in the quick preset)."""
+    import stat
+    import threading
+
+    from robustbench_geo.data.root import prepare_files
+
+    root = tmp_path / "mirror"
+    raw = root / "D" / "raw"
+    raw.mkdir(parents=True)
+    payload = os.urandom(8 << 20)
+    (raw / "big.bin").write_bytes(payload)
+    for p in (raw / "big.bin", raw, raw.parent, root):  # read-only like the shared data mirror
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    monkeypatch.setenv("RBGEO_CACHE", str(tmp_path / "cache"))
+    errors, works = [], []
+
+    def fetch():
+        try:
+            works.append(prepare_files("D", root, [("D/raw/big.bin", None, None)]))
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    copy = works[0] / "D" / "raw" / "big.bin"
+    assert copy.read_bytes() == payload and sorted(p.name for p in copy.parent.iterdir()) == ["big.bin"]
+
+
 def test_driver_records_non_finite_metrics_as_failed():
     from robustbench_geo.sweep.driver import finite_or_failed
 
