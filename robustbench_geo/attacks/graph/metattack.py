@@ -89,7 +89,7 @@ class Metattack(GraphAttack):
             a_mod = adj.clone().requires_grad_(True)
             grad = self._meta_gradient(a_mod, x_sp, x_sp_t, y, train, unlabeled, self_labels, g)
             with torch.no_grad():
-                score = (grad + grad.T) * (1 - 2 * adj)
+                score = (grad + grad.T.contiguous()) * (1 - 2 * adj)  # a copied transpose: 3x faster than adding a strided view
                 allowed = upper & ~flipped & singleton_mask(adj)
                 if self.ll_constraint:
                     allowed &= loglik_mask(deg0, adj, ll_cutoff=self.ll_cutoff)
@@ -121,7 +121,7 @@ class Metattack(GraphAttack):
         lam = self.lambda_train
 
         def attack_loss(w, xw=None):  # w: (F, C) product W1 W2, or xw = X W1 W2 (N, C)
-            out = a_hat @ (a_hat @ (torch.sparse.mm(x_sp, w) if xw is None else xw))
+            out = _sym_mm(a_hat, _sym_mm(a_hat, torch.sparse.mm(x_sp, w) if xw is None else xw))
             loss = 0.0
             if lam > 0:
                 loss = loss + lam * F.cross_entropy(out[train], y[train])
@@ -141,7 +141,7 @@ class Metattack(GraphAttack):
                 ws.append((w1 @ w2).detach())
             steps, c = len(ws), ws[0].shape[1]
             xw = torch.sparse.mm(x_sp, torch.cat(ws, 1))  # (N, T*C): all steps in one product
-            out = (a_hat @ (a_hat @ xw)).view(-1, steps, c)
+            out = _sym_mm(a_hat, _sym_mm(a_hat, xw)).view(-1, steps, c)
             total = 0.0  # sum over steps of the attack loss at the (fixed) weights of each step
             if lam > 0:
                 total = total + lam * steps * F.cross_entropy(out[train].reshape(-1, c), y[train].repeat_interleave(steps))
@@ -165,3 +165,30 @@ class Metattack(GraphAttack):
             cc, w2 = cc + self.lr * vc, w2 - self.lr * v2
         xw = torch.sparse.mm(x_sp, w1_0 @ w2) - torch.sparse.mm(x_sp, z_train.T.contiguous()) @ (cc @ w2)
         return torch.autograd.grad(attack_loss(None, xw), a_mod)[0]
+
+
+class _SymmetricMatmul(torch.autograd.Function):
+    """``A @ B`` for a symmetric ``A`` (``N x N``) and a thin ``B`` (``N x k``).
+
+    Autograd's backward computes ``A^T @ grad`` through a transposed ``N x N`` view, about 15x slower
+    on the CPU than the same product with ``A`` itself (75 vs 5 ms on the Cora LCC, one thread), and
+    Metattack takes four such products per flip. With ``A`` symmetric (the normalised adjacency of
+    an undirected graph) both products are computed as ``(B^T A)^T``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return (b.T.contiguous() @ a).T.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a = grad @ b.T if ctx.needs_input_grad[0] else None
+        grad_b = (grad.T.contiguous() @ a).T if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def _sym_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return _SymmetricMatmul.apply(a, b)
+

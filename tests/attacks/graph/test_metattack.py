@@ -111,3 +111,17 @@ def test_metattack_invariants_and_determinism(params):
         assert res.flips >= res.budget // 2
         if seed == 0:
             assert torch.equal(res.edge_index, att(gr, seed=seed).edge_index)
+
+
+def test_symmetric_matmul_matches_autograd_of_a_plain_product():
+    from robustbench_geo.attacks.graph.metattack import _sym_mm
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(9, 9, generator=g, dtype=torch.float64)
+    a = (a + a.T).requires_grad_(True)
+    b = torch.rand(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(9, 3, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((_sym_mm(a, b) * w).sum(), [a, b])
+    plain = torch.autograd.grad((a @ b * w).sum(), [a, b])
+    assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(ours, plain))  # (gradcheck would perturb A asymmetrically)
+    assert torch.allclose(_sym_mm(a, b), a @ b, atol=1e-12)
