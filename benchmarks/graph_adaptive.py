@@ -67,6 +67,28 @@ def trained(name: str, graph, seed: int, cache: Path, epochs: dict | None = None
     return model.eval()
 
 
+def transferred(surrogate, graph, budget: float, seed: int, cache: Path):
+    """The non-adaptive perturbation: ``pgd`` defaults on the plain-GCN ``surrogate``, cached per seed and budget.
+
+    Returns ``(perturbed edge_index, seconds the attack took when it ran)``; separate processes of one
+    seed (one model each) share it through ``cache``.
+    """
+    from robustbench_geo.attacks import create_attack
+
+    path = cache / f"transfer_pgd_seed{seed}_b{budget:g}.pt"
+    if path.exists():
+        saved = torch.load(path)
+        return saved["edge_index"], saved["seconds"]
+    t0 = time.perf_counter()
+    res = create_attack("pgd", surrogate, budget_edge_fraction=budget)(graph, seed=seed)
+    seconds = time.perf_counter() - t0
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.part")
+    torch.save({"edge_index": res.edge_index, "seconds": seconds}, tmp)
+    tmp.replace(path)
+    return res.edge_index, seconds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="gcn,gcn_jaccard,gcn_svd")
@@ -80,10 +102,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=os.environ.get("RBGEO_CACHE", "runs") + "/graph_adaptive_models")
     ap.add_argument("--out", default="runs/graph_adaptive.json")
+    ap.add_argument("--table", nargs="+", metavar="JSON",
+                    help="print the table of earlier runs' --out files (pooled per model, seed and budget) and exit")
     args = ap.parse_args()
+    if args.table:
+        return print_pooled(args.table)
     torch.set_num_threads(args.threads)
 
-    from robustbench_geo.attacks import create_attack
     from robustbench_geo.attacks.graph.auto import AutoAttack
     from robustbench_geo.data import load_dataset
     from robustbench_geo.evaluation import graph_accuracy
@@ -106,9 +131,7 @@ def main():
                 cell = {}
                 if surrogate is not None:
                     if b not in transfer:
-                        t0 = time.perf_counter()
-                        res = create_attack("pgd", surrogate, budget_edge_fraction=b)(graph, seed=seed)
-                        transfer[b] = (res.edge_index, time.perf_counter() - t0)
+                        transfer[b] = transferred(surrogate, graph, b, seed, cache)
                     cell["non_adaptive"] = graph_accuracy(model, graph, edge_index=transfer[b][0])
                     cell["non_adaptive_seconds"] = transfer[b][1]
                 att = AutoAttack(model, budget_edge_fraction=b, members=args.members, steps=args.steps,
@@ -134,6 +157,34 @@ def main():
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2))
     print_table(results, budgets, n_test, args.models.split(","))
+
+
+def print_pooled(paths):
+    """Tables from several ``--out`` files: per model and set of budgets, every seed that has them all.
+
+    A later file's (model, seed) row replaces an earlier one's budgets one by one, so a curve can be
+    assembled from runs of separate budgets.
+    """
+    rows, n_test, models = {}, None, []
+    for path in paths:
+        res = json.loads(Path(path).read_text())
+        n_test = res["n_test"]
+        for r in res["runs"]:
+            key = (r["model"], r["seed"])
+            if r["model"] not in models:
+                models.append(r["model"])
+            if key in rows:
+                rows[key]["curve"].update(r["curve"])
+            else:
+                rows[key] = {**r, "curve": dict(r["curve"])}
+    for name in models:
+        mine = [r for (m, _), r in rows.items() if m == name]
+        budget_sets = sorted({tuple(sorted(float(b) for b in r["curve"])) for r in mine}, key=len, reverse=True)
+        for budgets in budget_sets:
+            runs = [r for r in mine if all(str(b) in r["curve"] for b in budgets)]
+            seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+            print(f"\n{name}: seeds {seeds}")
+            print_table({"runs": runs}, list(budgets), n_test, [name])
 
 
 def print_table(results, budgets, n_test, models):

@@ -219,3 +219,26 @@ def test_prognn_feature_smoothness_is_the_trace_of_the_normalised_laplacian_form
     r = torch.diag((sym.sum(1) + 1e-3).rsqrt())
     lap = r @ (torch.diag(sym.sum(1)) - sym) @ r
     assert torch.allclose(model.feature_smoothness(s), torch.trace(x.T @ lap @ x))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_ppr_inverse_and_its_gradient_equal_the_plain_inverse(symmetric):
+    """The Cholesky inverse with the sparse-gradient backward is ``torch.linalg.inv`` (value and gradient)."""
+    from robustbench_geo.models.gnn import dense_gcn_norm
+    from robustbench_geo.models.gnn_robust.soft_median import _SPDInverse
+
+    _, adj = _random_binary_graph(40, 0.15, seed=4)
+    w = torch.rand(40, 40, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    adj = adj.double() * ((w + w.T) / 2 if symmetric else w)  # weighted (relaxed) graph
+    m = (torch.eye(40, dtype=torch.float64) - 0.85 * dense_gcn_norm(adj)).requires_grad_(True)
+    probe = torch.randn(40, 40, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    for sparse_grad in (True, False):  # read through a top-k (sparse gradient) or everywhere (dense)
+        outs = []
+        for inverse in (_SPDInverse.apply, torch.linalg.inv):
+            p = inverse(m)
+            loss = (p.topk(3, dim=1).values * probe[:, :3]).sum() if sparse_grad else (p * probe).sum()
+            outs.append((p, *torch.autograd.grad(loss, m)))
+        assert outs[0][0].grad_fn.symmetric == symmetric  # the Cholesky path ran exactly when it applies
+        assert torch.allclose(outs[0][0], outs[1][0], atol=1e-10)
+        assert torch.allclose(outs[0][1], outs[1][1], atol=1e-9), (outs[0][1] - outs[1][1]).abs().max()
+    assert torch.autograd.gradcheck(_SPDInverse.apply, (m,))
