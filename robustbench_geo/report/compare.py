@@ -4,7 +4,8 @@ A **threat model** is one attack label on one dataset with every grid value fixe
 budget (``budget`` for graph attacks, ``max_angle_deg`` / ``max_shift_px`` / ``scale_range`` /
 ``k`` for image attacks); the budget varies along the x axis of its overlay figure, which starts
 at budget 0 = the clean accuracy of the same samples. The pivot and the headline use the largest
-budget of each threat model. Every number is an :class:`~robustbench_geo.stats.Estimate`: the mean
+budget of each threat model; where a model has two or more budgets the pivot adds the area under
+its robustness curve (:meth:`Line.area`, the mean accuracy from budget 0 to the largest). Every number is an :class:`~robustbench_geo.stats.Estimate`: the mean
 over seeds, the std over seeds, and the 95 % Wilson interval of the pooled samples.
 
 Two models are compared by the difference of their robust accuracies and its 95 % Newcombe
@@ -89,6 +90,31 @@ class Line:
     def strongest(self) -> tuple[float, Estimate]:
         x = max(self.points)
         return x, self.points[x]
+
+    def area(self) -> Estimate | None:
+        """Area under the robustness curve: the trapezoid through ``(0, clean)`` and every budget's point,
+        divided by the largest budget (a mean accuracy over ``[0, max budget]``, in ``[0, 1]``).
+
+        ``None`` below two attacked budgets (one point is a number, not a curve). Its interval and std
+        are the same trapezoid over the points' interval ends and stds: every point is measured on the
+        same samples, so the points' errors are positively correlated and this combination is the
+        conservative (wide) one; ``n`` and ``seeds`` are the smallest of the points'.
+        """
+        xs = sorted(x for x in self.points if x > 0)
+        if len(xs) < 2:
+            return None
+        xs, ests = [0.0, *xs], [self.clean, *(self.points[x] for x in xs)]
+        w = [0.0] * len(xs)
+        for i in range(len(xs) - 1):
+            half = (xs[i + 1] - xs[i]) / 2 / xs[-1]
+            w[i] += half
+            w[i + 1] += half
+
+        def mix(attr: str) -> float:
+            return sum(wi * getattr(e, attr) for wi, e in zip(w, ests))
+
+        return Estimate(mix("mean"), mix("std"), mix("low"), mix("high"), min(e.n for e in ests),
+                        min(e.seeds for e in ests))
 
 
 @dataclass(frozen=True)
@@ -283,6 +309,10 @@ def pivots(frame: pd.DataFrame) -> list[Pivot]:
             warn = [c.warning for c in compare(g, tm) if c.warning]
             if warn:
                 warnings[col] = warn[0]
+            areas = {ln.model: ln.area() for ln in ls if top in ln.points}
+            if tm.budget_key and any(a is not None for a in areas.values()):
+                # the whole curve in one number: mean accuracy over budgets 0 (clean) to the largest
+                cols[f"{tm.label}: area under the curve, 0 to {_budget_text(tm, top)}"] = areas
         cells = {(m, c): cols[c].get(m) for m in models for c in cols}
         out.append(Pivot(str(task), models, list(cols), cells, warnings))
     return out

@@ -54,7 +54,9 @@ def overlay_figure(tm: ThreatModel, model_lines: list[Line], warning: str | None
     for ln in model_lines:
         xs = [0.0] + sorted(ln.points)
         ests = [ln.clean] + [ln.points[x] for x in xs[1:]]
-        _draw_line(ax, ln.model + (" (deformable)" if ln.deformable else ""), xs, ests,
+        area = ln.area() if tm.budget_key else None
+        _draw_line(ax, ln.model + (" (deformable)" if ln.deformable else "")
+                   + (f" (area {100 * area.mean:.1f} %)" if area is not None else ""), xs, ests,
                    linestyle="-" if ln.deformable else "--")
     if tm.budget_key:
         ax.set_xlabel(f"{tm.axis_label} (0 = clean)")
@@ -83,7 +85,9 @@ def graph_attacks(model: str, dataset: str, entries: list[tuple[ThreatModel, Lin
         label = f"{tm.attack}" + (f" ({tm.rest})" if tm.rest else "")
         if tm.budget_key == "budget" and not tm.targeted:
             xs = [0.0] + sorted(ln.points)
-            _draw_line(ax, label, xs, [ln.clean] + [ln.points[x] for x in xs[1:]])
+            area = ln.area()
+            _draw_line(ax, label + (f" (area {100 * area.mean:.1f} %)" if area is not None else ""), xs,
+                       [ln.clean] + [ln.points[x] for x in xs[1:]])
         else:
             _, est = ln.strongest
             line = ax.axhline(100 * est.mean, linestyle=":", linewidth=1.5)

@@ -71,14 +71,34 @@ def test_pivot_one_cell_per_model_and_threat_model(frame):
     tms = threat_models(frame)
     for p in (image, graph):
         n_tm = sum(tm.task == p.task for tm in tms)
+        # a curve (two or more attacked budgets) adds its area as a column
+        n_area = sum(tm.task == p.task and tm.budget_key is not None
+                     and any(len([x for x in ln.points if x > 0]) >= 2 for ln in lines(frame, tm)) for tm in tms)
         n_clean = frame[(frame["task"] == p.task) & (frame["attack_name"] == "none")]["dataset"].nunique()
-        assert len(p.columns) == n_clean + n_tm
+        assert len(p.columns) == n_clean + n_tm + n_area
         assert len(p.cells) == len(p.models) * len(p.columns)
         assert all(v is not None for v in p.cells.values())  # every model evaluated under every threat model here
         table = p.table()
         assert len(table) == len(p.models) and all(len(r) == 1 + len(p.columns) for r in table)
         assert all("[" in v for r in table for v in r[1:])  # every cell carries its interval
     assert "clean on mnist" in image.columns and "grid on mnist at max_angle_deg=30" in image.columns
+
+
+def test_area_under_the_curve_is_the_trapezoid_through_the_clean_point(frame):
+    """The pivot's area column equals a hand trapezoid of the curve the overlay draws (0 = clean)."""
+    tm = next(tm for tm in threat_models(frame) if tm.attack == "worst_of_10")
+    pivot = next(p for p in pivots(frame) if p.task == "image")
+    col = next(c for c in pivot.columns if c.startswith("worst_of_10 on mnist: area under the curve"))
+    assert col.endswith("0 to max_angle_deg=30")
+    for ln in lines(frame, tm):
+        c, a, b = ln.clean.mean, ln.points[10.0].mean, ln.points[30.0].mean
+        by_hand = (10 * (c + a) / 2 + 20 * (a + b) / 2) / 30
+        area = pivot.cells[ln.model, col]
+        assert area.mean == pytest.approx(by_hand, abs=1e-12)
+        assert area.low <= area.mean <= area.high
+        assert min(c, a, b) <= area.mean <= max(c, a, b)
+    one_point = next(tm for tm in threat_models(frame) if tm.attack == "stadv")  # clean vs attacked only
+    assert all(ln.area() is None for ln in lines(frame, one_point))
 
 
 def test_intervals_hand_computed(quick_sweep):
