@@ -72,6 +72,9 @@ def _summary(rows: list[dict], base_correct: int) -> dict:
                       ("base_clean_accuracy", base_correct)):
         out[key] = hits / n if n else float("nan")
         out[key + "_ci95"] = list(proportion_interval(hits, n))
+    if not any("smoothed_attack_robust" in r for r in rows):  # --attack-points 0: no bracket was measured
+        for key in ("smoothed_attack_accuracy", "base_attack_accuracy"):
+            out[key], out[key + "_ci95"] = float("nan"), [float("nan"), float("nan")]
     return out
 
 
@@ -91,7 +94,7 @@ def main():
     ap.add_argument("--substeps", type=int, default=None)
     ap.add_argument("--sigma", type=float, default=None, help="default: the checkpoint's training noise")
     ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--attack-points", type=int, default=61)
+    ap.add_argument("--attack-points", type=int, default=61, help="grid attack points (0: certify only, no bracket)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for NAME.json (summary) and NAME_rows.csv (per image)")
@@ -113,7 +116,8 @@ def main():
             cfg = SmoothingConfig(sigma=sigma, n0=args.n0, n=args.samples, cells=args.cells, substeps=args.substeps,
                                   batch_size=args.batch_size, seed=args.seed + 2 * (args.start + s))
             t0 = time.perf_counter()
-            o = evaluate_certification(model, part, name, config=cfg, attack_points=args.attack_points, progress=True,
+            o = evaluate_certification(model, part, name, config=cfg, attack=args.attack_points > 0,
+                                       attack_points=max(args.attack_points, 1), progress=True,
                                        **TSS[name]["budget"])
             secs += time.perf_counter() - t0
             for r, p in zip(o.rows, ds.meta.get("positions", range(len(ds)))[s:s + args.chunk]):
@@ -134,7 +138,7 @@ def main():
 
         def pct(k):
             lo, hi = m[k + "_ci95"]
-            return f"{100 * m[k]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+            return "-" if m[k] != m[k] else f"{100 * m[k]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
         lines.append(f"| {name} {TSS[name]['budget']} | {m['n']} | {cfg.n} | {o.config['cells']} | {sigma} | "
                      f"{pct('certified_accuracy')} | {TSS[name]['certified']} | {pct('smoothed_accuracy')} | "

@@ -190,8 +190,9 @@ def print_pooled(paths):
 def print_table(results, budgets, n_test, models):
     head = " | ".join(f"{100 * b:g} %" for b in budgets)
     print(f"\nTest accuracy (%), non-adaptive / adaptive, mean ± std over seeds (one seed: ± binomial s.e., n = {n_test})\n")
-    print(f"| model | clean | {head} | AUC | adaptive s / attack | winners |")
-    print("|" + " --- |" * (len(budgets) + 5))
+    auc = "AUC (0 to {:g} %) | ".format(100 * max(budgets)) if len(budgets) > 1 else ""
+    print(f"| model | clean | {head} | {auc}adaptive s / attack (wall / CPU) | winners |")
+    print("|" + " --- |" * (len(budgets) + 4 + (len(budgets) > 1)))
     for name in models:
         runs = [r for r in results["runs"] if r["model"] == name]
         if not runs:
@@ -207,8 +208,10 @@ def print_table(results, budgets, n_test, models):
         secs = statistics.mean(r["curve"][str(b)]["adaptive_seconds"] for r in runs for b in budgets)
         wins = sorted({r["curve"][str(b)]["winner"] for r in runs for b in budgets})
         auc_na_text = "-" if any(math.isnan(a) for a in auc_na) else fmt(auc_na, n_test)
-        print(f"| `{name}` | {fmt([r['clean'] for r in runs], n_test)} | {' | '.join(cells)} | "
-              f"{auc_na_text} / **{fmt(auc_ad, n_test)}** | {secs:.0f} | {', '.join(wins)} |")
+        auc = f"{auc_na_text} / **{fmt(auc_ad, n_test)}** | " if len(budgets) > 1 else ""  # one point is no curve
+        cpu = statistics.mean(r["curve"][str(b)].get("adaptive_cpu_seconds", float("nan")) for r in runs for b in budgets)
+        print(f"| `{name}` | {fmt([r['clean'] for r in runs], n_test)} | {' | '.join(cells)} | {auc}"
+              f"{secs:.0f} / {cpu:.0f} | {', '.join(wins)} |")
 
 
 if __name__ == "__main__":
