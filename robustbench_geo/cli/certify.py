@@ -38,7 +38,7 @@ def _checkpoint_sigma(meta: dict) -> float | None:
 @click.option("--sigma", type=float, default=None, help="Smoothing noise (default: the checkpoint's training noise, else 0.25).")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability per image.")
 @click.option("--cells", type=int, default=None, help="Cells per parameter axis (rotation 120, scaling 100, translation 40).")
-@click.option("--substeps", type=int, default=None, help="Interpolation-bound sub-steps per cell and axis (rotation, scaling 400; translation 10).")
+@click.option("--substeps", type=int, default=None, help="Interpolation-bound sub-steps per cell and axis (rotation, scaling 1000; translation 10): fewer leave a Lipschitz term that floors the bound.")
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="Noisy images per model call.")
 @click.option("--attack/--no-attack", default=True, show_default=True, help="Also run the grid attack on the smoothed and base classifier.")
 @click.option("--attack-points", type=int, default=61, show_default=True, help="Grid points per parameter axis for the attacks.")

@@ -227,7 +227,7 @@ FAMILIES = {"rotation": Rotation, "scaling": Scaling, "translation": Translation
 
 #: default cells per axis and sub-steps per cell (trade the bound's tightness against time)
 DEFAULT_CELLS = {"rotation": 120, "scaling": 100, "translation": 40}
-DEFAULT_SUBSTEPS = {"rotation": 400, "scaling": 400, "translation": 10}
+DEFAULT_SUBSTEPS = {"rotation": 1000, "scaling": 1000, "translation": 10}
 
 
 def make_family(name: str, **kwargs) -> Family:
