@@ -5,8 +5,9 @@ budget (``budget`` for graph attacks, ``max_angle_deg`` / ``max_shift_px`` / ``s
 ``k`` for image attacks); the budget varies along the x axis of its overlay figure, which starts
 at budget 0 = the clean accuracy of the same samples. The pivot and the headline use the largest
 budget of each threat model; where a model has two or more budgets the pivot adds the area under
-its robustness curve (:meth:`Line.area`, the mean accuracy from budget 0 to the largest). Every number is an :class:`~robustbench_geo.stats.Estimate`: the mean
-over seeds, the std over seeds, and the 95 % Wilson interval of the pooled samples.
+its robustness curve (:meth:`Line.area`, the mean accuracy from budget 0 to the largest). Every
+number is an :class:`~robustbench_geo.stats.Estimate`: the mean over seeds, the std over seeds, and
+the 95 % Wilson interval of the pooled samples.
 
 Two models are compared by the difference of their robust accuracies and its 95 % Newcombe
 interval; the difference is called *larger than the intervals* when that interval excludes 0.
