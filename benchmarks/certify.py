@@ -55,9 +55,9 @@ def _select(args) -> ImageDataset:
     full = load_dataset("mnist", split="test")
     pos = torch.arange(args.start, args.start + args.n) if not args.indices else \
         torch.tensor([int(i) for i in args.indices.split(",")])
-    idx = torch.arange(0, len(full), args.skip)[pos]
+    idx = torch.arange(args.offset, len(full), args.skip)[pos]
     return ImageDataset(full.name, full.images[idx], full.labels[idx], full.classes,
-                        {**full.meta, "positions": pos.tolist(), "every": args.skip})
+                        {**full.meta, "positions": pos.tolist(), "every": args.skip, "offset": args.offset})
 
 
 def _summary(rows: list[dict], base_correct: int) -> dict:
@@ -84,6 +84,8 @@ def main():
     ap.add_argument("--scaling", help="checkpoint trained with scale-noise (certified for 0.8-1.2)")
     ap.add_argument("--n", type=int, default=500, help="test images (TSS: 500, every 20th)")
     ap.add_argument("--skip", type=int, default=20, help="every SKIP-th test image, like TSS (0: a seeded random subset)")
+    ap.add_argument("--offset", type=int, default=0, help="first test image of the every-SKIP-th selection (TSS: 0; "
+                    "e.g. 10 for held-out images disjoint from TSS's)")
     ap.add_argument("--start", type=int, default=0, help="first of the selected images (to continue a run)")
     ap.add_argument("--indices", default=None, help="comma-separated positions in the selection instead of "
                     "--start/--n (a diagnostic re-run of chosen images; not an accuracy estimate)")
@@ -129,7 +131,7 @@ def main():
                 Path(args.out).mkdir(parents=True, exist_ok=True)
                 (Path(args.out) / f"{name}.json").write_text(json.dumps(
                     {"transform": o.transform, "config": o.config, "metrics": m, "checkpoint": ckpt,
-                     "selection": {"skip": args.skip, "start": args.start, "indices": args.indices, "seed": args.seed}, "load_before": load0,
+                     "selection": {"skip": args.skip, "offset": args.offset, "start": args.start, "indices": args.indices, "seed": args.seed}, "load_before": load0,
                      "load_after": _load(), "seconds": secs, "machine": platform.platform(), "cpus": os.cpu_count(),
                      "device": args.device, "torch_threads": torch.get_num_threads()}, indent=2, default=str))
                 pd.DataFrame(rows).to_csv(Path(args.out) / f"{name}_rows.csv", index=False)
