@@ -84,6 +84,9 @@ def main():
         model, meta = load_checkpoint(path)
         model.eval()
         sigma = args.sigma if args.sigma is not None else _checkpoint_sigma(meta)
+        if sigma is None:
+            raise SystemExit(f"{path}: trained without a noise augmentation (augment={meta.get('train', {}).get('augment')!r}); "
+                             f"pass --sigma")
         fast = inference_model(model, probe_batch(images, sigma, torch.device("cpu")))
         with torch.inference_mode():
             clean = (model(images).argmax(1) == labels).float().mean().item()
