@@ -5,13 +5,13 @@
 >>> cora = load_dataset("cora")                                      # doctest: +SKIP
 
 A dataset *spec* string may carry options after a colon: ``cora:public`` (graph split),
-``mnist-rotated:max_angle_deg=30``.
+``mnist-rotated:max_angle_deg=30``, ``sbm:nodes=100000,avg_degree=20`` (a generated graph).
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from robustbench_geo.check import check_like
@@ -20,6 +20,7 @@ from robustbench_geo.data.cluttered import load_mnist_cluttered
 from robustbench_geo.data.geometric import load_mnist_rotated, load_mnist_scaled
 from robustbench_geo.data.graphs import load_graph, load_prognn_perturbed
 from robustbench_geo.data.images import load_cifar10, load_fashion_mnist, load_mnist
+from robustbench_geo.data.sbm import load_sbm
 from robustbench_geo.data.root import ChecksumError, DataMissingError, resolve_data_root
 from robustbench_geo.registry import Registry
 
@@ -38,22 +39,29 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: what it is and how to load it (``None`` for graphs: :func:`load_graph`)."""
+    """A registered dataset: what it is and how to load it (``None`` for the stored graphs: :func:`load_graph`).
+
+    ``classes_option`` names the loader option that sets the number of classes (generated graphs).
+    """
 
     info: DatasetInfo
     loader: Callable | None = None
+    classes_option: str | None = None
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def register_dataset(info: DatasetInfo, loader: Callable | None = None) -> DatasetInfo:
-    """Register a dataset; image datasets need ``loader(split, root, download, **options)``."""
+def register_dataset(info: DatasetInfo, loader: Callable | None = None, classes_option: str | None = None) -> DatasetInfo:
+    """Register a dataset; image datasets (and generated graphs) need ``loader(split, root, download, **options)``.
+
+    ``classes_option``: the loader option that sets the number of classes (``info.num_classes`` is its default).
+    """
     if info.task not in ("image", "graph"):
         raise ValueError(f"task: expected 'image' or 'graph', got {info.task!r}")
     if info.task == "image" and loader is None:
         raise ValueError(f"dataset {info.name!r}: image datasets need a loader")
-    DATASETS.add(info.name, DatasetEntry(info, loader))
+    DATASETS.add(info.name, DatasetEntry(info, loader, classes_option))
     return info
 
 
@@ -76,6 +84,9 @@ for _info, _loader in (
 ):
     register_dataset(_info, _loader)
 del _info, _loader
+register_dataset(DatasetInfo("sbm", "graph", 10, description="Seeded stochastic block model with class-conditional "
+                             "binary features, any size (sbm:nodes=100000,avg_degree=20); generated locally"),
+                 load_sbm, classes_option="classes")
 
 
 def list_datasets(task: str | None = None, pattern: str = "*") -> list[str]:
@@ -99,8 +110,13 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 
 
 def dataset_info(spec: str) -> DatasetInfo:
-    name, _ = parse_spec(spec)
-    return DATASETS.get(name).info
+    """What the dataset of ``spec`` is (its number of classes follows a ``classes=`` option of generated graphs)."""
+    name, opts = parse_spec(spec)
+    entry = DATASETS.get(name)
+    if entry.classes_option and entry.classes_option in opts:
+        k = check_like(opts[entry.classes_option], entry.info.num_classes, f"dataset {name!r}: {entry.classes_option}")
+        return replace(entry.info, num_classes=k)
+    return entry.info
 
 
 def load_dataset(spec: str, *, split: str | None = None, root=None, download: bool = True, seed: int = 0,
@@ -122,16 +138,18 @@ def load_dataset(spec: str, *, split: str | None = None, root=None, download: bo
     name, opts = parse_spec(spec)
     opts.update(options)
     info = dataset_info(name)
+    loader = DATASETS.get(name).loader
     if info.task == "graph":
         if split is None:
             split = opts.pop("split", None)
-        if opts:
-            raise ValueError(f"dataset {name!r}: unknown options {sorted(opts)}; graph datasets take split only")
-        return load_graph(name, split, root=root, download=download, seed=seed)
-    split = split or "train"
-    if split not in ("train", "test"):
-        raise ValueError(f"split: expected 'train' or 'test' for image dataset {name!r}, got {split!r}")
-    loader = DATASETS.get(name).loader
+        if loader is None:
+            if opts:
+                raise ValueError(f"dataset {name!r}: unknown options {sorted(opts)}; graph datasets take split only")
+            return load_graph(name, split, root=root, download=download, seed=seed)
+    else:
+        split = split or "train"
+        if split not in ("train", "test"):
+            raise ValueError(f"split: expected 'train' or 'test' for image dataset {name!r}, got {split!r}")
     options = _loader_options(loader)
     unknown = sorted(set(opts) - set(options))
     if unknown:
@@ -141,7 +159,7 @@ def load_dataset(spec: str, *, split: str | None = None, root=None, download: bo
     if "seed" in options:
         opts["seed"] = seed
     ds = loader(split, root, download, **opts)
-    return ds.subset(subset, seed)
+    return ds if info.task == "graph" else ds.subset(subset, seed)
 
 
 def _loader_options(loader) -> dict:
@@ -161,6 +179,6 @@ def _coerce(v: str):
 
 __all__ = [
     "DATASETS", "ChecksumError", "DataMissingError", "DatasetEntry", "DatasetInfo", "GraphDataset", "ImageDataset", "dataset_info", "list_datasets",
-    "load_dataset", "load_graph", "load_prognn_perturbed", "parse_spec", "register_dataset", "resolve_data_root",
+    "load_dataset", "load_graph", "load_prognn_perturbed", "load_sbm", "parse_spec", "register_dataset", "resolve_data_root",
     "split_hash",
 ]

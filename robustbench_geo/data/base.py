@@ -125,11 +125,21 @@ class GraphDataset:
         return a
 
     @classmethod
-    def from_pyg(cls, data, name: str = "graph", split: str = "masks") -> "GraphDataset":
+    def from_pyg(cls, data, name: str | None = None, split: str | None = None) -> "GraphDataset":
         """A graph from a PyG ``Data`` with ``x``, ``edge_index``, ``y`` and ``train/val/test_mask``.
 
-        The structure is made canonical (both directions of every edge, no self-loops, sorted,
-        without duplicates), as every attack expects.
+        Split semantics: the masks say which nodes are in which part (``(N,)`` bool each; the parts
+        may overlap or leave nodes out, and are taken as given). Masks carry no order, so the
+        indices come out in ascending node order, unless ``data`` also carries ``idx_train`` /
+        ``idx_val`` / ``idx_test`` holding exactly the masks' nodes (as :meth:`to_pyg` writes them):
+        then their order is kept, and with it the split's hash and the 40-target draw. Node ids,
+        features and labels are kept as they are. The structure is made canonical (both directions of
+        every edge, no self-loops, sorted, without duplicates), as every attack expects; edge
+        attributes and weights are not read (the graph is binary).
+
+        Args:
+            name, split: the graph's name and split name; ``None`` takes ``data.name`` / ``data.split``
+                when present (as :meth:`to_pyg` writes them), else ``"graph"`` / ``"masks"``.
         """
         missing = [k for k in ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask")
                    if getattr(data, k, None) is None]
@@ -148,12 +158,28 @@ class GraphDataset:
             if mask.dtype != torch.bool or mask.shape != (n,):
                 raise ValueError(f"data.{part}_mask: expected a ({n},) bool mask, got {mask.dtype} {tuple(mask.shape)}")
             idx[part] = mask.nonzero().squeeze(1)
+            order = getattr(data, f"idx_{part}", None)
+            if isinstance(order, torch.Tensor) and order.dim() == 1 and order.numel() == idx[part].numel() \
+                    and torch.equal(torch.sort(order.detach().cpu().long()).values, idx[part]):
+                idx[part] = order.detach().cpu().long()
         ei = ei[:, ei[0] != ei[1]]
         ids = torch.unique(torch.cat([ei[0] * n + ei[1], ei[1] * n + ei[0]]))
         edge_index = torch.stack([ids // n, ids % n])
-        return cls(name, split, x, edge_index, y, idx["train"], idx["val"], idx["test"], {"source": "torch_geometric.data.Data"})
+        meta = dict(getattr(data, "meta", None) or {}) if isinstance(getattr(data, "meta", None), dict) else {}
+        meta.setdefault("source", "torch_geometric.data.Data")
+        name = name if name is not None else str(getattr(data, "name", None) or "graph")
+        split = split if split is not None else str(getattr(data, "split", None) or "masks")
+        return cls(name, split, x, edge_index, y, idx["train"], idx["val"], idx["test"], meta)
 
     def to_pyg(self):
+        """This graph as a PyG ``torch_geometric.data.Data``.
+
+        ``x``, ``edge_index`` (both directions of every edge, sorted) and ``y`` as they are;
+        ``train_mask`` / ``val_mask`` / ``test_mask`` ``(N,)`` bool marking the split's nodes; and,
+        so that :meth:`from_pyg` gives this graph back exactly, ``idx_train`` / ``idx_val`` /
+        ``idx_test`` (the split in its order), ``name``, ``split`` and ``meta``. Tensors stay on
+        their device.
+        """
         from torch_geometric.data import Data
 
         n = self.num_nodes
@@ -164,7 +190,8 @@ class GraphDataset:
             return m
 
         return Data(x=self.x, edge_index=self.edge_index, y=self.y, train_mask=mask(self.idx_train),
-                    val_mask=mask(self.idx_val), test_mask=mask(self.idx_test))
+                    val_mask=mask(self.idx_val), test_mask=mask(self.idx_test), idx_train=self.idx_train,
+                    idx_val=self.idx_val, idx_test=self.idx_test, name=self.name, split=self.split, meta=dict(self.meta))
 
     def __repr__(self) -> str:
         return (f"GraphDataset({self.name!r}, split={self.split!r}, nodes={self.num_nodes}, edges={self.num_edges}, "
