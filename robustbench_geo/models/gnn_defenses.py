@@ -18,7 +18,7 @@ import torch
 
 from robustbench_geo.models.gnn import GCN
 from robustbench_geo.models.registry import register_model
-from robustbench_geo.models.tensor_cache import TensorCache
+from robustbench_geo.models.tensor_cache import ContentCache, TensorCache
 
 
 def jaccard_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,8 @@ class GCNSVD(GCN):
     The low-rank matrix is dense (``N x N``), so this defense is for graphs of a few thousand nodes.
     A symmetric adjacency's truncated SVD is its projection onto the eigenvectors of the ``rank``
     eigenvalues of largest magnitude (:func:`top_eigenvectors`: sparse Lanczos on large graphs).
-    Without ``edge_weight`` it is cached per structure (training and evaluation reuse it); with
+    Without ``edge_weight`` it is cached per structure (:class:`ContentCache`: keyed by the
+    ``edge_index`` itself, so training and evaluation reuse it and two graphs never share it); with
     ``edge_weight`` it is recomputed; gradients flow through :func:`project_symmetric` with the
     subspace held fixed (exact SVD gradients are unstable on repeated singular values).
 
@@ -152,7 +153,7 @@ class GCNSVD(GCN):
             raise ValueError(f"rank: expected a positive rank, got {rank}")
         self.rank = rank
         self.dense_below = 500
-        self._cache: tuple | None = None
+        self._structure_cache = ContentCache()  # the unweighted graph's low-rank matrix
 
     def eigenvectors(self, edge_index: torch.Tensor, edge_weight: torch.Tensor | None, n: int) -> torch.Tensor:
         """``(N, rank)`` float64 top eigenvectors of the (weighted) adjacency."""
@@ -188,11 +189,7 @@ class GCNSVD(GCN):
     def forward(self, x, edge_index, edge_weight=None):
         n = x.shape[0]
         if edge_weight is None:
-            key = (n, edge_index.shape[1], edge_index.device, int(edge_index.sum()), int((edge_index[0] * 7919 + edge_index[1]).sum()))
-            if self._cache is None or self._cache[0] != key:
-                with torch.no_grad():
-                    self._cache = (key, self.low_rank_adjacency(edge_index, None, n, x.dtype))
-            a = self._cache[1]
+            a = self._structure_cache.get((edge_index,), lambda ei: self.low_rank_adjacency(ei, None, n, x.dtype), n, x.dtype)
         else:
             a = self.low_rank_adjacency(edge_index, edge_weight, n, x.dtype)
         return super().dense_forward(x, self._off_diagonal(a))

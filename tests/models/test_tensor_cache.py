@@ -74,3 +74,55 @@ def test_cached_models_copy_and_pickle():
     graph_logits(model, graph)  # fills the cache with a weak reference
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         torch.testing.assert_close(graph_logits(clone, graph), graph_logits(model, graph))
+
+
+def _with_pairs(graph: GraphDataset, present, absent) -> torch.Tensor:
+    """The graph's ``edge_index`` with the pairs ``present`` inserted and ``absent`` deleted."""
+    from robustbench_geo.attacks.graph.base import pair_ids, symmetric_edge_index, upper_pairs
+
+    n = graph.num_nodes
+    ids = set(pair_ids(upper_pairs(graph.edge_index), n).tolist())
+    ids = (ids | {i * n + j for i, j in present}) - {i * n + j for i, j in absent}
+    pairs = torch.tensor(sorted(ids))
+    return symmetric_edge_index(torch.stack([pairs // n, pairs % n]), n)
+
+
+# pairs of edge sets that the former keys (sums of indices) could not tell apart
+COLLIDING = {
+    "gcn_svd": ([(1, 14)], [(2, 13)]),  # equal sums of i + j (the issue's 40-node example)
+    "soft_median_gdc": ([(1, 6), (2, 3)], [(0, 4), (2, 6)]),  # equal sums of i + j and of i * j
+}
+
+
+@pytest.mark.parametrize("name", sorted(COLLIDING))
+def test_structure_cache_never_serves_another_graph(name):
+    graph = sbm_graph(n=40, seed=2)
+    first, second = COLLIDING[name]
+    a, b = _with_pairs(graph, first, second), _with_pairs(graph, second, first)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    torch.manual_seed(0)
+    model, _ = build_model(name, graph)
+    fresh = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        model.eval()(graph.x, a)  # fills the cache with the first graph
+        torch.testing.assert_close(model(graph.x, b), fresh(graph.x, b), rtol=0, atol=0)
+        torch.testing.assert_close(model(graph.x, a), fresh(graph.x, a), rtol=0, atol=0)
+
+
+def test_content_cache_hits_only_for_equal_contents():
+    from robustbench_geo.models.tensor_cache import ContentCache
+
+    calls = []
+
+    def compute(t):
+        calls.append(1)
+        return t.sum()
+
+    cache = ContentCache()
+    ei = torch.tensor([[0, 1], [1, 0]])
+    assert cache.get((ei,), compute) == 2 and cache.get((ei.clone(),), compute) == 2 and len(calls) == 1
+    ei[0, 0] = 1  # an in-place change is seen (the cache holds its own copy)
+    assert cache.get((ei,), compute) == 3 and len(calls) == 2
+    assert cache.get((ei,), compute, "extra") == 3 and len(calls) == 3
+    assert cache.get((ei.int(),), compute) == 3 and len(calls) == 4  # another dtype
+    assert copy.deepcopy(cache)._entry is None and pickle.loads(pickle.dumps(cache))._entry is None

@@ -14,7 +14,8 @@ The median's position is chosen without gradient; everything else (the diffusion
 values, the distances) is differentiable, so gradient attacks reach the model through the
 diffusion. The diffusion needs an ``N x N`` inverse (Cholesky, 0.4 s for the Cora LCC on one core):
 ``forward`` builds the dense adjacency from ``edge_index`` and runs the dense path, caching the
-diffusion of an unweighted graph (training and clean evaluation reuse it).
+diffusion of an unweighted graph by its ``edge_index`` (a :class:`ContentCache`: training and clean
+evaluation reuse it, two graphs never share it).
 
 Hyper-parameters: 64 hidden units, dropout 0.5, ``alpha`` (teleport) 0.15, top-64 neighbours,
 temperature 0.5, Adam lr 0.01, weight decay 1e-3: Mujkanovic et al. 2022's
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from robustbench_geo.models.gnn import dense_gcn_norm
 from robustbench_geo.models.gnn_robust.common import edge_weights, to_dense
 from robustbench_geo.models.registry import register_model
+from robustbench_geo.models.tensor_cache import ContentCache
 
 
 class _SPDInverse(torch.autograd.Function):
@@ -116,7 +118,7 @@ class SoftMedianGDC(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
         self.dropout, self.teleport, self.neighbors, self.temperature = dropout, teleport, neighbors, temperature
-        self._cache: tuple | None = None
+        self._diffusion = ContentCache()  # the unweighted graph's diffusion, keyed by its edge_index
 
     def _run(self, x, idx, val):
         h = soft_median(idx, val, x @ self.lin1.weight.T, self.temperature) + self.lin1.bias
@@ -127,14 +129,10 @@ class SoftMedianGDC(nn.Module):
         n = x.shape[0]
         if edge_weight is not None:
             return self.dense_forward(x, to_dense(edge_index, edge_weights(edge_index, edge_weight, x), n))
-        key = (n, edge_index.shape[1], edge_index.device, x.dtype, int(edge_index.sum()),
-               int((edge_index[0] * 7919 + edge_index[1]).sum()), int((edge_index[0] * edge_index[1]).sum()))
-        if self._cache is None or self._cache[0] != key:
-            # computed outside inference mode, so that an entry filled by an evaluation serves training too
-            with torch.inference_mode(False), torch.no_grad():
-                adj = to_dense(edge_index.clone(), edge_weights(edge_index, None, x).clone(), n)
-                self._cache = (key, ppr_diffusion(adj, self.teleport, self.neighbors))
-        return self._run(x, *self._cache[1])
+        idx, val = self._diffusion.get(
+            (edge_index,), lambda ei: ppr_diffusion(to_dense(ei, edge_weights(ei, None, x), n), self.teleport, self.neighbors),
+            n, x.dtype)
+        return self._run(x, idx, val)
 
     def dense_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         """Same function on a dense ``(N, N)`` adjacency without self-loops (differentiable in ``adj``)."""
