@@ -10,7 +10,8 @@ Conventions (stated once, here):
   (``budget_edge_fraction``: ``floor(fraction * E)`` flips); targeted budgets are a count of flips
   per target (``budget_flips_per_target``; ``None`` = the target's degree + 2, as in Nettack);
 * every result is checked by :func:`check_perturbation` before it is returned: symmetric, binary,
-  no self-loops, no node that had edges left without any, flips within the budget. A violation
+  no self-loops, no node that had edges left without any (:func:`left_isolated`, insertions
+  counted: the one isolation rule of :func:`finalize`, PGD and the check), flips within the budget. A violation
   raises :class:`InvalidPerturbationError` (an attack bug, never silently repaired).
 """
 
@@ -119,6 +120,22 @@ def pair_ids(pairs: torch.Tensor, num_nodes: int) -> torch.Tensor:
     return pairs[0] * num_nodes + pairs[1]
 
 
+def flipped_degrees(degree: torch.Tensor, pairs: torch.Tensor, is_deletion: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` degrees after flipping ``pairs`` ``(2, K)`` (+1 at both ends of an insertion, -1 of a deletion)."""
+    step = 1 - 2 * is_deletion.long()
+    ends = torch.cat([pairs[0], pairs[1]])
+    return degree + torch.zeros_like(degree).index_add_(0, ends, torch.cat([step, step]))
+
+
+def left_isolated(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: nodes with edges before and none after; the isolation rule every attack obeys.
+
+    Degrees count the whole perturbed graph, insertions included: a degree-1 node may lose its edge
+    when the same perturbation gives it a new one.
+    """
+    return (before > 0) & (after == 0)
+
+
 def ids_to_pairs(ids: torch.Tensor, num_nodes: int) -> torch.Tensor:
     return torch.stack([ids // num_nodes, ids % num_nodes])
 
@@ -145,8 +162,10 @@ def finalize(graph: GraphDataset, flips: torch.Tensor, budget: int, *, x: torch.
     """Turn chosen flips (in priority order) into a checked :class:`GraphPerturbation`.
 
     Pairs are normalised to ``i < j`` and de-duplicated (first occurrence kept). With
-    ``drop_singletons`` a deletion that would leave a node without edges is skipped (in priority
-    order), so the result never isolates a node; the work record counts the skipped ones.
+    ``drop_singletons`` a deletion that would leave a node without edges in the perturbed graph
+    (insertions counted, :func:`left_isolated`) is skipped, deletions in priority order, so the result
+    never isolates a node; the work record counts the skipped ones. A flip set that isolates no node
+    is returned whole.
     """
     n = graph.num_nodes
     flips = flips.to(torch.long).reshape(2, -1).cpu()
@@ -160,7 +179,8 @@ def finalize(graph: GraphDataset, flips: torch.Tensor, budget: int, *, x: torch.
     is_del = torch.isin(pair_ids(flips, n), clean_ids)
     skipped = 0
     if drop_singletons and is_del.any():
-        deg = degrees(graph.edge_index.cpu(), n).clone()
+        # the rule of left_isolated: insertions count first (they never isolate), then deletions in priority order
+        deg = flipped_degrees(degrees(graph.edge_index.cpu(), n), flips[:, ~is_del], is_del[~is_del])
         keep = torch.ones(flips.shape[1], dtype=torch.bool)
         for k in torch.nonzero(is_del).view(-1).tolist():
             i, j = flips[0, k].item(), flips[1, k].item()
@@ -170,9 +190,6 @@ def finalize(graph: GraphDataset, flips: torch.Tensor, budget: int, *, x: torch.
             else:
                 deg[i] -= 1
                 deg[j] -= 1
-        for k in torch.nonzero(~is_del).view(-1).tolist():
-            deg[flips[0, k]] += 1
-            deg[flips[1, k]] += 1
         flips, is_del = flips[:, keep], is_del[keep]
     ff = torch.zeros(2, 0, dtype=torch.long) if feature_flips is None else feature_flips.to(torch.long).cpu()
     ei = apply_flips(graph.edge_index.cpu(), flips, n)
@@ -225,9 +242,9 @@ def check_perturbation(graph: GraphDataset, result: GraphPerturbation) -> None:
     expected = torch.sort(torch.cat([clean[~torch.isin(clean, dels)], ins])).values
     if not torch.equal(expected, torch.sort(pair_ids(upper_pairs(ei), n)).values):
         fail("edge_index differs from the clean graph with the reported flips applied")
-    before, after = degrees(graph.edge_index.cpu(), n), degrees(ei, n)
-    if ((before > 0) & (after == 0)).any():
-        fail(f"{int(((before > 0) & (after == 0)).sum())} node(s) left without edges")
+    isolated = left_isolated(degrees(graph.edge_index.cpu(), n), degrees(ei, n))
+    if isolated.any():
+        fail(f"{int(isolated.sum())} node(s) left without edges")
     if result.budget_used > result.budget:
         fail(f"{result.budget_used} flips exceed the budget of {result.budget}")
     if result.x is not None and result.x.shape != graph.x.shape:

@@ -44,8 +44,8 @@ from robustbench_geo.attacks.graph.adaptive import LR_SCHEDULES, build_surrogate
 from robustbench_geo.attacks.graph.adaptive import init_flips as adaptive_init
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.attacks.graph.base import (
-    GraphAttack, GraphPerturbation, apply_flips, check_dense_memory, degrees, edge_budget, finalize, ids_to_pairs,
-    pair_ids, upper_pairs,
+    GraphAttack, GraphPerturbation, apply_flips, check_dense_memory, degrees, edge_budget, finalize, flipped_degrees,
+    ids_to_pairs, left_isolated, pair_ids, upper_pairs,
 )
 from robustbench_geo.attacks.graph.dense import dense_matrices, get_loss, symmetrize
 from robustbench_geo.data.base import GraphDataset
@@ -394,13 +394,12 @@ class _Flips:
         return apply_flips(self.clean_edge_index, ids_to_pairs(ids, self.n), self.n)
 
     def degrees(self, ids: torch.Tensor) -> torch.Tensor:
-        step = 1 - 2 * self.is_deletion(ids).long()
-        both = torch.cat([ids // self.n, ids % self.n])
-        return self.degree + torch.zeros_like(self.degree).index_add_(0, both, torch.cat([step, step]))
+        return flipped_degrees(self.degree, ids_to_pairs(ids, self.n), self.is_deletion(ids))
 
     def isolated(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` bool: nodes with edges in the clean graph and none after flipping ``ids``."""
-        return (self.degree > 0) & (self.degrees(ids) == 0)
+        """``(N,)`` bool: nodes with edges in the clean graph and none after flipping ``ids`` (:func:`left_isolated`,
+        the rule :func:`finalize` applies, so a flip set PGD accepts is returned whole)."""
+        return left_isolated(self.degree, self.degrees(ids))
 
     def isolating_deletions(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids of the clean edges still present whose deletion would leave an endpoint without edges."""

@@ -37,6 +37,19 @@ def sbm_graph(n: int = 60, classes: int = 3, features: int = 24, p_in: float = 0
     return GraphDataset("sbm", "test", x, ei, y, tr, va, te, {})
 
 
+def pendant_graph(n: int = 40, pendants: int = 10, seed: int = 0) -> GraphDataset:
+    """:func:`sbm_graph` plus ``pendants`` degree-1 nodes, each attached to one node and copying its class,
+    features and split (the minimum degree of :func:`sbm_graph` is 2, which hides isolation rules)."""
+    base = sbm_graph(n=n, seed=seed)
+    anchors = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:pendants]
+    new = torch.arange(n, n + pendants)
+    ei = torch.cat([base.edge_index, torch.stack([anchors, new]), torch.stack([new, anchors])], 1)
+    ei = ei[:, torch.argsort(ei[0] * (n + pendants) + ei[1])].contiguous()
+    x, y = torch.cat([base.x, base.x[anchors]]), torch.cat([base.y, base.y[anchors]])
+    test = torch.cat([base.idx_test, new])
+    return GraphDataset("sbm+pendants", "test", x, ei, y, base.idx_train, base.idx_val, test, {})
+
+
 @pytest.fixture(scope="package")
 def small_graph() -> GraphDataset:
     return sbm_graph()

@@ -9,7 +9,9 @@ from robustbench_geo.attacks import create_attack, get_attack, list_attacks
 from robustbench_geo.attacks.graph.base import (
     GraphPerturbation, InvalidPerturbationError, check_perturbation, edge_budget, finalize, target_budget,
 )
-from tests.attacks.graph.conftest import sbm_graph
+from robustbench_geo.attacks.graph.pgd import _Flips
+from robustbench_geo.models.predict import graph_logits
+from tests.attacks.graph.conftest import pendant_graph, sbm_graph, train_small
 
 
 def reference_check(graph, res: GraphPerturbation, budget: int) -> None:
@@ -92,6 +94,57 @@ def test_deleting_all_edges_of_a_node_is_skipped(small_graph):
     nbrs = g.edge_index[1, g.edge_index[0] == node]
     res = finalize(g, torch.stack([torch.full_like(nbrs, node), nbrs]), len(nbrs))
     assert res.deletions.shape[1] == len(nbrs) - 1 and res.work["singleton_deletions_skipped"] == 1
+
+
+def test_finalize_counts_insertions_at_degree_one_nodes():
+    g = pendant_graph()
+    n = g.num_nodes
+    p = n - 1  # a pendant node: its only edge is (anchor, p)
+    anchor = int(g.edge_index[1, g.edge_index[0] == p])
+    other = next(v for v in range(n) if v not in (p, anchor))
+    delete, insert = [min(anchor, p), max(anchor, p)], [min(other, p), max(other, p)]
+    for order in ([delete, insert], [insert, delete]):  # the insertion counts whatever its priority
+        res = finalize(g, torch.tensor(order).T, 2)
+        assert res.flips == 2 and "singleton_deletions_skipped" not in res.work
+        reference_check(g, res, 2)
+    alone = finalize(g, torch.tensor([delete]).T, 1)
+    assert alone.flips == 0 and alone.work["singleton_deletions_skipped"] == 1
+
+
+def test_pgd_and_finalize_apply_one_isolation_rule():
+    """A flip set PGD calls valid (``_Flips.isolated``) is returned whole by finalize; any other loses deletions."""
+    g = pendant_graph()
+    n, flips = g.num_nodes, _Flips(g)
+    clean = flips.clean
+    gen = torch.Generator().manual_seed(0)
+    seen = {True: 0, False: 0}
+    for trial in range(200):
+        pend = 40 + torch.randperm(n - 40, generator=gen)[:2]  # two pendant nodes lose their only edge ...
+        anchors = torch.stack([g.edge_index[1, g.edge_index[0] == int(v)][0] for v in pend])
+        dels = torch.cat([torch.minimum(pend, anchors) * n + torch.maximum(pend, anchors),
+                          clean[torch.randperm(len(clean), generator=gen)[:2]]])
+        gets = pend[torch.rand(2, generator=gen) < 0.7]  # ... and some of them gain a new one
+        other = torch.randint(0, 40, gets.shape, generator=gen)
+        ins = torch.minimum(gets, other) * n + torch.maximum(gets, other)
+        ins = ins[~torch.isin(ins, clean)]
+        ids = torch.unique(torch.cat([dels, ins]))
+        res = finalize(g, torch.stack([ids // n, ids % n]), ids.numel())
+        valid = not bool(flips.isolated(ids).any())
+        seen[valid] += 1
+        assert (res.flips == ids.numel()) == valid, trial
+    assert min(seen.values()) > 20  # both kinds of flip sets were drawn
+
+
+def test_pgd_returns_the_graph_it_judged_on_degree_one_nodes():
+    g = pendant_graph(seed=1)
+    model, _ = train_small("gcn", g, epochs=60)
+    for seed in range(3):
+        res = create_attack("pgd", model, budget_edge_fraction=0.2, steps=5, samples=3, refine_steps=8,
+                            labels="true")(g, seed=seed)
+        reference_check(g, res, edge_budget(g, 0.2))
+        assert "singleton_deletions_skipped" not in res.work
+        pred = graph_logits(model, g, res.edge_index).argmax(1)[g.idx_test]
+        assert res.work["misclassified_true"] == int((pred != g.y[g.idx_test]).sum())
 
 
 def test_bad_budgets_are_clear_errors(small_graph):
