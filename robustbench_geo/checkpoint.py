@@ -1,8 +1,11 @@
 """Checkpoints: ``<name>.safetensors`` (weights) + ``<name>.json`` (metadata). Loading never unpickles.
 
 The JSON records the model name and kwargs, the dataset and its transform, seed, epochs, clean
-accuracy, package and torch versions, the deformable backend, and the SHA-256 of the weights file.
-Loading checks that hash (a truncated or edited file is a clear error) and rebuilds the model
+accuracy, package and torch versions, the deformable backend, and the SHA-256 of the weights file;
+the weights file's header records the SHA-256 of the JSON's content in turn (``meta_sha256``), so
+neither file can be edited alone. Loading checks both hashes (a truncated or edited file is a clear
+error: a ``cnn`` checkpoint whose JSON is edited to say ``atrous_cnn``, which has the same parameter
+shapes, is refused instead of evaluated as the wrong model) and rebuilds the model
 from the recorded name and kwargs, loading the weights strictly. When the recorded name is a
 plug-in (``module:factory`` or ``file.py:factory``), rebuilding would import and run that code, so
 loading refuses unless the caller passes exactly that plug-in as ``plugin`` (the user named it on
@@ -20,13 +23,18 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from robustbench_geo._version import __version__, versions  # noqa: F401  (versions: re-exported)
 from robustbench_geo.models.registry import create_model, is_plugin_spec, same_plugin
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: keys of the JSON that its content hash leaves out (the hashes themselves, and the weights file's name,
+#: so that renaming a checkpoint's two files keeps it valid)
+_UNHASHED = ("meta_sha256", "weights_sha256", "weights_file")
+#: the safetensors header key holding the JSON's content hash (format 2 on)
+_HEADER_KEY = "rbgeo_meta_sha256"
 
 
 class CheckpointError(ValueError):
@@ -83,6 +91,22 @@ def _check_regular(path: Path) -> None:
                               f"{f' (it points to {os.path.realpath(path)})' if path.is_symlink() else ''}; refusing to read it")
 
 
+def meta_sha256(meta: dict) -> str:
+    """SHA-256 of a checkpoint's JSON content (canonical JSON, keys sorted), without the keys in ``_UNHASHED``."""
+    content = {k: v for k, v in _jsonable(meta).items() if k not in _UNHASHED}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _header_meta_sha256(weights: Path) -> str | None:
+    """The JSON content hash recorded in a weights file's header (``None`` when it records none)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return (f.metadata() or {}).get(_HEADER_KEY)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint weights {weights} cannot be read: {e}") from None
+
+
 def weights_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a checkpoint's weights file as it is on disk now (not the value its metadata records)."""
     weights, meta_path = _paths(path)
@@ -109,11 +133,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Pa
     tmp_w = weights.with_name(weights.name + ".tmp")
     tmp_m = meta_path.with_name(meta_path.name + ".tmp")
     try:
-        save_file(state, str(tmp_w))
-        full = {"format_version": FORMAT_VERSION, **meta, "versions": meta.get("versions", versions()),
-                "weights_file": weights.name, "weights_sha256": sha256_file(tmp_w),
-                "num_parameters": int(sum(p.numel() for p in model.parameters()))}
-        tmp_m.write_text(json.dumps(_jsonable(full), indent=2, sort_keys=True))
+        full = _jsonable({**meta, "format_version": FORMAT_VERSION, "versions": meta.get("versions", versions()),
+                          "num_parameters": int(sum(p.numel() for p in model.parameters()))})
+        digest = meta_sha256(full)
+        save_file(state, str(tmp_w), metadata={_HEADER_KEY: digest})  # the weights vouch for the JSON ...
+        full.update({"weights_file": weights.name, "weights_sha256": sha256_file(tmp_w),  # ... and the JSON for them
+                     "meta_sha256": digest})
+        tmp_m.write_text(json.dumps(full, indent=2, sort_keys=True))
         os.replace(tmp_w, weights)
         os.replace(tmp_m, meta_path)
     finally:
@@ -147,9 +173,45 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint metadata {meta_path}: task {meta.get('task')!r} does not match its model "
                               f"kwargs {sorted(kw)} (image models take image_size, graph models in_features); "
                               f"the file was edited")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"checkpoint metadata {meta_path}: expected an integer format_version, got {version!r}; "
+                              f"the file was edited")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {meta_path} has format {meta['format_version']}, newer than this package reads ({FORMAT_VERSION})")
+    if version >= 2:
+        _check_meta_hash(meta, meta_path, weights)
     return meta
+
+
+def _check_weights(meta: dict, meta_path: Path, weights: Path) -> None:
+    """The weights file exists, is a regular file and hashes to the JSON's ``weights_sha256``."""
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint weights {weights} not found (next to {meta_path.name})")
+    _check_regular(weights)
+    digest = sha256_file(weights)
+    if digest != meta["weights_sha256"]:
+        raise CheckpointError(f"checkpoint weights {weights} do not match their metadata (sha256 {digest[:12]}... != "
+                              f"{meta['weights_sha256'][:12]}...): the file was truncated, edited or replaced")
+
+
+def _check_meta_hash(meta: dict, meta_path: Path, weights: Path) -> None:
+    """Format 2: the JSON's content must hash to the value recorded in the weights file's header.
+
+    Checkpoints written before format 2 record no such hash; they are loaded as before (their
+    weights hash and strict parameter shapes are still checked).
+    """
+    _check_weights(meta, meta_path, weights)
+    recorded = _header_meta_sha256(weights)
+    digest = meta_sha256(meta)
+    if recorded is None:
+        raise CheckpointError(f"checkpoint weights {weights} record no hash of their metadata, which format "
+                              f"{meta['format_version']} requires: the file was replaced")
+    if digest != recorded or meta.get("meta_sha256", recorded) != recorded:
+        raise CheckpointError(f"checkpoint metadata {meta_path} was edited after it was saved (content sha256 "
+                              f"{digest[:12]}... != {recorded[:12]}... recorded in {weights.name}): its model, "
+                              f"data or settings may not be what the weights were trained as. Restore the original "
+                              f"file, or retrain")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *, plugin: str | None = None,
@@ -170,13 +232,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     weights, meta_path = _paths(path)
     meta = read_metadata(meta_path)
     check_plugin_allowed(meta, plugin, f"checkpoint {meta_path}")
-    if not weights.exists():
-        raise CheckpointError(f"checkpoint weights {weights} not found (next to {meta_path.name})")
-    _check_regular(weights)
-    digest = sha256_file(weights)
-    if digest != meta["weights_sha256"]:
-        raise CheckpointError(f"checkpoint weights {weights} do not match their metadata (sha256 {digest[:12]}... != "
-                              f"{meta['weights_sha256'][:12]}...): the file was truncated, edited or replaced")
+    if meta.get("format_version", 0) < 2:  # format 2 on: read_metadata checked the weights with the JSON
+        _check_weights(meta, meta_path, weights)
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as e:

@@ -102,16 +102,23 @@ class ResultStore:
     Args:
         folder: output folder (created if missing).
         sweep: sweep name; opening a store created by another sweep raises :class:`StoreError`.
-            ``None`` opens any store read-only-style (for ``rbgeo results``/``rbgeo report``).
+            ``None`` opens any store (for ``rbgeo results``/``rbgeo report``).
+        create: create the folder and the store when missing (the sweep driver); ``False`` requires
+            an existing store.
+        readonly: open for reading only (default: ``not create``): nothing on disk is created or
+            changed, whatever the file turns out to be (``rbgeo results``, ``rbgeo report``, ``--dry-run``).
     """
 
-    def __init__(self, folder: str | os.PathLike, sweep: str | None = None, *, create: bool = True):
+    def __init__(self, folder: str | os.PathLike, sweep: str | None = None, *, create: bool = True,
+                 readonly: bool | None = None):
         self.folder = Path(folder)
         self.path = self.folder / STORE_NAME
-        if not create and not self.path.exists():
-            raise StoreError(f"no results store in {self.folder} (expected {self.path}); run rbgeo sweep first")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.readonly = not create if readonly is None else readonly
+        if self.readonly:
+            self.conn = self._open_readonly()
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute("PRAGMA busy_timeout = 60000")
@@ -119,18 +126,13 @@ class ResultStore:
             if tables and ("meta" not in tables or tables - _TABLES):
                 raise StoreError(f"{self.path} is an SQLite file of something else (tables: {', '.join(sorted(tables))}), "
                                  f"not a results store of rbgeo sweep; it is left untouched: choose another output folder")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            with self.transaction() as c:
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    c.execute(stmt)
-                meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
-                if not meta:
-                    if sweep is None:
-                        raise StoreError(f"{self.path} is empty: not a results store of rbgeo sweep")
-                    c.executemany("INSERT INTO meta VALUES (?, ?)", [
-                        ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep), ("created", repr(time.time()))])
-                    meta = {"schema_version": str(SCHEMA_VERSION), "sweep": sweep}
+            if self.readonly:
+                if not tables:
+                    raise StoreError(f"{self.path} is an empty SQLite file: not a results store of rbgeo sweep; "
+                                     f"it is left untouched")
+                meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+            else:
+                meta = self._create_schema(sweep)
         except StoreError:
             self.conn.close()
             raise
@@ -146,6 +148,41 @@ class ResultStore:
             raise StoreError(f"output folder {self.folder} holds the store of sweep {meta.get('sweep')!r}, not {sweep!r}; "
                              f"choose another output folder (sweep.output or --output) or rename the sweep")
         self.sweep = meta.get("sweep")
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open for reading only: a refused file is never created, converted or given ``-wal``/``-shm`` companions.
+
+        SQLite opens a WAL database read-only by creating its ``-wal`` and ``-shm`` files; when no
+        writer is active (no ``-wal`` file: the last writer closed cleanly), the file is opened as
+        immutable instead, which creates nothing.
+        """
+        if not self.path.exists():
+            raise StoreError(f"no results store in {self.folder} (expected {self.path}); run rbgeo sweep first")
+        if not self.path.is_file():
+            raise StoreError(f"{self.path} is not a file: not a results store of rbgeo sweep")
+        if self.path.stat().st_size == 0:
+            raise StoreError(f"{self.path} is empty (0 bytes): not a results store of rbgeo sweep; it is left untouched")
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = f"{self.path.resolve().as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} cannot be read as an SQLite results store ({e})") from None
+
+    def _create_schema(self, sweep: str | None) -> dict:
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        with self.transaction() as c:
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                c.execute(stmt)
+            meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                if sweep is None:
+                    raise StoreError(f"{self.path} is empty: not a results store of rbgeo sweep")
+                c.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep), ("created", repr(time.time()))])
+                meta = {"schema_version": str(SCHEMA_VERSION), "sweep": sweep}
+        return meta
 
     def close(self) -> None:
         self.conn.close()

@@ -162,8 +162,9 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
     from robustbench_geo.sweep.store import STORE_NAME, ResultStore
 
     done, history = {}, {}
-    if (Path(cfg.output) / STORE_NAME).exists():
-        with ResultStore(cfg.output, cfg.name) as store:
+    store_file = Path(cfg.output) / STORE_NAME
+    if store_file.is_file() and store_file.stat().st_size:  # a 0-byte file: a new store to the sweep, no history
+        with ResultStore(cfg.output, cfg.name, create=False) as store:  # read only: a dry run writes nothing
             for r in store.cells():
                 done[r["hash"]] = r["status"]
                 if r["status"] == "done" and r["attack_seconds"] is not None:

@@ -63,6 +63,8 @@ def ck(tmp_path_factory, mnist_root, cora_root):
     save_checkpoint(d / "nan", nan_net, madry.meta)
     shutil.copy(d / "madry.safetensors", d / "task.safetensors")
     (d / "task.json").write_text(json.dumps({**json.loads((d / "madry.json").read_text()), "task": "graph"}))
+    shutil.copy(d / "madry.safetensors", d / "edited.safetensors")  # same weights, JSON says another model
+    (d / "edited.json").write_text(json.dumps({**json.loads((d / "madry.json").read_text()), "model": "atrous_cnn"}))
     (d / "zero.safetensors").symlink_to("/dev/zero")
     shutil.copy(d / "madry.json", d / "zero.json")
     (d / "plug.py").write_text(PLUGIN)
@@ -120,6 +122,11 @@ def _store(w: Path) -> None:
     from robustbench_geo.sweep.store import ResultStore
 
     ResultStore(w / "out", "tiny").close()
+
+
+def _empty_store(w: Path) -> None:
+    (w / "out").mkdir()
+    (w / "out" / "results.sqlite").touch()
 
 
 def _corrupt_mnist(w: Path) -> None:
@@ -188,6 +195,7 @@ CASES = [
     Case("plugin-file-missing", "train {w}/nothere.py:f mnist --out {w}/new", 2, ("nothere.py", "not found")),
     # checkpoints and data on disk (items 4, 10)
     Case("checkpoint-task-edited", "eval {ck}/task mnist", 1, ("task", "edited")),
+    Case("checkpoint-model-edited", "eval {ck}/edited mnist --subset 10", 1, ("edited.json", "edited after it was saved")),
     Case("checkpoint-dev-zero", "eval {ck}/zero mnist", 1, ("not a regular file", "/dev/zero")),
     Case("checkpoint-missing", "eval {w}/nope mnist", 1, ("not found",)),
     Case("mnist-corrupted", "eval {ck}/madry mnist --data-root {w}/root", 1, ("checksum", "t10k-labels"), _corrupt_mnist),
@@ -205,6 +213,8 @@ CASES = [
     Case("results-foreign-sqlite", "results list {w}/out", 2, ("something else", "photos"), _foreign_sqlite),
     Case("sweep-foreign-sqlite", "sweep {w}/s.toml --quiet", 2, ("something else",),
          lambda w: (_toml(tiny_toml("OUT"))(w), _foreign_sqlite(w))),
+    Case("results-empty-store", "results list {w}/out", 2, ("results.sqlite", "empty", "untouched"), _empty_store),
+    Case("report-empty-store", "report {w}/out", 2, ("results.sqlite", "empty", "untouched"), _empty_store),
     Case("results-missing-store", "results list {w}/nowhere", 2, ("no results store",)),
     Case("cache-is-file", "eval {ck}/madry mnist --subset 10", 1, ("RBGEO_CACHE", "is a file"), _a_file("cache"),
          {"RBGEO_CACHE": "{w}/cache"}),
@@ -307,3 +317,25 @@ def test_summary_markdown_escapes_labels():
     assert "a\\|b\\<script\\>" in md and "d\\`x\\`" in md and "\\*y\\*" in md and "s t" in md
     assert "<script>" not in md and "# Sweep n\\`ame" in md
     assert len(md.strip().splitlines()) == 7  # title, blank, note, blank, header, rule and the one row
+
+
+def test_read_commands_leave_a_store_as_it_was(tmp_path):
+    """``results``, ``report`` and ``--dry-run`` open the store read-only: a 0-byte file stays 0 bytes, a real store
+    gets no ``-wal``/``-shm`` companions and keeps its bytes."""
+    from robustbench_geo.sweep.store import ResultStore
+
+    (tmp_path / "s.toml").write_text(tiny_toml(tmp_path / "out"))
+    _empty_store(tmp_path)
+    for args in (["results", "list", str(tmp_path / "out")], ["sweep", str(tmp_path / "s.toml"), "--dry-run"]):
+        CliRunner().invoke(main, args)
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["results.sqlite"], args
+        assert (tmp_path / "out" / "results.sqlite").stat().st_size == 0, args
+    (tmp_path / "out" / "results.sqlite").unlink()
+    ResultStore(tmp_path / "out", "tiny").close()
+    before = (tmp_path / "out" / "results.sqlite").read_bytes()
+    for args in (["results", "list", str(tmp_path / "out")], ["results", "export", str(tmp_path / "out")],
+                 ["sweep", str(tmp_path / "s.toml"), "--dry-run"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["results.sqlite"], args
+        assert (tmp_path / "out" / "results.sqlite").read_bytes() == before, args
