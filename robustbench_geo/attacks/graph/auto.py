@@ -26,6 +26,14 @@ per step into one ``degree_collapse`` run (``stop_accuracy="never"`` runs everyt
 4. ``pgd`` initialised from the best perturbation so far (``init_flips``), which can only keep or
    improve it.
 
+A model without ``dense_forward`` (a user's PyG model that only has ``forward(x, edge_index,
+edge_weight)``, or the registered ``gat`` and ``gin``) has no pre-processing split, so it gets
+members 2 to 4: ``pgd`` with both losses, ``prbcd`` and the chained ``pgd``. None of them runs its
+forward on all ``N^2`` pairs: ``pgd`` relaxes the clean edges plus a resampled block of other pairs
+(:mod:`~robustbench_geo.attacks.graph.block`) and ``prbcd`` is block-sparse by design, so each step
+costs ``O(E + block_size)``. ``degree_collapse`` and the ``drop``/``freeze`` surrogates need the
+split, and the eigenspace mask a low-rank model, so they do not apply.
+
 With ``mode="poisoning"`` Metattack (``meta_self``) joins, and members are still judged by the
 given model (the evaluator retrains on the winner). Members that do not apply (a dense attack on a
 graph too large for ``max_memory_gb``) are skipped and recorded. The result's ``work`` lists every
@@ -40,7 +48,8 @@ import torch
 
 from robustbench_geo.attacks.base import create_attack, register_attack
 from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, edge_budget, finalize
-from robustbench_geo.attacks.graph.dense import dense_logits, dense_matrices
+from robustbench_geo.attacks.graph.block import BlockRelaxation, EdgeWeightIgnored
+from robustbench_geo.attacks.graph.dense import dense_matrices
 from robustbench_geo.data.base import GraphDataset
 
 MODES = ("evasion", "poisoning")
@@ -84,6 +93,8 @@ class AutoAttack(GraphAttack):
         "refine_steps": "PGD swap-refinement steps per member",
         "chain": "finish with PGD initialised from the best perturbation found",
         "max_memory_gb": "dense members are skipped on graphs that need more (GiB)",
+        "block_size": "node pairs in the block relaxations: prbcd's block and, on a model without dense_forward, "
+                      "pgd's (None = each attack's default)",
         "stop_accuracy": "stop the portfolio once the best real accuracy is at or below this: 'chance' (the share of "
                          "the attacked nodes' most frequent class, what a constant prediction gets), a fraction in "
                          "[0, 1], or 'never'; the members not run are recorded as skipped",
@@ -91,8 +102,11 @@ class AutoAttack(GraphAttack):
 
     def __init__(self, model, *, budget_edge_fraction: float = 0.05, mode: str = "evasion", members: str | None = None,
                  steps: int = 100, refine_steps: int = 50, chain: bool = True, max_memory_gb: float = 8.0,
-                 stop_accuracy: float | str = "chance"):
+                 stop_accuracy: float | str = "chance", block_size: int | None = None):
         super().__init__(model)
+        if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
+            raise ValueError(f"block_size: expected a positive count of node pairs or None, got {block_size!r}")
+        self.block_size = block_size
         if not (stop_accuracy in STOP_WORDS or (isinstance(stop_accuracy, (int, float))
                                                  and not isinstance(stop_accuracy, bool) and 0 <= stop_accuracy <= 1)):
             raise ValueError(f"stop_accuracy: expected 'chance', 'never' or a fraction in [0, 1], got {stop_accuracy!r}")
@@ -114,6 +128,8 @@ class AutoAttack(GraphAttack):
         return [label for label, _, _ in portfolio(model, mode)]
 
     def _dense_fits(self, graph: GraphDataset) -> bool:
+        if not hasattr(self.model, "dense_forward"):  # pgd relaxes a block of pairs (attacks/graph/block.py)
+            return True
         gib = (9 + dense_matrices(self.model)) * graph.num_nodes ** 2 * 4 / 2 ** 30
         return gib <= self.max_memory_gb
 
@@ -129,10 +145,20 @@ class AutoAttack(GraphAttack):
         model = self.model.eval()
         dev = next(iter(model.parameters())).device
         g = graph.to(dev)
-        x, a = g.x, g.dense_adjacency().requires_grad_(True)
-        dense_logits(model, x, a).sum().backward()  # warm-up: one-time caches (Jaccard similarities, ...)
-        t0 = clock()
-        dense_logits(model, x, a).sum().backward()
+        x = g.x
+        if hasattr(model, "dense_forward"):
+            a = g.dense_adjacency().requires_grad_(True)
+            model.dense_forward(x, a).sum().backward()  # warm-up: one-time caches (Jaccard similarities, ...)
+            t0 = clock()
+            model.dense_forward(x, a).sum().backward()
+        else:  # the block relaxation: the clean edges plus pgd's default block of other pairs
+            relax = BlockRelaxation(model, x, g.edge_index, g.idx_test, g.y[g.idx_test], 1, 50_000, 0, 0)
+            relax.start(None, False, torch.Generator().manual_seed(0))
+            t0 = clock()
+            try:
+                relax.step(lambda logits, labels: logits.sum(), 0.0, 0)
+            except EdgeWeightIgnored:  # the gradient members will be skipped
+                pass
         grad_s = clock() - t0
         t0 = clock()
         with torch.no_grad():  # with edge weights: no cached pre-processing
@@ -189,14 +215,20 @@ class AutoAttack(GraphAttack):
                 record.append({"member": label, "skipped": "dense attack above max_memory_gb"})
                 continue
             m0 = time.perf_counter()
+            if self.block_size is not None and attack in ("pgd", "prbcd"):
+                params = {**params, "block_size": self.block_size}
             att = create_attack(attack, model, budget_edge_fraction=self.budget_edge_fraction, **params)
-            if label == "pgd/init=best":
-                init = torch.cat([best.insertions, best.deletions], 1)
-                res = att(graph, seed=seed, nodes=nodes, init_flips=init)
-            elif attack == "metattack":
-                res = att(graph, seed=seed)
-            else:
-                res = att(graph, seed=seed, nodes=nodes)
+            try:
+                if label == "pgd/init=best":
+                    init = torch.cat([best.insertions, best.deletions], 1)
+                    res = att(graph, seed=seed, nodes=nodes, init_flips=init)
+                elif attack == "metattack":
+                    res = att(graph, seed=seed)
+                else:
+                    res = att(graph, seed=seed, nodes=nodes)
+            except EdgeWeightIgnored as err:
+                record.append({"member": label, "skipped": str(err)})
+                continue
             acc = accuracy(res)
             record.append({"member": label, "attack": attack, "accuracy": acc, "flips": res.flips,
                            "seconds": time.perf_counter() - m0})

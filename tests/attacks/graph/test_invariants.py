@@ -9,7 +9,7 @@ from robustbench_geo.attacks import create_attack, get_attack, list_attacks
 from robustbench_geo.attacks.graph.base import (
     GraphPerturbation, InvalidPerturbationError, check_perturbation, edge_budget, finalize, target_budget,
 )
-from robustbench_geo.attacks.graph.pgd import _Flips
+from robustbench_geo.attacks.graph.relax import Flips
 from robustbench_geo.models.predict import graph_logits
 from tests.attacks.graph.conftest import pendant_graph, sbm_graph, train_small
 
@@ -112,9 +112,9 @@ def test_finalize_counts_insertions_at_degree_one_nodes():
 
 
 def test_pgd_and_finalize_apply_one_isolation_rule():
-    """A flip set PGD calls valid (``_Flips.isolated``) is returned whole by finalize; any other loses deletions."""
+    """A flip set PGD calls valid (``Flips.isolated``) is returned whole by finalize; any other loses deletions."""
     g = pendant_graph()
-    n, flips = g.num_nodes, _Flips(g)
+    n, flips = g.num_nodes, Flips(g)
     clean = flips.clean
     gen = torch.Generator().manual_seed(0)
     seen = {True: 0, False: 0}
