@@ -49,6 +49,45 @@ def dense_jaccard_similarity(x: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(den)).to(x.dtype)
 
 
+class PairSimilarities:
+    """:func:`jaccard_similarity` of node pairs for one feature matrix, each pair computed once.
+
+    An attack evaluates the model on hundreds of perturbed graphs that share almost every edge; the
+    similarity of an edge depends only on its two feature rows, so it is kept by pair id
+    ``min(i, j) * N + max(i, j)`` (sorted ids, one ``searchsorted`` per call) and only the pairs not
+    seen before are computed. On the Cora LCC (1433 features) that turns 0.24 s per forward pass
+    (gathering two ``E x F`` feature blocks) into a lookup. Kept for the latest feature matrix only
+    (:class:`~robustbench_geo.models.tensor_cache.TensorCache`), and at most ``max_pairs`` pairs.
+    """
+
+    def __init__(self, max_pairs: int = 1 << 22):
+        self.max_pairs = max_pairs
+        self._cache = TensorCache()
+
+    def __call__(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        store = self._cache.get(x, lambda t: {"ids": torch.zeros(0, dtype=torch.long, device=t.device),
+                                               "sims": torch.zeros(0, dtype=t.dtype, device=t.device)})
+        ids = torch.minimum(edge_index[0], edge_index[1]) * n + torch.maximum(edge_index[0], edge_index[1])
+        known, sims = store["ids"], store["sims"]
+        pos = torch.searchsorted(known, ids).clamp_max(max(known.numel() - 1, 0))
+        hit = known[pos] == ids if known.numel() else torch.zeros_like(ids, dtype=torch.bool)
+        if not bool(hit.all()):
+            new = torch.unique(ids[~hit])
+            if known.numel() + new.numel() > self.max_pairs:  # start over with this call's pairs only
+                known, sims, new = known[:0], sims[:0], torch.unique(ids)
+            with torch.no_grad():
+                new_sims = jaccard_similarity(x.detach(), torch.stack([new // n, new % n])).to(sims.dtype)
+            known, order = torch.sort(torch.cat([known, new]))
+            sims = torch.cat([sims, new_sims])[order]
+            store["ids"], store["sims"] = known, sims
+            pos = torch.searchsorted(known, ids)
+        return sims[pos]
+
+    def __deepcopy__(self, memo) -> "PairSimilarities":
+        return PairSimilarities(self.max_pairs)
+
+
 class GCNJaccard(GCN):
     """GCN-Jaccard (Wu et al. 2019): edges whose endpoints' Jaccard feature similarity is below
     ``threshold`` are dropped (weight 0) before the GCN runs."""
@@ -59,10 +98,11 @@ class GCNJaccard(GCN):
             raise ValueError(f"threshold: expected a Jaccard similarity in [0, 1], got {threshold}")
         self.threshold = threshold
         self._dense_keep = TensorCache()
+        self._similarities = PairSimilarities()
 
     def keep_mask(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """``(E,)`` bool: edges the defense keeps."""
-        return jaccard_similarity(x, edge_index) >= self.threshold
+        return self._similarities(x, edge_index) >= self.threshold
 
     def forward(self, x, edge_index, edge_weight=None):
         keep = self.keep_mask(x, edge_index)

@@ -242,3 +242,20 @@ def test_ppr_inverse_and_its_gradient_equal_the_plain_inverse(symmetric):
         assert torch.allclose(outs[0][0], outs[1][0], atol=1e-10)
         assert torch.allclose(outs[0][1], outs[1][1], atol=1e-9), (outs[0][1] - outs[1][1]).abs().max()
     assert torch.autograd.gradcheck(_SPDInverse.apply, (m,))
+
+
+def test_pair_similarities_equal_the_direct_computation_across_calls():
+    """The per-pair cache of GCN-Jaccard gives jaccard_similarity on every call: new pairs, repeated pairs, both
+    directions, after its size limit empties it, and for a new feature matrix."""
+    from robustbench_geo.models.gnn_defenses import PairSimilarities, jaccard_similarity
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    sims = PairSimilarities(max_pairs=150)
+    x = (torch.rand(n, 12, generator=g) < 0.3).float()
+    for step in range(8):
+        if step == 5:
+            x = torch.rand(n, 12, generator=g)  # a new (weighted) feature matrix
+        ei = torch.randint(n, (2, 60), generator=g)
+        ei = torch.cat([ei, ei.flip(0)], 1)
+        assert torch.equal(sims(x, ei), jaccard_similarity(x, ei)), step
