@@ -1,0 +1,92 @@
+"""The default ``auto`` portfolio on registered defenses, one version of the code beside another, in one run.
+
+For every model of ``--models`` a checkpoint is trained once on ``--data`` (``rbgeo train M DATA``, seed
+0; reused from ``--checkpoints`` when present), then for every code version of ``--code`` (``LABEL=PATH``:
+a checkout whose ``robustbench_geo`` is imported through ``PYTHONPATH``) the exact command a user types
+runs as a child process::
+
+    rbgeo attack CK DATA --attack auto --budget 0.05
+
+with one torch thread. Its CPU seconds (user + system, from ``getrusage`` of the child) and wall
+seconds are measured, and the robust accuracy is read from its output. Versions alternate per model
+(and their order per repeat), so both see the same machine load. Run, e.g. (``before`` a checkout of an earlier commit)::
+
+    git worktree add /tmp/before 0bd4a65
+    python benchmarks/auto_defenses.py --models gcn gcn_jaccard gcn_svd --code before=/tmp/before after=. \\
+        --results benchmarks/results/graph-adaptive/auto-seconds.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run(cmd: list[str], pythonpath: str) -> tuple[str, float, float]:
+    """``(stdout + stderr, CPU seconds, wall seconds)`` of a child process."""
+    env = {**os.environ, "PYTHONPATH": str(Path(pythonpath).resolve()), "OMP_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc.stdout + proc.stderr, cpu, wall
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["gcn", "gcn_jaccard", "gcn_svd"])
+    ap.add_argument("--data", default="cora")
+    ap.add_argument("--code", nargs="+", default=["now=."], help="LABEL=PATH of each code version")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per model and version (the order alternates)")
+    ap.add_argument("--checkpoints", default=os.path.join(os.environ.get("RBGEO_CACHE", "."), "auto_defenses"))
+    ap.add_argument("--results", default=None, help="write the table to this results file")
+    args = ap.parse_args(argv)
+    codes = dict(c.split("=", 1) for c in args.code)
+    rbgeo = [sys.executable, "-c", "from robustbench_geo.cli import main; main()"]
+    runs = []
+    for model in args.models:
+        ck = Path(args.checkpoints) / f"{model}_{args.data}"
+        if not ck.with_suffix(".json").exists():
+            run([*rbgeo, "train", model, args.data, "--out", str(ck)], list(codes.values())[-1])
+        for rep in range(args.repeats):
+            order = list(codes.items()) if rep % 2 == 0 else list(codes.items())[::-1]
+            for label, path in order:
+                out, cpu, wall = run([*rbgeo, "attack", str(ck), args.data, "--attack", "auto", "--budget", "0.05"], path)
+                m = re.search(r"clean accuracy ([\d.]+) %, robust accuracy ([\d.]+) %", out)
+                runs.append({"model": model, "code": label, "repeat": rep, "clean": float(m.group(1)),
+                             "robust": float(m.group(2)), "cpu_seconds": cpu, "wall_seconds": wall})
+                print(runs[-1], flush=True)
+    labels = list(codes)
+    columns = ["model", "clean"] + [f"CPU s ({c})" for c in labels] + [f"after auto ({c})" for c in labels]
+    rows = []
+    for model in args.models:
+        rs = {c: [r for r in runs if r["model"] == model and r["code"] == c] for c in labels}
+        cpu = {c: " / ".join(f"{r['cpu_seconds']:.0f}" for r in rs[c]) for c in labels}
+        rows.append([model, f"{rs[labels[0]][0]['clean']:.1f} %"] + [cpu[c] for c in labels]
+                    + [" / ".join(sorted({f"{r['robust']:.1f} %" for r in rs[c]})) for c in labels])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for r in [columns, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if args.results:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from results_file import write_results
+
+        what = (f"rbgeo attack CK {args.data} --attack auto --budget 0.05 (the default portfolio, seed 0, evasion) on a "
+                f"checkpoint of each model trained with rbgeo train (seed 0): CPU seconds of the command (one thread) "
+                f"and test accuracy after the attack, for each code version ({', '.join(labels)}), {args.repeats} run(s) each "
+                f"(CPU seconds per run, in the order run; the versions alternate)")
+        write_results(args.results, what, columns, rows, data={"runs": runs, "code": codes})
+
+
+if __name__ == "__main__":
+    main()
