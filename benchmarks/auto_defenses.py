@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results_file import print_table, write_results  # noqa: E402
+
 
 def run(cmd: list[str], pythonpath: str) -> tuple[str, float, float]:
     """``(stdout + stderr, CPU seconds, wall seconds)`` of a child process."""
@@ -74,13 +77,8 @@ def main(argv=None):
         cpu = {c: " / ".join(f"{r['cpu_seconds']:.0f}" for r in rs[c]) for c in labels}
         rows.append([model, f"{rs[labels[0]][0]['clean']:.1f} %"] + [cpu[c] for c in labels]
                     + [" / ".join(sorted({f"{r['robust']:.1f} %" for r in rs[c]})) for c in labels])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    for r in [columns, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_table(columns, rows)
     if args.results:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from results_file import write_results
-
         what = (f"rbgeo attack CK {args.data} --attack auto --budget 0.05 (the default portfolio, seed 0, evasion) on a "
                 f"checkpoint of each model trained with rbgeo train (seed 0): CPU seconds of the command (one thread) "
                 f"and test accuracy after the attack, for each code version ({', '.join(labels)}), {args.repeats} run(s) each "

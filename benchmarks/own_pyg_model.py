@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from prbcd_pyg import UserGCN, train_like_pyg  # noqa: E402
+from results_file import print_table, write_results  # noqa: E402
 
 
 def main(argv=None):
@@ -65,12 +66,8 @@ def main(argv=None):
         cpu = statistics.mean(r["cpu_seconds"] for r in rs)
         rows.append([name, f"{100 * statistics.mean(r['clean'] for r in rs):.1f} %",
                      f"{100 * statistics.mean(r['robust'] for r in rs):.1f} %", f"{cpu:.1f}", f"{cpu / base:.2f}x"])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    for r in [columns, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_table(columns, rows)
     if args.results:
-        from results_file import write_results
-
         what = (f"A user's 2-layer GCNConv model and our registered gcn (16 hidden units, the same training, seed "
                 f"{args.train_seed}) on {graph.num_nodes}-node {args.data} under structure-evasion (auto, 5 % of the "
                 f"edges), mean over attack seeds {args.seeds}: test accuracy and CPU seconds of the whole call, one "

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_file import print_table, write_results  # noqa: E402
 
 OLD_DEFAULTS = {"lr": 1000.0, "labels": "predicted", "select": "loss"}
 
@@ -108,15 +113,8 @@ def main(argv=None):
         accs, secs = [a for a, _ in rs], [s for _, s in rs]
         rows.append([name, f"{100 * statistics.mean(accs):.1f} %", " / ".join(f"{100 * a:.1f}" for a in accs),
                      f"{statistics.mean(secs):.1f}"])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    for r in [columns, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_table(columns, rows)
     if args.results:
-        import sys
-        from pathlib import Path
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from results_file import write_results
 
         what = (f"A user's 2-layer GCNConv on Planetoid Cora (public split, clean test accuracy {100 * clean:.1f} %), "
                 f"5 % of the edges ({budget} flips), test accuracy after the attack, mean over {len(args.seeds)} "

@@ -75,3 +75,10 @@ def markdown(columns: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """Print a table as aligned plain-text columns (what the scripts show before writing a results file)."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for r in [columns, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
