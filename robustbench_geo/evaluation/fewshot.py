@@ -18,7 +18,7 @@ from robustbench_geo.attacks.base import check_params, create_attack, get_attack
 from robustbench_geo.attacks.fewshot import ADJACENCY, TARGETS, AdjacencyAttack, SupportView
 from robustbench_geo.data.omniglot import Episodes
 from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
-from robustbench_geo.models.predict import model_device
+from robustbench_geo.models.predict import fresh_copy, model_device
 
 
 def _episode_logits(model, query, support, labels, mask=None):
@@ -51,6 +51,7 @@ def evaluate_fewshot_attack(model: nn.Module, episodes: Episodes, attack: str, p
             params["seed"] = seed
         filled = {**entry.defaults(), **params}
     model.eval()
+    pristine = fresh_copy(model)  # before the attacks run: each episode is re-verified on a new copy of it
     dev = model_device(model)
     k_shot = int((episodes.support_labels[0] == 0).sum())
     rows, fw, mismatches, t0 = [], 0, 0, time.perf_counter()
@@ -58,11 +59,12 @@ def evaluate_fewshot_attack(model: nn.Module, episodes: Episodes, attack: str, p
     for e in tqdm(range(len(episodes)), desc=f"{attack} ({target})", disable=not progress, unit="episode"):
         q, s, lab = episodes.query[e:e + 1].to(dev), episodes.support[e].to(dev), episodes.support_labels[e].to(dev)
         y = episodes.query_labels[e:e + 1].to(dev)
-        clean = _episode_logits(model, q, s[None], lab[None]).argmax(1)
+        check = fresh_copy(pristine)
+        clean = _episode_logits(check, q, s[None], lab[None]).argmax(1)
         row = {"episode": e, "label": int(y), "clean_pred": int(clean)}
         if attack == "adjacency":
             res = AdjacencyAttack(model, **atk_params)(q, s[None], lab[None], y)
-            adv_pred = _episode_logits(model, q, s[None], lab[None], res["mask"][None]).argmax(1)
+            adv_pred = _episode_logits(check, q, s[None], lab[None], res["mask"][None]).argmax(1)
             claimed, fw = res["success"], fw + res["forward_passes"]
             row["deleted_edges"] = res["deleted"]
         else:
@@ -79,9 +81,9 @@ def evaluate_fewshot_attack(model: nn.Module, episodes: Episodes, attack: str, p
             if target == "support":
                 s_adv = s.clone()
                 s_adv[slot] = res.adversarial[0]
-                adv_pred = _episode_logits(model, q, s_adv[None], lab[None]).argmax(1)
+                adv_pred = _episode_logits(check, q, s_adv[None], lab[None]).argmax(1)
             else:
-                adv_pred = _episode_logits(model, res.adversarial, s[None], lab[None]).argmax(1)
+                adv_pred = _episode_logits(check, res.adversarial, s[None], lab[None]).argmax(1)
             claimed, fw = bool(res.success[0]), fw + res.forward_passes
             row.update({k: v for k, v in res.flat_params()[0].items()})
         fooled = bool(adv_pred.item() != y.item())

@@ -13,7 +13,10 @@
   ``success_rate`` is the fraction of targets misclassified afterwards, ``robust_accuracy`` the rest.
 
 Every robust number is re-measured independently of the attack: the perturbed ``edge_index`` is
-fed to the model's sparse ``forward`` (evasion) or a model is retrained on it (poisoning).
+fed to the sparse ``forward`` of a fresh copy of the model (evasion;
+:func:`~robustbench_geo.models.predict.fresh_copy` of a copy taken before the attack ran, so no cache
+or other state the attack's own forward passes left behind is read) or a model is retrained on it
+(poisoning). The clean accuracy is measured the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from robustbench_geo.attacks.base import get_attack
 from robustbench_geo.attacks.graph.base import GraphPerturbation, check_perturbation, check_target, degrees
 from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
-from robustbench_geo.models.predict import graph_logits, model_device, on_device
+from robustbench_geo.models.predict import fresh_copy, graph_logits, model_device, on_device
 from robustbench_geo.models.registry import create_model
 from robustbench_geo.training import TrainConfig, default_config, seed_everything, train_graph_model
 
@@ -129,11 +132,12 @@ def evaluate_graph_attack(model, graph: GraphDataset, attack: str, params: dict 
     full = resolve_params(entry, params or {}, budget)
     graph = graph.to("cpu")
     model = on_device(model, device).eval()
+    pristine = fresh_copy(model)  # before any forward pass: what every re-measure copies
     seed_everything(seed)
     attacker = entry.cls(model, **full)
     if hasattr(attacker, "progress"):
         attacker.progress = progress
-    retrain = _Retrain(mode, checkpoint_meta, seed, model_device(model), fresh_model)
+    retrain = _Retrain(mode, checkpoint_meta, seed, model_device(model), fresh_model, pristine)
     t0 = time.perf_counter()
     clean_logits, clean_logits_eval = _clean_logits(model, graph, retrain)
     clean_correct = clean_logits_eval.argmax(1) == graph.y
@@ -160,6 +164,11 @@ class _Retrain:
     seed: int
     device: torch.device
     fresh_model: Callable[[], nn.Module] | None
+    pristine: nn.Module
+
+    def victim(self) -> nn.Module:
+        """Evasion's evaluated model: a new copy of the model as it was before the attack, caches empty."""
+        return fresh_copy(self.pristine)
 
     def model(self, graph: GraphDataset, edge_index=None, x=None) -> nn.Module:
         return _retrain(graph, self.checkpoint_meta, self.seed, self.device, edge_index, x, self.fresh_model)
@@ -168,15 +177,15 @@ class _Retrain:
 def _clean_logits(model, graph: GraphDataset, retrain: _Retrain) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of the attacked model and of the evaluated one on the clean graph (poisoning: a model
     trained on the clean graph with the attack's seed; evasion: the same logits twice)."""
-    clean_logits = _predict(model, graph, graph.edge_index)
+    clean_logits = _predict(retrain.victim(), graph, graph.edge_index)
     if retrain.mode == "poisoning":
         return clean_logits, _predict(retrain.model(graph), graph, graph.edge_index)
     return clean_logits, clean_logits
 
 
 def _victim_logits(model, graph: GraphDataset, res: GraphPerturbation, retrain: _Retrain) -> torch.Tensor:
-    """Logits on the perturbed graph: the model itself (evasion) or one retrained on it (poisoning)."""
-    victim = retrain.model(graph, res.edge_index, res.x) if retrain.mode == "poisoning" else model
+    """Logits on the perturbed graph: a fresh copy of the model (evasion) or one retrained on it (poisoning)."""
+    victim = retrain.model(graph, res.edge_index, res.x) if retrain.mode == "poisoning" else retrain.victim()
     return _predict(victim, graph, res.edge_index, res.x)
 
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from robustbench_geo._version import versions
 from robustbench_geo.attacks.base import check_params, create_attack, get_attack
 from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
-from robustbench_geo.models.predict import model_device, on_device, predict_logits
+from robustbench_geo.models.predict import fresh_copy, model_device, on_device, predict_logits
 
 #: the number of example pairs kept in ``artefacts["examples"]``
 MAX_EXAMPLES = 16
@@ -57,6 +57,7 @@ def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: in
         params["seed"] = seed
     filled = {**entry.defaults(), **params}
     model = on_device(model, device).eval()
+    pristine = fresh_copy(model)  # before the attack's forward passes: what re-verification copies
     device = model_device(model)
     atk = create_attack(attack, model, **params)
     images, labels = dataset.images, dataset.labels
@@ -85,8 +86,9 @@ def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: in
     if adv.shape != images.shape:
         raise ValueError(f"attack {attack!r} returned images of shape {tuple(adv.shape)}, expected {tuple(images.shape)}")
     # independent verification: our own forward passes of the clean and the returned images
-    clean_pred = predict_logits(model, images).argmax(1)
-    adv_pred = predict_logits(model, adv).argmax(1)
+    # (each on a new copy of the model as it was before the attack, so no state the attack left is read)
+    clean_pred = predict_logits(fresh_copy(pristine), images).argmax(1)
+    adv_pred = predict_logits(fresh_copy(pristine), adv).argmax(1)
     correct = clean_pred == labels
     fooled = adv_pred != labels
     claimed = torch.cat([r.success.cpu() for r in results]) if results else fooled

@@ -34,6 +34,17 @@ def on_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
     return copy.deepcopy(model).to(device)
 
 
+def fresh_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode, for re-measuring a result independently of the run that produced it.
+
+    The copy shares no state with ``model``: the caches of the registered models
+    (:class:`~robustbench_geo.models.tensor_cache.TensorCache`, ``ContentCache``) deep-copy empty, and
+    anything else an attack left on ``model`` after the copy is not seen. The evaluators take one
+    pristine copy before the attack runs and re-measure every graph on a new copy of it.
+    """
+    return copy.deepcopy(model).eval()
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False

@@ -123,3 +123,30 @@ def test_prognn_track(cora):
     assert res.flips == res.budget == 253 and res.insertions.shape[1] == 253
     with pytest.raises(ValueError, match="exist for"):
         create_attack("prognn", None, rate=0.07)
+
+
+class _StaleModel(torch.nn.Module):
+    """A model with a bad cache: the first logits it computes are returned for every later graph."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.stale = inner, None
+
+    def forward(self, x, edge_index, edge_weight=None):
+        if self.stale is None:
+            self.stale = self.inner(x, edge_index, edge_weight)
+        return self.stale
+
+
+def test_re_measure_runs_on_a_fresh_copy_and_reads_no_state_the_run_left(small_graph, small_gcn):
+    from robustbench_geo.attacks.graph.base import apply_flips
+
+    inner, _ = small_gcn
+    stale = _StaleModel(inner).eval()
+    o = evaluate_attack(stale, small_graph, "random_edges", {"kind": "flip"}, seed=0, budget=0.5, progress=False)
+    a = o.artefacts
+    ei = apply_flips(small_graph.edge_index, torch.cat([a["insertions"], a["deletions"]], 1), small_graph.num_nodes)
+    truth = graph_accuracy(inner, small_graph, edge_index=ei)
+    assert truth != pytest.approx(graph_accuracy(inner, small_graph))  # the flips change the test accuracy
+    assert o.metrics["robust_accuracy"] == pytest.approx(truth)
+    assert o.metrics["clean_accuracy"] == pytest.approx(graph_accuracy(inner, small_graph))
