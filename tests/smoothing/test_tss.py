@@ -103,7 +103,9 @@ def test_interpolation_bound_holds_on_a_dense_sample(family, cells, substeps):
         pts = lower[j] + grid
         err = (family.warp(image[None], pts) - family.warp(image[None], lower[j:j + 1])).double().pow(2).sum((1, 2, 3)).sqrt()
         assert err.max() <= m[j] + 1e-5
-    assert m.max() < 3 * err.max() + 1.0  # not vacuous
+        # not vacuous, on every cell: the bound is within a factor 2.25 of the largest error found by dense
+        # sampling (about 1.7-2.0 for these images, the factor of TSS's sampling-based bound)
+        assert m[j] <= 2.25 * err.max(), j
 
 
 @pytest.mark.parametrize("family", [Rotation(30.0), Scaling(0.8, 1.2), Translation(2.0)])
@@ -127,6 +129,16 @@ def test_constant_classifier_is_certified_everywhere():
         cert = certify(Constant(), images, labels, family, config=c)
         assert cert.certified.all() and cert.correct.all()
         assert torch.allclose(cert.radius, torch.full((3,), family.full_radius(), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cells", [1, 5, 30])
+def test_alpha_is_shared_between_the_cells(cells):
+    """A constant classifier counts n of n at every node; the one-sided Clopper-Pearson bound of n of n at level
+    a is a ** (1 / n) (the a-quantile of Beta(n, 1)), so each node must be tested at alpha / cells."""
+    cfg = SmoothingConfig(sigma=0.5, n0=50, n=200, alpha=0.01, cells=cells, substeps=4, batch_size=4000)
+    cert = certify(Constant(), blob_image(0.0)[None], torch.full((1,), 3), Rotation(30.0), config=cfg)
+    assert cert.prediction.item() == 3  # (certified or not, every node evaluated has the same bound)
+    assert cert.p_lower.item() == pytest.approx((0.01 / cells) ** (1 / 200), rel=1e-9)
 
 
 def test_classifier_flipping_inside_the_interval_is_never_certified():
