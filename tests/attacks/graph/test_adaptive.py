@@ -11,6 +11,7 @@ from robustbench_geo.attacks import create_attack
 from robustbench_geo.attacks.graph.adaptive import build_surrogate, eigenspace_alignment
 from robustbench_geo.attacks.graph.auto import AutoAttack
 from robustbench_geo.attacks.graph.base import edge_budget
+from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.models import build_model
 from robustbench_geo.training import TrainConfig, seed_everything, train_graph_model
 from tests.attacks.graph.conftest import sbm_graph
@@ -142,16 +143,57 @@ def test_auto_stops_once_the_best_member_reaches_stop_accuracy(defended):
     first = 1 - independent_misclassified(model, graph, alone.edge_index) / n_test
     clean = 1 - independent_misclassified(model, graph, graph.edge_index) / n_test
     assert rows[0]["accuracy"] == pytest.approx(first) and res.work["accuracy"] == pytest.approx(min(first, clean))
-    # the default stops at chance level only: the share of the attacked nodes' most frequent class
-    chance = float(torch.bincount(graph.y[graph.idx_test]).max()) / n_test
-    res = AutoAttack(model, members="degree_collapse,pgd/drop", **kw)(graph, seed=0)
-    assert res.work["stop_accuracy"] == pytest.approx(chance)
-    ran = [r for r in res.work["members"] if "accuracy" in r]
-    assert len(ran) == 3 or min(r["accuracy"] for r in ran) <= chance  # stopped early only at chance level
     for bad in (1.5, -0.1, "sometimes", True):
         with pytest.raises(ValueError, match="stop_accuracy: expected 'chance', 'never' or a fraction"):
             AutoAttack(model, stop_accuracy=bad)
 
+
+def _decisions(rows, clean: float) -> list[tuple[float, bool]]:
+    """(best accuracy so far, clean included, whether the member ran) for every member after the first that ran."""
+    best, out, seen = clean, [], False
+    for r in rows:
+        if seen:
+            out.append((best, "accuracy" in r))
+        seen = seen or "accuracy" in r
+        best = min(best, r.get("accuracy", best))
+    return out
+
+
+def test_auto_stops_exactly_at_a_fractional_stop_accuracy(defended):
+    graph, models = defended
+    kw = {"budget_edge_fraction": 0.1, "steps": 4, "refine_steps": 2, "members": "degree_collapse,pgd/drop"}
+    full = AutoAttack(models["gcn_svd"], stop_accuracy="never", **kw)(graph, seed=0).work["members"]
+    first = full[0]["accuracy"]
+    assert all("accuracy" in r for r in full) and 0 < first < 1
+    at = AutoAttack(models["gcn_svd"], stop_accuracy=first, **kw)(graph, seed=0).work["members"]
+    assert "accuracy" in at[0] and all("skipped" in r for r in at[1:])  # at or below the threshold: stop
+    above = AutoAttack(models["gcn_svd"], stop_accuracy=first - 1e-6, **kw)(graph, seed=0).work["members"]
+    assert [r.get("accuracy") for r in above] == pytest.approx([r["accuracy"] for r in full])  # just above: go on
+
+
+def test_auto_chance_level_is_the_majority_share_of_the_test_nodes(defended):
+    graph, models = defended
+    # a test set with 10, 4 and 2 nodes of classes 0, 1, 2: chance is 10 / 16 (not 1/3, the share over all nodes
+    # or over the classes)
+    by_class = [graph.idx_test[graph.y[graph.idx_test] == c] for c in range(3)]
+    test = torch.cat([by_class[0][:10], by_class[1][:4], by_class[2][:2]])
+    skewed = GraphDataset(graph.name, "skewed", graph.x, graph.edge_index, graph.y, graph.idx_train, graph.idx_val,
+                          test, {})
+    kw = {"budget_edge_fraction": 0.1, "steps": 4, "refine_steps": 2}
+    res = AutoAttack(models["gcn_svd"], members="degree_collapse,pgd/drop", **kw)(skewed, seed=0)
+    assert res.work["stop_accuracy"] == 10 / 16
+    clean = 1 - independent_misclassified(models["gcn_svd"], skewed, skewed.edge_index) / 16
+    decisions = _decisions(res.work["members"], clean)
+    assert len(decisions) == 2  # pgd/drop and the chained pgd/init=best
+    for best_before, ran in decisions:
+        assert ran == (best_before > 10 / 16)  # every member runs while the best is above chance, none after
+    assert all(ran for _, ran in decisions)  # this model stays above 10 / 16
+    # test nodes of one class only: chance is 1, so every member after the first is skipped
+    one = GraphDataset(graph.name, "one-class", graph.x, graph.edge_index, graph.y, graph.idx_train, graph.idx_val,
+                       by_class[0], {})
+    res = AutoAttack(models["gcn_svd"], members="degree_collapse,pgd/drop", **kw)(one, seed=0)
+    assert res.work["stop_accuracy"] == 1.0
+    assert "accuracy" in res.work["members"][0] and all("skipped" in r for r in res.work["members"][1:])
 
 def test_unknown_names_list_valid_ones(defended):
     model = defended[1]["gcn_svd"]
