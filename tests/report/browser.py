@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -83,16 +85,30 @@ def load_page(path: Path, expression: str, timeout: float = 60.0) -> dict:
     browser = find_browser()
     if browser is None:
         raise FileNotFoundError("no chromium binary")
-    with tempfile.TemporaryDirectory(prefix="rbgeo-chromium-") as profile:
+    # Chromium's helper processes (renderer, GPU, crashpad) outlive the main one for a moment and keep
+    # writing into the profile: end the whole process group, and let a late write not fail the check.
+    with tempfile.TemporaryDirectory(prefix="rbgeo-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([browser, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             return asyncio.run(_session(Path(profile) / "DevToolsActivePort", Path(path).resolve().as_uri(),
                                         expression, timeout))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the browser's process group, then SIGKILL to whatever of the group outlived its leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
