@@ -29,13 +29,18 @@ DEFAULT_N, DEFAULT_BATCH = 1000, 256
 @click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds (seed, seed+1, ...): mean +- std.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder for CSV rows, JSON and figures.")
 @click.option("--force", is_flag=True, help="Attack even on another dataset variant or split than the checkpoint's.")
+@click.option("--vote", type=int, default=None, metavar="VOTES",
+              help="Images: attack the test-time majority vote of the model over VOTES random rotations + shifts "
+                   "(+-30 deg, +-3 px; Engstrom et al. 2019), seeded by --seed.")
+@click.option("--vote-randomness", type=click.Choice(["fresh", "fixed"]), default="fresh", show_default=True,
+              help="With --vote: new draws on every model call (as deployed) or the same draws on every call.")
 @device_option
 @deform_backend_option
 @data_root_option
 @quiet_option
 @handle_errors
 def attack(args, model_spec, weights, preprocessing, attack_name, params, n, batch_size, budget, mode, seed, seeds, out,
-           force, device, deform_backend, data_root, quiet):
+           force, vote, vote_randomness, device, deform_backend, data_root, quiet):
     """Attack CHECKPOINT (or --model) on DATASET; print clean and robust accuracy.
 
     \b
@@ -49,6 +54,8 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
       rbgeo attack --model my_models.py:net --weights net.safetensors --preprocessing mean=0.1307,std=0.3081 \\
           mnist --attack stadv --n 100
       rbgeo attack --model my_gnn.py:make_gcn --weights gcn.pt cora --attack pgd --budget 0.05
+      rbgeo attack checkpoints/cnn_mnist mnist --attack manifool --n 500 --out runs/manifool
+      rbgeo attack checkpoints/cnn_mnist mnist --attack grid --vote 10 --n 200
     """
     import pandas as pd
 
@@ -62,11 +69,14 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
     from robustbench_geo.evaluation.image import write_artefacts as write_image_artefacts
     from robustbench_geo.models import set_deform_backend
     from robustbench_geo.loading import load_model
+    from robustbench_geo.models.vote import MajorityVote
+    from robustbench_geo.report.plots import budget_curve_png
 
     entry = get_attack(attack_name)  # unknown names fail before loading anything
     attack_params = check_params(entry, parse_params(params))
     check_number(seeds, "--seeds", integer=True, low=1)
-    given = {"image": {"--n": n, "--batch-size": batch_size}, "graph": {"--budget": budget, "--mode": mode}}
+    given = {"image": {"--n": n, "--batch-size": batch_size, "--vote": vote},
+             "graph": {"--budget": budget, "--mode": mode}}
     for domain, options in given.items():
         extra_opts = [k for k, v in options.items() if v is not None and not entry.applies_to(domain)]
         if extra_opts:
@@ -94,6 +104,11 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
         extra = {"mode": mode or "evasion", "budget": None if budget is None else check_number(budget, "--budget", low=0.0),
                  "checkpoint_meta": meta, "device": device, "progress": not quiet}
     set_deform_backend(model, deform_backend)
+    defense = None
+    if vote is not None:
+        model = MajorityVote(model, votes=check_number(vote, "--vote", integer=True, low=1), seed=seed,
+                             randomness=vote_randomness)
+        defense = model.describe()
     for line in check_dataset_fit(meta, ds, spec=dataset, force=force):
         click.echo(f"warning (--force): checkpoint and dataset differ: {line}", err=True)
     outcomes = []
@@ -116,7 +131,12 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
                     "config": o.config, "checkpoint": None if checkpoint is None else str(checkpoint),
                     "model": {k: meta.get(k) for k in ("model", "source", "weights_file", "weights_sha256", "preprocessing")
                               if k in meta},
-                    "dataset": dataset} for o in outcomes]
+                    "dataset": dataset, "defense": defense} for o in outcomes]
         (out / "outcome.json").write_text(json.dumps(summary, indent=2, default=str))
         (write_image_artefacts if task == "image" else write_graph_artefacts)(outcomes[0], out)
+        curves = [o.artefacts["budget_curve"] for o in outcomes if "budget_curve" in o.artefacts]
+        if curves:
+            label = meta.get("model") or model_spec or "model"
+            budget_curve_png(out / "budget_curve.png", f"{attack_name} on {dataset}", curves, label)
+            click.echo(f"wrote {out / 'budget_curve.png'} (accuracy at every budget, seeds pooled)")
         click.echo(f"wrote {out / 'rows.csv'}, {out / 'outcome.json'}")

@@ -108,6 +108,12 @@ def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: in
         metrics[k] = v / max(1, len(results))
     per_sample_means = _mean_info(results, correct & fooled)
     metrics.update(per_sample_means)
+    artefacts = {"examples": None}
+    if results and all(isinstance(r.info.get("min_fooling_budget"), torch.Tensor) for r in results):
+        smallest = torch.cat([r.info["min_fooling_budget"].detach().double().cpu() for r in results])
+        smallest = torch.where(fooled, smallest, torch.full_like(smallest, float("inf")))  # as re-verified
+        artefacts["budget_curve"] = {"unit": str(results[0].info.get("budget_unit", "budget")),
+                                     "min_fooling_budget": smallest, "correct": correct.clone()}
     first = results[0] if results else None
     config = {
         "attack": attack, "params": filled, "seed": seed, "n": n, "batch_size": batch_size, "device": str(device),
@@ -116,9 +122,37 @@ def evaluate_image_attack(model, dataset, attack: str, params: dict, *, seed: in
         "dataset": getattr(dataset, "name", None), "dataset_meta": getattr(dataset, "meta", {}),
         "versions": versions(),
     }
-    examples = _examples(images, adv, labels, clean_pred, adv_pred, correct & fooled, flat)
+    artefacts["examples"] = _examples(images, adv, labels, clean_pred, adv_pred, correct & fooled, flat)
     return AttackOutcome(attack=attack, params=filled, seed=seed, metrics=metrics, rows=rows,
-                         artefacts={"examples": examples}, seconds=seconds, config=config)
+                         artefacts=artefacts, seconds=seconds, config=config)
+
+
+def budget_curve(correct: torch.Tensor, min_fooling_budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy at every budget, in one pass, from each image's smallest fooling budget.
+
+    An image counts as robust at budget ``r`` when it is correctly classified and no transform of
+    size ``<= r`` fooled it (``min_fooling_budget > r``; ``inf`` where none was found, ``0`` for a
+    misclassified clean image). The curve is a step function that drops at each image's budget.
+
+    Args:
+        correct: ``(n,)`` bool, correct on the clean image.
+        min_fooling_budget: ``(n,)`` smallest fooling budget per image (the attack's unit).
+
+    Returns:
+        ``(budgets, accuracy)``: budget ``0`` and every distinct finite budget of a correctly classified
+        image, increasing, and the accuracy in ``[0, 1]`` at each (float64 tensors).
+    """
+    correct, b = correct.bool().cpu(), min_fooling_budget.double().cpu()
+    if correct.shape != b.shape or correct.dim() != 1:
+        raise ValueError(f"expected two (n,) tensors of one shape, got {tuple(correct.shape)} and {tuple(b.shape)}")
+    n = correct.numel()
+    finite = b[correct & b.isfinite()]
+    budgets = torch.unique(torch.cat([torch.zeros(1, dtype=torch.float64), finite]))
+    if n == 0:
+        return budgets, torch.zeros_like(budgets)
+    fooled_at = torch.searchsorted(budgets, finite, right=False)  # index of the first budget >= the image's
+    drops = torch.bincount(fooled_at, minlength=budgets.numel()).cumsum(0)
+    return budgets, (int(correct.sum()) - drops).double() / n
 
 
 def _mean_info(results, success: torch.Tensor) -> dict[str, float]:
@@ -127,10 +161,13 @@ def _mean_info(results, success: torch.Tensor) -> dict[str, float]:
     if not results:
         return out
     for key in results[0].info:
+        if key == "min_fooling_budget":  # summarised by artefacts["budget_curve"] instead
+            continue
         vals = [r.info[key] for r in results]
         if all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in vals):
             v = torch.cat([t.detach().float().cpu() for t in vals])
-            out[f"mean_{key}"] = float(v[success].mean()) if success.any() else 0.0
+            keep = success & v.isfinite()  # an image the attack gave up on but the re-verification calls fooled
+            out[f"mean_{key}"] = float(v[keep].mean()) if keep.any() else 0.0
     return out
 
 

@@ -57,6 +57,7 @@ def _figures(frame, folder: Path) -> dict:
                      for (m, d), entries in list(per_model.items())[:MAX_FIGURES]]
     galleries, sampling, graphs = [], [], []
     done = frame[frame["status"] == "done"] if len(frame) else frame
+    curves = _budget_curves(done, folder)
     for (model, attack, dataset), g in done.groupby(["model", "attack", "dataset"], sort=False) if len(done) else []:
         if g["attack_name"].iloc[0] == "none":
             continue
@@ -78,7 +79,34 @@ def _figures(frame, folder: Path) -> dict:
                                "uri": plots.graph_figure(gm, art.get("degree_before"), art.get("degree_after"),
                                                          f"{model} x {attack} ({mode or 'default'})")})
     return {"overlays": overlays, "graph_attacks": graph_attacks, "galleries": galleries, "sampling": sampling,
-            "graphs": graphs}
+            "graphs": graphs, "curves": curves}
+
+
+def _budget_curves(done, folder: Path) -> list[dict]:
+    """One figure per (attack, dataset) whose cells recorded per-image smallest fooling budgets (``manifool``,
+    ``grid`` in the orders that allow it): every model's accuracy at every budget, seeds pooled."""
+    from robustbench_geo.sweep.runner import read_artefacts
+
+    out = []
+    if not len(done):
+        return out
+    for (attack, dataset), g in done.groupby(["attack", "dataset"], sort=False):
+        if g["task"].iloc[0] != "image" or len(out) >= MAX_FIGURES:
+            continue
+        per_model, unit = {}, None
+        for row in g.to_dict("records"):
+            art = read_artefacts(folder / row["artefact_dir"]) if row["artefact_dir"] else {}
+            bc = art.get("budget_curve")
+            if isinstance(bc, dict) and "min_fooling_budget" in bc:
+                unit = unit or bc.get("unit", "budget")
+                per_model.setdefault((row["model"], row["setting"]), []).append(bc)
+        if not per_model:
+            continue
+        lines_ = [plots.pooled_curve(model + (f" ({setting})" if setting and setting != "-" else ""), parts)
+                  for (model, setting), parts in per_model.items()]
+        out.append({"attack": attack, "dataset": dataset, "unit": unit, "models": [ln[0] for ln in lines_],
+                    "uri": plots.budget_curves(f"{attack} on {dataset}: accuracy at every budget", unit, lines_)})
+    return out
 
 
 def _metadata(frame, store_meta: dict) -> dict:

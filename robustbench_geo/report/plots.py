@@ -15,7 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
+from robustbench_geo.evaluation.image import budget_curve  # noqa: E402
 from robustbench_geo.report.compare import Line, ThreatModel  # noqa: E402
 
 
@@ -72,6 +74,40 @@ def overlay_figure(tm: ThreatModel, model_lines: list[Line], warning: str | None
         ax.text(0.5, 0.02, "clean accuracies differ by > 1 point", transform=ax.transAxes, ha="center", fontsize=7,
                 color="crimson")
     return fig
+
+
+def budget_curves(title: str, unit: str, curves: list[tuple[str, list[float], list[float], int]]) -> str:
+    """Accuracy vs budget from per-image smallest fooling budgets (one attack pass per model), as steps.
+
+    Args:
+        title: the figure title (attack and dataset).
+        unit: the budget's unit (x axis).
+        curves: ``(label, budgets, accuracies in [0, 1], n)`` per model; ``budgets[0] == 0`` (clean accuracy).
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for label, xs, ys, n in curves:
+        ax.step(xs, [100 * y for y in ys], where="post", label=f"{label} (n = {n})"[:60])
+    ax.set_xlabel(f"{unit} (0 = clean)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title[:80], fontsize=9)
+    return to_data_uri(fig)
+
+
+def pooled_curve(label: str, parts: list[dict]) -> tuple[str, list[float], list[float], int]:
+    """One line for :func:`budget_curves` from ``artefacts["budget_curve"]`` dicts of several runs (images pooled)."""
+    correct = torch.cat([p["correct"].bool() for p in parts])
+    budgets, acc = budget_curve(correct, torch.cat([p["min_fooling_budget"] for p in parts]))
+    return label, budgets.tolist(), acc.tolist(), int(correct.numel())
+
+
+def budget_curve_png(path, title: str, parts: list[dict], label: str) -> None:
+    """Write :func:`budget_curves` for one model to ``path`` (a PNG) from ``artefacts["budget_curve"]`` dicts (pooled)."""
+    uri = budget_curves(title, parts[0].get("unit", "budget"), [pooled_curve(label, parts)])
+    with open(path, "wb") as fh:
+        fh.write(base64.b64decode(uri.split(",", 1)[1]))
 
 
 def graph_attacks(model: str, dataset: str, entries: list[tuple[ThreatModel, Line]]) -> str:

@@ -64,16 +64,28 @@ class GridAttack(_AffineBox):
     points, so the same robust accuracy (the search is exhaustive either way), but a sample fooled
     only by large transforms leaves after a few points instead of after most of the grid, which
     saves most of the model calls on fooled samples; the kept fooling transform is then the first
-    found from the outside in, not a smallest one.
+    found from the outside in, not a smallest one. ``order="angle"`` visits points by increasing
+    |angle| (then by shift size), so the first fooling point has the smallest |angle| of any fooling
+    point of the grid.
+
+    Where the order allows, ``info["min_fooling_budget"]`` records per sample the smallest budget at
+    which the grid fools it (``inf`` when no point does, ``0`` when the clean image is misclassified):
+    for ``order="angle"`` the smallest fooling |angle| in degrees, so one pass gives the accuracy of
+    the grid restricted to every ``max_angle_deg`` up to the full one (same shifts, the grid's own
+    angles); for ``order="smallest"`` the smallest box size ``s`` in ``[0, 1]`` (the box
+    ``s * max_angle_deg`` x ``s * max_shift_px``) that holds a fooling point.
     """
 
     param_docs = {**_AffineBox.param_docs, "angle_steps": "number of angles (evenly spaced, 0 added if missing)",
                   "shift_steps": "number of shifts per axis (evenly spaced, 0 added if missing)",
                   "integer_shifts": "round shifts to whole pixels (half to even, like ART's SpatialTransformation)",
                   "order": "visit order after the identity: 'smallest' (increasing size; keeps a smallest fooling "
-                           "transform) or 'largest' (decreasing size; same robust accuracy, fooled samples leave sooner)"}
+                           "transform), 'angle' (increasing |angle|; keeps a fooling transform of smallest |angle|) or "
+                           "'largest' (decreasing size; same robust accuracy, fooled samples leave sooner)"}
 
-    ORDERS = ("smallest", "largest")
+    ORDERS = ("smallest", "angle", "largest")
+    #: what ``info["min_fooling_budget"]`` measures, per order that allows it
+    BUDGET_UNITS = {"smallest": "box size (fraction of max_angle_deg and max_shift_px)", "angle": "max angle (deg)"}
 
     def __init__(self, model, *, max_angle_deg: float = 30.0, angle_steps: int = 31, max_shift_px: float = 3.0,
                  shift_steps: int = 5, integer_shifts: bool = False, order: str = "smallest", loss: str = "ce",
@@ -89,7 +101,8 @@ class GridAttack(_AffineBox):
 
     def grid(self) -> dict[str, torch.Tensor]:
         """The grid points ``(T,)`` per field: the identity first, then by increasing size (largest normalised
-        |value|, then the sum) for ``order="smallest"``, by decreasing size for ``order="largest"``."""
+        |value|, then the sum) for ``order="smallest"``, by increasing |angle| (then size) for ``order="angle"``,
+        by decreasing size for ``order="largest"``."""
         angles = _values(self.max_angle_deg, self.angle_steps)
         shifts = _values(self.max_shift_px, self.shift_steps, integer=self.integer_shifts)
         pts = list(itertools.product(angles.tolist(), shifts.tolist(), shifts.tolist()))
@@ -97,7 +110,7 @@ class GridAttack(_AffineBox):
 
         def size(p):  # smaller transforms first, so the kept fooling transform is the smallest one found
             r = (abs(p[0]) / a_max, abs(p[1]) / s_max, abs(p[2]) / s_max)
-            return (max(r), sum(r), p)
+            return (r[0], max(r[1:]), sum(r), p) if self.order == "angle" else (max(r), sum(r), p)
 
         pts = sorted(pts, key=size)  # the identity (size 0) is first
         if self.order == "largest":
@@ -109,7 +122,14 @@ class GridAttack(_AffineBox):
         b = images.shape[0]
         cand = {k: v[:, None].expand(-1, b) for k, v in self.grid().items()}
         params, fooled, loss = search_candidates(self, images, labels, cand, work)
-        return params, {}
+        if self.order not in self.BUDGET_UNITS:
+            return params, {}
+        a_max, s_max = max(self.max_angle_deg, 1e-12), max(self.max_shift_px, 1e-12)
+        angle = params["angle_deg"].abs()
+        if self.order == "smallest":
+            angle = torch.stack([angle / a_max, params["tx_px"].abs() / s_max, params["ty_px"].abs() / s_max]).amax(0)
+        inf = torch.full_like(angle, float("inf"))
+        return params, {"min_fooling_budget": torch.where(fooled, angle, inf), "budget_unit": self.BUDGET_UNITS[self.order]}
 
 
 @register_attack("worst_of_k", domain="image", description="k random rotations+shifts per sample, keep the worst")

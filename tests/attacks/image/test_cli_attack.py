@@ -52,3 +52,35 @@ def test_list_attacks_shows_params_and_units():
     for text in ("grid [image]", "worst_of_k", "random", "affine_pgd", "scale", "max_angle_deg = 30.0", "degrees",
                  "pixels"):
         assert text in r.output, text
+
+
+def test_manifool_cli_writes_distances_and_the_budget_curve(checkpoint, mnist_root, tmp_path):
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "mf"
+    r = run("attack", checkpoint, "mnist", "--attack", "manifool", "--param", "steps=20", "--n", 16, "--out", out,
+            "--data-root", mnist_root, "--quiet")
+    assert r.exit_code == 0, r.output
+    rows = pd.read_csv(out / "rows.csv")
+    assert {"geodesic_distance", "normalised_distance", "min_fooling_budget", "angle_deg", "scale_x"} <= set(rows.columns)
+    fooled = rows[rows["success"]]
+    assert len(fooled) and (fooled["normalised_distance"] > 0).all()
+    metrics = json.loads((out / "outcome.json").read_text())[0]["metrics"]
+    assert metrics["mean_normalised_distance"] > 0
+    assert (out / "budget_curve.png").stat().st_size > 1000
+
+
+def test_vote_cli_attacks_the_deployed_vote_and_records_it(checkpoint, mnist_root, tmp_path):
+    import json
+
+    out = tmp_path / "vote"
+    r = run("attack", checkpoint, "mnist", "--attack", "worst_of_k", "--param", "k=3", "--vote", 3, "--n", 16,
+            "--out", out, "--data-root", mnist_root, "--quiet")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "outcome.json").read_text())[0]
+    assert rec["defense"] == {"defense": "majority_vote", "votes": 3, "max_angle_deg": 30.0, "max_shift_px": 3.0,
+                              "seed": 0, "randomness": "fresh"}
+    r = run("attack", checkpoint, "mnist", "--attack", "grid", "--vote", 0, "--n", 4, "--data-root", mnist_root, "--quiet")
+    assert r.exit_code == 2 and "--vote" in r.output, r.output
