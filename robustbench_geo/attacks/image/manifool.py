@@ -123,6 +123,8 @@ class ManiFool(ImageAttack):
     Each step costs one forward pass and ``candidates`` backward passes per active image (plus
     ``2 k`` warps for the tangent vectors); a misclassified iterate ends the walk and the bisection
     (``refine_steps`` forward passes) moves back towards the boundary, keeping a misclassified end.
+    Short steps keep the path close to a geodesic but can stall next to a curved boundary; images
+    not fooled after ``steps`` walk again from the identity with 3x longer steps, ``retries`` times.
     Misclassified clean images keep the identity (distance 0); images not fooled within ``steps``
     keep their last iterate's loss and report an infinite distance.
 
@@ -138,11 +140,13 @@ class ManiFool(ImageAttack):
                   "candidates": "classes (highest logits other than the label) whose boundary each step considers",
                   "overshoot": "relative overshoot of each linearised step (0.02 = 2 %)",
                   "max_step": "largest step in Lie algebra units (radians of rotation, half-image shifts, log-scale)",
+                  "retries": "walks again for images not fooled, each time with 3x longer steps (max_step x 3, x 9, ...)",
                   "refine_steps": "bisection steps back towards the boundary after the first misclassified iterate",
                   "path_steps": "segments of the image path whose length is the geodesic distance"}
 
     def __init__(self, model, *, group: str = "similarity", steps: int = 50, candidates: int = 3,
-                 overshoot: float = 0.02, max_step: float = 0.1, refine_steps: int = 10, path_steps: int = 64,
+                 overshoot: float = 0.02, max_step: float = 0.1, retries: int = 1, refine_steps: int = 10,
+                 path_steps: int = 64,
                  loss: str = "margin", seed: int = 0, max_batch: int | None = None, interpolation: str = "bilinear",
                  padding: str = "zeros"):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
@@ -153,6 +157,7 @@ class ManiFool(ImageAttack):
         self.candidates = check_positive_int(candidates, "candidates")
         self.overshoot = check_number(overshoot, "overshoot", low=0.0, high=1.0)
         self.max_step = check_number(max_step, "max_step", low=0.0, low_open=True, high=math.pi)
+        self.retries = check_number(retries, "retries", integer=True, low=0)
         self.refine_steps = check_number(refine_steps, "refine_steps", integer=True, low=0)
         self.path_steps = check_positive_int(path_steps, "path_steps")
 
@@ -163,7 +168,7 @@ class ManiFool(ImageAttack):
         m = affine_matrix(tuple(x.shape[-2:]), *(params[k] for k in FIELDS)).to(x.device)
         return warp(x, m, **self.warp), params
 
-    def _step(self, x, y, centred, gens, work):
+    def _step(self, x, y, centred, gens, work, max_step):
         """One linearised step for every sample: ``(algebra step (b, k), fooled now (b,), loss (b,))``."""
         cur, _ = self._images(x, centred)
         cur = cur.detach().requires_grad_(True)
@@ -201,7 +206,7 @@ class ManiFool(ImageAttack):
             better = dist < best_dist
             best_dist[better], best_step[better] = dist[better], step[better]
         norm = best_step.norm(dim=1, keepdim=True).clamp_min(1e-30)  # a zero gradient gives a zero step
-        best_step = best_step * (self.max_step / norm).clamp(max=1.0)
+        best_step = best_step * (max_step / norm).clamp(max=1.0)
         return best_step, wrong, loss
 
     @staticmethod
@@ -209,7 +214,7 @@ class ManiFool(ImageAttack):
         """Compose ``exp(sum_j step_j G_j)`` on the left of the centred matrices."""
         return torch.linalg.matrix_exp(torch.einsum("bk,kij->bij", step, gens)) @ centred
 
-    def _walk(self, x, y, work):
+    def _walk(self, x, y, work, max_step):
         b, size = x.shape[0], tuple(x.shape[-2:])
         gens = generator_matrices(GROUPS[self.group], size)
         eye = torch.eye(3, dtype=torch.float64).expand(b, 3, 3).clone()
@@ -224,7 +229,7 @@ class ManiFool(ImageAttack):
             if not act.numel():
                 break
             dev_idx = act.to(x.device)
-            step, wrong, l_act = self._step(x[dev_idx], y[dev_idx], centred[act], gens, work)
+            step, wrong, l_act = self._step(x[dev_idx], y[dev_idx], centred[act], gens, work, max_step)
             loss[act] = l_act
             newly = act[wrong]
             fooled[newly], done[newly] = True, True
@@ -251,12 +256,21 @@ class ManiFool(ImageAttack):
             centred[idx] = self._advance(prev[idx], last[idx] * hi[:, None], gens)
         return centred, fooled, taken, loss
 
-    def run(self, images, labels, work):
-        outs = [self._walk(images[s:s + self.max_batch], labels[s:s + self.max_batch], work)
+    def _walks(self, images, labels, work, max_step):
+        outs = [self._walk(images[s:s + self.max_batch], labels[s:s + self.max_batch], work, max_step)
                 for s in range(0, images.shape[0], self.max_batch)]
-        centred = torch.cat([o[0] for o in outs])
-        fooled = torch.cat([o[1] for o in outs])
-        taken = torch.cat([o[2] for o in outs])
+        return tuple(torch.cat([o[i] for o in outs]) for i in range(3))
+
+    def run(self, images, labels, work):
+        centred, fooled, taken = self._walks(images, labels, work, self.max_step)
+        for r in range(1, self.retries + 1):  # walks that stalled near the boundary: again with longer steps
+            todo = (~fooled).nonzero().squeeze(1)
+            if not todo.numel():
+                break
+            c2, f2, t2 = self._walks(images[todo.to(images.device)], labels[todo.to(labels.device)], work,
+                                     min(math.pi, self.max_step * 3 ** r))
+            centred[todo[f2]], fooled[todo[f2]] = c2[f2], True
+            taken[todo] += t2
         params = fields_of(centred)
         dist = geodesic_distance(images, params, path_steps=self.path_steps, **self.warp)
         norm = images.flatten(1).norm(dim=1).float().cpu().clamp_min(1e-12)
