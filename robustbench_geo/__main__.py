@@ -1,3 +1,3 @@
 from robustbench_geo.cli import main
 
-main()
+main(prog_name="rbgeo")

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from robustbench_geo._version import versions
 from robustbench_geo.attacks import list_attacks
-from robustbench_geo.check import check_range
+from robustbench_geo.check import check_device, check_images, check_labels, check_number
 from robustbench_geo.checkpoint import load_checkpoint
 from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
@@ -174,6 +174,13 @@ def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-tran
             keyword argument; ValueError: data or a model output that does not fit.
     """
     tm = get_threat_model(threat_model)
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of attack parameters such as {{'max_angle_deg': 30}}, got {params!r}")
+    if device is not None:
+        try:
+            check_device(device)
+        except (ValueError, RuntimeError) as e:
+            raise type(e)(f"device: {e}") from None
     ds, described = _dataset(data, n_examples, seed, data_root)
     domain = "graph" if isinstance(ds, GraphDataset) else "image"
     if tm.domain not in (domain, "any"):
@@ -207,8 +214,8 @@ def evaluate(model: nn.Module, data, attack: str = "none", *, seed: int = 0, dev
 
 def _dataset(data, n_examples, seed, data_root):
     """The data as an ``ImageDataset``/``GraphDataset`` and a JSON-ready description."""
-    if n_examples is not None and (isinstance(n_examples, bool) or int(n_examples) != n_examples or n_examples < 1):
-        raise ValueError(f"n_examples: expected a positive number of images or None (all), got {n_examples!r}")
+    if n_examples is not None:
+        n_examples = check_number(n_examples, "n_examples (images; None: all)", integer=True, low=1)
     if isinstance(data, str):
         info = dataset_info(data)
         if info.task == "graph":
@@ -223,15 +230,16 @@ def _dataset(data, n_examples, seed, data_root):
         return ds, {"name": "pyg", "kind": "torch_geometric.data.Data", "description": _describe(ds)}
     if isinstance(data, ImageDataset):
         images, labels, name = data.images, data.labels, data.name
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        images, labels, name = data[0], data[1], "tensors"
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and any(_array_like(t) for t in data):
+        name = "tensors"
+        images, labels = _as_tensor(data[0]), _as_tensor(data[1])
     elif isinstance(data, torch.utils.data.Dataset):
         (images, labels), name = _stack(data, n_examples), type(data).__name__
     else:
         raise TypeError("data: expected a dataset name, an (x, y) pair of tensors, a torch.utils.data.Dataset, "
                         f"or a PyG Data with masks, got {type(data).__name__}")
-    images, labels = images[:n_examples], labels[:n_examples]
     _check_images(images, labels)
+    images, labels = images[:n_examples], labels[:n_examples]
     ds = ImageDataset(name, images.detach().float(), labels.detach().long(), [str(i) for i in range(int(labels.max()) + 1)]
                       if labels.numel() else [], {"source": name, "first": len(labels)})
     return ds, {"name": name, "kind": type(data).__name__, "description": _describe(ds)}
@@ -252,15 +260,17 @@ def _stack(dataset, n_examples):
 
 
 def _check_images(images: torch.Tensor, labels: torch.Tensor) -> None:
-    if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images: expected a float tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    if labels.dim() != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
-        raise ValueError(f"labels: expected ({images.shape[0]},) integer class ids, got {labels.dtype} {tuple(labels.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError("images: expected at least one image, got 0")
-    if labels.min() < 0:
-        raise ValueError(f"labels: expected class ids >= 0, got {int(labels.min())}")
-    check_range(images, 0.0, 1.0, "images (pixel space; normalise inside the model with preprocessing=...)")
+    check_images(images, "images")
+    check_labels(labels, images.shape[0], "labels")
+
+
+def _array_like(value) -> bool:
+    return isinstance(value, torch.Tensor) or type(value).__module__ == "numpy"
+
+
+def _as_tensor(value):
+    """numpy arrays become tensors (sharing memory); anything else is left for the checks to name."""
+    return torch.from_numpy(value) if type(value).__module__ == "numpy" and hasattr(value, "dtype") else value
 
 
 def _describe(ds) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -29,9 +30,60 @@ def check_shape(x: torch.Tensor, shape: Sequence[str | int], name: str = "input"
 
 
 def check_range(x: torch.Tensor, low: float = 0.0, high: float = 1.0, name: str = "input") -> None:
-    """Check that all values lie in ``[low, high]``."""
+    """Check that all values lie in ``[low, high]`` (NaN is out of every range)."""
+    if x.numel() and x.is_floating_point() and bool(torch.isnan(x).any()):
+        raise ValueError(f"{name}: expected values in [{low}, {high}], got {int(torch.isnan(x).sum())} NaN of {x.numel()}")
     if x.numel() and (x.min() < low or x.max() > high):
-        raise ValueError(f"{name}: expected values in [{low}, {high}], got [{x.min().item():.4g}, {x.max().item():.4g}]")
+        lo, hi = x.min().item(), x.max().item()
+        raise ValueError(f"{name}: expected values in [{low}, {high}], got [{_shown(lo, low, high)}, {_shown(hi, low, high)}]")
+
+
+def check_images(images, name: str = "images") -> torch.Tensor:
+    """Images handed to the toolkit: a non-empty float tensor ``(N, C, H, W)``, finite, in ``[0, 1]``.
+
+    Returns ``images`` unchanged; raises ``TypeError`` for a non-tensor and ``ValueError`` otherwise,
+    naming the argument.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor (N, C, H, W) of floats in [0, 1], got {_kind(images)}")
+    if images.dim() != 4:
+        raise ValueError(f"{name}: expected shape (N, C, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        hint = " (divide 8-bit images by 255)" if images.dtype == torch.uint8 else ""
+        raise ValueError(f"{name}: expected a float tensor in [0, 1], got {images.dtype}{hint}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one image, got 0")
+    bad = ~torch.isfinite(images)
+    if bool(bad.any()):
+        raise ValueError(f"{name}: expected finite values in [0, 1], got {int(bad.sum())} NaN/infinite of {images.numel()}")
+    check_range(images, 0.0, 1.0, f"{name} (pixel space; normalise inside the model with preprocessing=...)")
+    return images
+
+
+def check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
+    """Class ids for ``n`` samples: an integer tensor ``(n,)`` (not boolean, not float), all ``>= 0``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor ({n},) of integer class ids, got {_kind(labels)}")
+    if labels.dtype == torch.bool:
+        raise ValueError(f"{name}: expected integer class ids, got torch.bool (for two classes pass labels.long())")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"{name}: expected integer class ids, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},) (one class id per sample), got {tuple(labels.shape)}")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"{name}: expected class ids >= 0, got {int(labels.min())}")
+    return labels
+
+
+def _kind(value) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} {tuple(shape)}" if shape is not None else type(value).__name__
+
+
+def _shown(v: float, low: float, high: float) -> str:
+    """A value as printed in a range message: short, but never rounded onto a limit (1.0001 is not "1")."""
+    short = f"{v:.4g}"
+    return repr(v) if float(short) in (low, high) and v not in (low, high) else short
 
 
 def check_number(value, name: str, *, integer: bool = False, low: float | None = None, high: float | None = None,
@@ -60,12 +112,22 @@ def check_number(value, name: str, *, integer: bool = False, low: float | None =
         raise ValueError(f"{name}: expected a finite number, got {as_float}")
     if integer and as_float != int(as_float):
         raise ValueError(f"{name}: expected {what}, got {value!r}")
-    out = int(as_float) if integer else as_float
+    exact = isinstance(value, numbers.Integral) or _is_scalar_tensor(value) and not value.is_floating_point()
+    out = (int(value) if exact else int(as_float)) if integer else as_float
     if low is not None and (out < low or (low_open and out == low)):
         raise ValueError(f"{name}: expected {_bounds(what, low, high, low_open)}, got {out}")
     if high is not None and out > high:
         raise ValueError(f"{name}: expected {_bounds(what, low, high, low_open)}, got {out}")
     return out
+
+
+#: seeds are stored as SQLite integers and fed to ``torch.manual_seed``: both take signed 64-bit values
+MAX_SEED = 2 ** 63 - 1
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed: an integer in ``[0, 2**63 - 1]`` (larger ones overflow the store and torch's generators)."""
+    return check_number(value, name, integer=True, low=0, high=MAX_SEED)
 
 
 def check_interval(value: Sequence[float], name: str, *, nonnegative: bool = False) -> tuple[float, float]:
@@ -146,6 +208,78 @@ def _bounds(what: str, low, high, low_open: bool) -> str:
     if low is None:
         return f"{what} <= {high}"
     return f"{what} in {'(' if low_open else '['}{low}, {high}]"
+
+
+#: a request whose model evaluations would take longer than this even at FASTEST_SAMPLE_SECONDS each is refused
+MAX_RUN_SECONDS = 7 * 86400
+#: a generous lower bound on the time of one sample through a model (a tiny model on a large GPU)
+FASTEST_SAMPLE_SECONDS = 1e-7
+
+
+class ResourceLimitError(ValueError):
+    """A request (grid steps, cells, samples, epochs ...) that cannot fit in this machine's memory or in any
+    reasonable time; raised with the estimate before any work."""
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the smaller of free RAM and the cgroup limit (``None``: unknown)."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = Path(limit).read_text().strip()
+            if cap.isdigit() and int(cap) < 1 << 60:
+                found.append(int(cap) - int(Path(usage).read_text().strip()))
+        except (OSError, ValueError):
+            pass
+    return max(min(found), 0) if found else None
+
+
+def check_cost(what: str, *, nbytes: float = 0.0, samples: float = 0.0, hint: str = "") -> None:
+    """Refuse, before any work, a request that cannot finish: an estimated allocation larger than the memory
+    available here, or more samples through the model than :data:`MAX_RUN_SECONDS` allows even at
+    :data:`FASTEST_SAMPLE_SECONDS` each (so a typo like ``--epochs 100000000000`` never starts).
+
+    Args:
+        what: the request in the user's words (``grid attack: angle_steps=100000000``).
+        nbytes: estimated bytes the request allocates at once.
+        samples: estimated samples (images, nodes) passed through the model.
+        hint: what to change, appended to the message.
+
+    Raises:
+        ResourceLimitError: one line with the estimate.
+    """
+    tail = f"; {hint}" if hint else ""
+    avail = available_memory()
+    if nbytes and avail is not None and nbytes > avail:
+        raise ResourceLimitError(f"{what}: would allocate ~{_bytes(nbytes)}, more than the {_bytes(avail)} of memory "
+                                 f"available on this machine{tail}")
+    seconds = samples * FASTEST_SAMPLE_SECONDS
+    if seconds > MAX_RUN_SECONDS:
+        raise ResourceLimitError(f"{what}: ~{samples:.3g} samples through the model, at least {_duration(seconds)} even at "
+                                 f"{FASTEST_SAMPLE_SECONDS * 1e9:.0f} ns each (the limit is {_duration(MAX_RUN_SECONDS)}){tail}")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def _duration(s: float) -> str:
+    if s >= 365 * 86400:
+        return f"{s / (365 * 86400):.3g} years"
+    if s >= 86400:
+        return f"{s / 86400:.3g} days"
+    return f"{s / 3600:.3g} hours"
 
 
 class DeviceUnavailableError(RuntimeError):

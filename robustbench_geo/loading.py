@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from robustbench_geo.checkpoint import check_plugin_allowed, load_checkpoint, read_metadata, sha256_file
 from robustbench_geo.data import dataset_info
 from robustbench_geo.models.preprocessing import Preprocessed, with_preprocessing
-from robustbench_geo.models.registry import check_model_output, get_model_entry, is_plugin_spec
+from robustbench_geo.models.registry import UserCodeExit, check_model_output, get_model_entry, is_plugin_spec
 
 _SIZE_KEYS = ("in_channels", "num_classes", "image_size", "in_features")
 _EXPECTED = ("expected a safetensors file, or a state dict saved with torch.save(model.state_dict(), FILE)")
@@ -198,6 +198,8 @@ def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = N
     kwargs = _factory_kwargs(spec, entry, data, params)
     try:
         model = entry.factory(**kwargs)
+    except UserCodeExit:
+        raise
     except Exception as e:  # noqa: BLE001 - the user's factory: any failure is bad input, reported in one line
         raise ValueError(f"model {spec!r}: calling the factory with {sorted(kwargs) or 'no arguments'} raised "
                          f"{type(e).__name__}: {e}") from e

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from robustbench_geo.check import check_finite, check_number, check_positive_int, unknown_name_error
+from robustbench_geo.check import check_cost, check_finite, check_number, check_positive_int, unknown_name_error
 from robustbench_geo.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint, versions
 from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
@@ -108,9 +108,19 @@ def _trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
     return params
 
 
+def check_training_cost(cfg: TrainConfig, size: int, unit: str) -> None:
+    """Refuse a number of epochs no machine could finish (one line with the estimate, before any step).
+
+    Every epoch counts at least 100 samples, the time of one optimiser step and its Python overhead.
+    """
+    check_cost(f"training for epochs={cfg.epochs} on {size} {unit}", samples=cfg.epochs * max(size, 100),
+               hint="use fewer epochs")
+
+
 def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *, device="cpu",
                       progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
     """Train in place; returns per-epoch history (loss, accuracy, seconds)."""
+    check_training_cost(cfg, len(train), "images")
     seed_everything(cfg.seed)
     model.to(device)
     opt = torch.optim.Adam(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -166,6 +176,7 @@ def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *
     that loss instead of the cross-entropy of ``model(x, edge_index, edge_weight)`` on the training
     nodes (consistency losses, regularisers, jointly learned graphs); everything else is the same.
     """
+    check_training_cost(cfg, graph.num_nodes, "nodes")
     seed_everything(cfg.seed)
     model.to(device)
     g = graph.to(device)

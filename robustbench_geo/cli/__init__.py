@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import click
@@ -16,7 +17,32 @@ from robustbench_geo.cli.sweep import sweep
 from robustbench_geo.cli.train import evaluate, train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class OneLineErrors(click.Group):
+    """The ``rbgeo`` group: a usage error (``--n abc``, an unknown command or choice, a missing argument) prints
+    one ``Error:`` line that points at ``--help``, like every other error, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "rbgeo"
+            valid = ""
+            if e.ctx is not None and isinstance(e.ctx.command, click.Group) and "No such command" in e.format_message():
+                valid = f" Valid commands: {', '.join(e.ctx.command.list_commands(e.ctx))}."
+            click.echo(f"Error: {e.format_message()}{valid} (see '{where} --help')", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # click.exceptions.Exit comes back as its code
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="rbgeo")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of a one-line message.")
 def main(debug):

@@ -8,8 +8,8 @@ import statistics
 import click
 
 from robustbench_geo.cli.options import (
-    check_output_path, data_root_option, deform_backend_option, device_option, handle_errors, model_source_options,
-    parse_params, quiet_option, split_model_args,
+    check_output_path, check_seed_option, data_root_option, deform_backend_option, device_option, handle_errors,
+    model_source_options, parse_params, quiet_option, split_model_args,
 )
 
 #: images attacked and attack batch size when --n / --batch-size are not given
@@ -25,7 +25,7 @@ DEFAULT_N, DEFAULT_BATCH = 1000, 256
 @click.option("--batch-size", type=int, default=None, help=f"Images: attack batch size [default: {DEFAULT_BATCH}].")
 @click.option("--budget", type=float, default=None, help="Graphs: fraction of edges (global) or flips per target (targeted).")
 @click.option("--mode", type=click.Choice(["evasion", "poisoning"]), default=None, help="Graphs: protocol [default: evasion].")
-@click.option("--seed", type=int, default=0, show_default=True, help="First attack seed.")
+@click.option("--seed", type=int, default=0, show_default=True, callback=check_seed_option, help="First attack seed.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds (seed, seed+1, ...): mean +- std.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder for CSV rows, JSON and figures.")
 @click.option("--force", is_flag=True, help="Attack even on another dataset variant or split than the checkpoint's.")

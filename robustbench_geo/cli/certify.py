@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
-from robustbench_geo.cli.options import data_root_option, device_option, handle_errors, quiet_option
+from robustbench_geo.check import check_number
+from robustbench_geo.cli.options import (
+    check_seed_option, data_root_option, device_option, handle_errors, quiet_option,
+)
 
 
 def family_kwargs(transform: str, max_angle_deg: float, min_scale: float, max_scale: float, max_shift_px: float) -> dict:
@@ -42,7 +45,7 @@ def _checkpoint_sigma(meta: dict) -> float | None:
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="Noisy images per model call.")
 @click.option("--attack/--no-attack", default=True, show_default=True, help="Also run the grid attack on the smoothed and base classifier.")
 @click.option("--attack-points", type=int, default=61, show_default=True, help="Grid points per parameter axis for the attacks.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image subset and of the noise.")
+@click.option("--seed", type=int, default=0, show_default=True, callback=check_seed_option, help="Seed of the image subset and of the noise.")
 @click.option("--dry-run", is_flag=True, help="Only estimate the work and time (one timed batch), then exit.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder for rows.csv and outcome.json.")
 @device_option
@@ -68,6 +71,13 @@ def certify(checkpoint, dataset, transform, max_angle_deg, min_scale, max_scale,
 
     if n_images <= 0:
         raise ValueError(f"--n: expected a positive number of images, got {n_images}")
+    counts = {"--samples": samples, "--n0": n0, "--batch-size": batch_size, "--attack-points": attack_points,
+              "--cells": cells, "--substeps": substeps}
+    for option, value in counts.items():  # SmoothingConfig checks them again under its own names
+        if value is not None:
+            check_number(value, option, integer=True, low=1)
+    if sigma is not None:
+        check_number(sigma, "--sigma", low=0.0, low_open=True)
     model, meta = load_checkpoint(checkpoint, device=device)
     if meta.get("task", "image") != "image":
         raise ValueError(f"certification applies to image models; checkpoint {checkpoint} is a {meta.get('task')} model")

@@ -38,11 +38,13 @@ def as_click_error(e: BaseException) -> click.ClickException:
     """The CLI's one-line message and exit code (2: bad input, 1: environment) for an exception."""
     from robustbench_geo.checkpoint import CheckpointError, DatasetMismatchError, PluginNotAllowedError
     from robustbench_geo.data.root import CacheError, ChecksumError, DataMissingError
-    from robustbench_geo.models.registry import PluginError
+    from robustbench_geo.models.registry import PluginError, UserCodeExit
 
     if isinstance(e, SystemExit):
         return EnvironmentProblem(f"the code called sys.exit({e.code!r}) (a model factory or plug-in?); nothing was "
                                   f"saved {DEBUG_HINT}")
+    if isinstance(e, UserCodeExit):
+        return EnvironmentProblem(str(e))
     if isinstance(e, (DatasetMismatchError, PluginNotAllowedError, PluginError)):
         return UserInputError(str(e))
     if isinstance(e, (DataMissingError, CheckpointError, ChecksumError, CacheError, PermissionError)):
@@ -83,6 +85,16 @@ def check_device(ctx, param, value: str) -> str:
         raise EnvironmentProblem(f"--device: {e}") from None
     except ValueError as e:
         raise UserInputError(f"--device: {e}") from None
+
+
+def check_seed_option(ctx, param, value: int) -> int:
+    """``--seed`` callback: an integer in ``[0, 2**63 - 1]`` (the store and torch's generators hold 64-bit seeds)."""
+    from robustbench_geo.check import check_seed
+
+    try:
+        return check_seed(value, f"--{param.name}")
+    except ValueError as e:
+        raise UserInputError(str(e)) from None
 
 
 def check_backend(ctx, param, value: str) -> str:
@@ -152,7 +164,8 @@ data_root_option = click.option("--data-root", type=click.Path(file_okay=False),
                                 help="Data root (else $RBGEO_DATA, else ~/.cache/robustbench_geo).")
 device_option = click.option("--device", default="cpu", show_default=True, callback=check_device,
                              help="torch device, e.g. cpu, cuda or cuda:1.")
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, callback=check_seed_option,
+                           help="Random seed.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 deform_backend_option = click.option("--deform-backend", default="auto", show_default=True, callback=check_backend,
                                      help="Deformable-convolution backend: auto, native, torchvision or triton (CUDA).")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch.utils.data import Dataset
 
-from robustbench_geo.check import check_number
+from robustbench_geo.check import check_labels, check_number
 
 
 class ImageDataset(Dataset):
@@ -146,10 +146,14 @@ class GraphDataset:
         if missing:
             raise ValueError(f"data: expected a PyG Data with x, edge_index, y, train_mask, val_mask and test_mask, "
                              f"missing {', '.join(missing)}")
-        x, y, ei = data.x.detach().float().cpu(), data.y.detach().long().cpu(), data.edge_index.detach().long().cpu()
+        x, y, ei = data.x.detach().float().cpu(), data.y.detach().cpu(), data.edge_index.detach().long().cpu()
         n = x.shape[0]
-        if x.dim() != 2 or y.shape != (n,):
-            raise ValueError(f"data: expected x (N, F) and y (N,), got x {tuple(x.shape)} and y {tuple(y.shape)}")
+        if x.dim() != 2:
+            raise ValueError(f"data.x: expected node features (N, F), got {tuple(x.shape)}")
+        y = check_labels(y, n, "data.y").long()
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"data.x: expected finite node features, got {int((~torch.isfinite(x)).sum())} "
+                             f"NaN/infinite of {x.numel()}")
         if ei.dim() != 2 or ei.shape[0] != 2 or (ei.numel() and (ei.min() < 0 or ei.max() >= n)):
             raise ValueError(f"data.edge_index: expected (2, E) node ids in [0, {n}), got shape {tuple(ei.shape)}")
         idx = {}

@@ -204,9 +204,11 @@ def prepare_files(
         missing.append((rel, "not found" + ("" if download_missing else " (downloads disabled)")))
     if missing:
         lines = "\n".join(f"  {root / rel}  ({why})" for rel, why in missing)
-        raise DataMissingError(
+        error = DataMissingError(
             f"dataset {dataset!r}: missing files under the data root {root}:\n{lines}\n"
             f"Put these files there (or point --data-root / RBGEO_DATA at a folder that has them), "
             f"or run once with network access so they can be downloaded."
         )
+        error.root, error.missing = root, [rel for rel, _ in missing]
+        raise error
     return work

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 
 from robustbench_geo.attacks import NoAttack, get_attack, list_attacks
+from robustbench_geo.check import check_finite
 from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.evaluation.clean import clean_outcome
 from robustbench_geo.evaluation.graph import evaluate_graph_attack
@@ -45,6 +46,7 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
                          f"{domain} attacks: {', '.join(list_attacks(domain))}")
     run = evaluate_graph_attack if domain == "graph" else evaluate_image_attack
     _check_options(run, kwargs)
+    check_data(dataset)
     was_training = model.training
     try:
         if entry.cls is NoAttack:
@@ -57,6 +59,19 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
         return outcome
     finally:
         model.train(was_training)
+
+
+def check_data(dataset) -> None:
+    """Data that can give an accuracy: at least one evaluated sample, finite inputs (no number from NaN pixels)."""
+    if isinstance(dataset, GraphDataset):
+        if len(dataset.idx_test) == 0:
+            raise ValueError(f"graph {dataset.name!r}: expected at least one test node, got none (the test mask is "
+                             "all False): an accuracy over 0 nodes is not a number")
+        check_finite(dataset.x, f"graph {dataset.name!r}: node features x")
+    else:
+        if len(dataset) == 0:
+            raise ValueError(f"dataset {dataset.name!r}: expected at least one image, got 0")
+        check_finite(dataset.images, f"dataset {dataset.name!r}: images")
 
 
 def _check_options(run, kwargs: dict) -> None:

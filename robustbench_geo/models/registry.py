@@ -13,9 +13,13 @@ Plug-ins follow the same protocol and are named ``package.module:factory``,
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import importlib.util
 import inspect
+import os
+import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -170,6 +174,39 @@ def _is_file_target(target: str) -> bool:
     return target.endswith(".py") or "/" in target
 
 
+class UserCodeExit(RuntimeError):
+    """A plug-in tried to end the whole process (``os._exit``) while the toolkit ran it."""
+
+
+@contextlib.contextmanager
+def no_process_exit(what: str):
+    """Run user code with ``os._exit`` raising :class:`UserCodeExit` in this thread (other threads, such as a
+    worker's parent watchdog, still exit for real): a plug-in that calls it fails the command or the sweep
+    cell with a message instead of ending the program with its exit code (0 looked like success)."""
+    real, owner = os._exit, threading.get_ident()
+
+    def refuse(code=0):
+        if threading.get_ident() != owner:
+            real(code)
+        raise UserCodeExit(f"{what} called os._exit({code!r}), which would end the whole program; nothing was saved. "
+                           "A factory should return a model or raise an exception")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real
+
+
+def _guarded(factory: Callable[..., nn.Module], spec: str) -> Callable[..., nn.Module]:
+    @functools.wraps(factory)
+    def call(*args, **kwargs):
+        with no_process_exit(f"plug-in model {spec!r}"):
+            return factory(*args, **kwargs)
+
+    return call
+
+
 def _plugin_entry(spec: str) -> ModelEntry:
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
@@ -182,12 +219,18 @@ def _plugin_entry(spec: str) -> ModelEntry:
         mod_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(mod_spec)
         try:
-            mod_spec.loader.exec_module(module)
+            with no_process_exit(f"plug-in model {spec!r} (importing {path})"):
+                mod_spec.loader.exec_module(module)
+        except UserCodeExit:
+            raise
         except Exception as e:  # noqa: BLE001 - any error in the user's file is reported as bad input
             raise PluginError(f"plug-in model {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
     else:
         try:
-            module = importlib.import_module(target)
+            with no_process_exit(f"plug-in model {spec!r} (importing {target})"):
+                module = importlib.import_module(target)
+        except UserCodeExit:
+            raise
         except ImportError as e:
             raise PluginError(f"plug-in model {spec!r}: cannot import {target!r}: {e}") from None
         except Exception as e:  # noqa: BLE001
@@ -196,7 +239,7 @@ def _plugin_entry(spec: str) -> ModelEntry:
     if factory is None or not callable(factory):
         raise PluginError(f"plug-in model {spec!r}: {target!r} has no callable {attr!r}")
     task = getattr(factory, "task", "any")  # a plug-in serves the task of the dataset it is built for
-    return ModelEntry(spec, factory, task, (inspect.getdoc(factory) or "plug-in").split("\n")[0])
+    return ModelEntry(spec, _guarded(factory, spec), task, (inspect.getdoc(factory) or "plug-in").split("\n")[0])
 
 
 def _load_entry_points() -> None:

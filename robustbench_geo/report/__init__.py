@@ -11,6 +11,7 @@ dataset and attack labels, parameters, errors) appears as text.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -152,6 +153,19 @@ def status_message(counts: dict[str, int]) -> str:
     return f"No finished cells yet ({what}): nothing to compare; run the sweep to fill the store."
 
 
+def _check_writable(paths: dict[str, Path], tmp: Path) -> None:
+    """Refuse before writing anything when a report file's name is taken by a folder (or ``json`` by a file)."""
+    for key, p in [*paths.items(), ("html", tmp)]:
+        if key == "json" and p.exists() and not p.is_dir():
+            raise ValueError(f"report: {p} is a file, expected the folder of per-model JSON files; nothing was "
+                             "written: move the file away")
+        if key != "json" and p.is_dir():
+            raise ValueError(f"report: {p} is a folder, expected the report file {p.name}; nothing was written: "
+                             "move the folder away")
+    if not os.access(paths["html"].parent, os.W_OK):
+        raise PermissionError(f"report: folder {paths['html'].parent} is not writable; nothing was written")
+
+
 def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, Path]:
     """Write the report files of the sweep in ``folder`` (which holds ``results.sqlite``).
 
@@ -168,6 +182,7 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
     summary = summary_frame(frame)
     paths = {"csv": folder / "results.csv", "markdown": folder / "summary.md", "json": folder / "json",
              "html": folder / "report.html"}
+    _check_writable(paths, paths["html"].with_suffix(".html.tmp"))
     tidy_frame(cells, sweep).to_csv(paths["csv"], index=False)
     cert_rows = certification_rows(frame)
     paths["markdown"].write_text(summary_markdown(summary, sweep) + certification_markdown(cert_rows))

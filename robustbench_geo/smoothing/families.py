@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from robustbench_geo.check import check_nonnegative, unknown_name_error
+from robustbench_geo.attacks.image.affine import MAX_ANGLE_DEG, MAX_SHIFT_PX
+from robustbench_geo.check import check_number, unknown_name_error
 from robustbench_geo.geometry import WARP_DEFAULTS, affine_matrix, warp
 
 
@@ -144,7 +145,7 @@ class Rotation(Family):
     unit = "deg"
 
     def __post_init__(self):
-        check_nonnegative(self.max_angle_deg, "max_angle_deg")
+        check_number(self.max_angle_deg, "max_angle_deg", low=0.0, high=MAX_ANGLE_DEG)
 
     def box(self):
         return [(-float(self.max_angle_deg), float(self.max_angle_deg))]
@@ -169,6 +170,8 @@ class Scaling(Family):
     unit = "x"
 
     def __post_init__(self):
+        for name in ("min_scale", "max_scale"):
+            check_number(getattr(self, name), name, low=0.0, low_open=True)
         if not 0 < self.min_scale <= self.max_scale:
             raise ValueError(f"scaling: expected 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
 
@@ -201,7 +204,7 @@ class Translation(Family):
     unit = "px"
 
     def __post_init__(self):
-        check_nonnegative(self.max_shift_px, "max_shift_px")
+        check_number(self.max_shift_px, "max_shift_px", low=0.0, high=MAX_SHIFT_PX)
 
     def box(self):
         m = float(self.max_shift_px)

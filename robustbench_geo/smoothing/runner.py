@@ -20,7 +20,7 @@ from robustbench_geo.smoothing.attack import grid_attack, grid_points
 from robustbench_geo.smoothing.families import Family, interpolation_bound, make_family
 from robustbench_geo.smoothing.stats import proportion_interval
 from robustbench_geo.smoothing.tss import (
-    SmoothingConfig, _device, _generator, certify, inference_model, probe_batch, sample_counts,
+    SmoothingConfig, _device, _generator, certify, check_certify_cost, inference_model, probe_batch, sample_counts,
 )
 
 
@@ -65,9 +65,11 @@ def evaluate_certification(model: nn.Module, dataset: ImageDataset, transform: s
     """
     family = make_family(transform, **family_kwargs)
     cfg = (config or SmoothingConfig()).resolved(family)
+    images, labels = dataset.images, dataset.labels
+    check_certify_cost(family, cfg, images.shape, len(labels), attack_points=attack_points if attack else 0,
+                       attack_samples=attack_samples)
     t0 = time.perf_counter()
     dev = _device(model)
-    images, labels = dataset.images, dataset.labels
     cert = certify(model, images, labels, family, config=cfg, progress=progress)
     metrics = {"n": int(labels.shape[0]), **{k: v for k, v in cert.summary().items() if k != "n"}}
     rows = cert.rows()
@@ -101,6 +103,7 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
     """
     family = make_family(transform, **family_kwargs)
     cfg = (config or SmoothingConfig()).resolved(family)
+    check_certify_cost(family, cfg, image.shape, 1)  # the dry run itself builds one image's bound
     dev = _device(model)
     k = cfg.cells ** family.dims
     warps = k * (cfg.substeps + 1) ** family.dims + k

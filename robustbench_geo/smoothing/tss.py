@@ -48,7 +48,7 @@ from robustbench_geo.smoothing.families import (
 from robustbench_geo.smoothing.stats import (
     ABSTAIN, clopper_pearson_lower, gaussian_radius, predict_top, proportion_interval,
 )
-from robustbench_geo.check import check_shape
+from robustbench_geo.check import check_cost, check_images, check_labels, check_number, check_seed
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,17 @@ class SmoothingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not self.sigma > 0:
-            raise ValueError(f"sigma: expected a positive noise level, got {self.sigma}")
+        # the same checks as attack parameters (frozen dataclass: normalised values are set through object)
+        check_number(self.sigma, "sigma", low=0.0, low_open=True)
         for name in ("n0", "n", "batch_size"):
-            v = getattr(self, name)
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if not 0 < self.alpha < 1:
+            object.__setattr__(self, name, check_number(getattr(self, name), name, integer=True, low=1))
+        for name in ("cells", "substeps"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_number(getattr(self, name), name, integer=True, low=1))
+        a = check_number(self.alpha, "alpha", low=0.0, low_open=True)
+        if a >= 1:
             raise ValueError(f"alpha: expected a failure probability in (0, 1), got {self.alpha}")
+        object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
 
     def resolved(self, family: Family) -> "SmoothingConfig":
         cells = self.cells or DEFAULT_CELLS[family.name]
@@ -231,6 +234,33 @@ def _generator(device: torch.device, seed: int, index: int) -> torch.Generator:
     return g
 
 
+def check_certify_cost(family: Family, cfg: "SmoothingConfig", image_shape, images: int, *, attack_points: int = 0,
+                       attack_samples: int = 0) -> None:
+    """Refuse, before any allocation, a certificate that cannot fit (cells, samples, shift range, batch size).
+
+    The estimate per image: the interpolation bound's source points and gathers (``K H W`` float64 values a
+    few times over, ``K = cells ** dims``), the warped nodes, the padded neighbourhood maps (their padding
+    grows with the pixels a cell spans) and one batch of noisy images; the samples through the model are the
+    selection, ``K`` estimations of ``n`` and the attack grid. Raises
+    :class:`~robustbench_geo.check.ResourceLimitError` with the estimate.
+    """
+    c, h, w = (int(v) for v in image_shape[-3:])
+    cells = cfg.cells or DEFAULT_CELLS[family.name]
+    substeps = cfg.substeps or DEFAULT_SUBSTEPS[family.name]
+    k = cells ** family.dims
+    width = max(hi - lo for lo, hi in family.box()) / cells
+    moved = float(family.speed((h, w)).max()) * width * math.sqrt(family.dims)  # pixels a source point moves per cell
+    pad = math.ceil(moved) + 3
+    noisy = min(cfg.batch_size, max(cfg.n, cfg.n0) * max(k, 1))
+    nbytes = (k * h * w * 72 + k * c * h * w * 4 + k * (substeps + 1) ** family.dims * 8
+              + (h + 2 * pad) * (w + 2 * pad) * c * 8 * 6 + noisy * c * h * w * 4 * 3)
+    samples = images * (cfg.n0 + k * cfg.n + attack_points ** family.dims * (attack_samples + 2))
+    budget = ", ".join(f"{k}={v:g}" for k, v in family.describe().items() if k != "transform")
+    what = (f"certify {family.name} ({budget}): cells={cells}^{family.dims}, samples={cfg.n}, batch_size={cfg.batch_size} "
+            f"on {images} image(s) of {c}x{h}x{w}")
+    check_cost(what, nbytes=nbytes, samples=samples, hint="use fewer cells or samples, a smaller batch or range")
+
+
 def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transform: str | Family = "rotation", *,
             config: SmoothingConfig | None = None, progress: bool = False, **family_kwargs) -> Certificate:
     """Certify a Gaussian-smoothed classifier against every transform of a family (TSS, see module docstring).
@@ -252,10 +282,11 @@ def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transf
         >>> cert = certify(model, x, y, "rotation", max_angle_deg=30, config=SmoothingConfig(sigma=0.5, n=1000))
         >>> cert.summary()["certified_accuracy"]
     """
-    check_shape(images, ["B", "C", "H", "W"], "images")
-    check_shape(labels, [images.shape[0]], "labels")
+    check_images(images, "images")
+    check_labels(labels, images.shape[0], "labels")
     family = make_family(transform, **family_kwargs)
     cfg = (config or SmoothingConfig()).resolved(family)
+    check_certify_cost(family, cfg, images.shape, images.shape[0])
     dev = _device(model)
     was_training = model.training
     model.eval()

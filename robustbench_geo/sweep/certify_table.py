@@ -18,6 +18,7 @@ runs it.
 
 from __future__ import annotations
 
+from robustbench_geo.check import check_number
 from robustbench_geo.smoothing.families import FAMILIES, make_family
 from robustbench_geo.smoothing.tss import SmoothingConfig
 
@@ -45,6 +46,12 @@ def parse_certify_tables(tables: dict, checker, datasets: dict, models: dict, at
         for k in ("attack_points", "attack_samples"):
             if k in t and (isinstance(t[k], bool) or not isinstance(t[k], int) or t[k] < 0):
                 checker.fail(f"{p}.{k}", f"expected a non-negative integer, got {t[k]!r}")
+        for k in ("samples", "n0", "cells", "substeps", "batch_size"):  # by their own names, with their line
+            if k in t:
+                try:
+                    check_number(t[k], k, integer=True, low=1)
+                except ValueError as e:
+                    checker.fail(f"{p}.{k}", str(e))
         try:
             SmoothingConfig(**{("n" if k == "samples" else k): v for k, v in settings.items()
                                if k not in ("attack_points", "attack_samples")})

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustbench_geo.attacks.base import check_params, get_attack
-from robustbench_geo.check import DeviceUnavailableError, check_device, check_number, unknown_name_error
+from robustbench_geo.check import DeviceUnavailableError, check_device, check_number, check_seed, unknown_name_error
 from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, read_metadata, sha256_file, weights_sha256
 from robustbench_geo.data import dataset_info
 from robustbench_geo.loading import check_fits, load_model, read_weights, state_sha256
@@ -241,6 +241,11 @@ def _parse_sweep_table(sw: dict, c: _Checker) -> dict:
         c.fail("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         c.fail("sweep.seeds", f"expected distinct seeds, got {seeds}")
+    for i, s in enumerate(seeds):
+        try:
+            check_seed(s, f"seeds[{i}]")
+        except ValueError as e:
+            c.fail("sweep.seeds", str(e))
     jobs = sw.get("jobs", 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         c.fail("sweep.jobs", f"expected a positive integer (local worker processes), got {jobs!r}")

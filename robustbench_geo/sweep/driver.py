@@ -24,7 +24,7 @@ from robustbench_geo.evaluation.outcome import check_metrics
 from robustbench_geo.stats import accuracy_interval
 from robustbench_geo.sweep.cells import Cell, expand
 from robustbench_geo.sweep.config import SweepConfig
-from robustbench_geo.sweep.executors import make_executor
+from robustbench_geo.sweep.executors import make_executor, sigterm_as_interrupt
 from robustbench_geo.sweep.runner import default_checkpoint_cache, run_cell, write_artefacts
 from robustbench_geo.sweep.store import ResultStore, owner_id
 
@@ -144,6 +144,39 @@ def _logger(folder: Path) -> tuple[logging.Logger, Path]:
     return log, path
 
 
+def check_datasets_present(cfg: SweepConfig, data_root=None) -> None:
+    """Before the first cell: every dataset the sweep reads is on disk or can be downloaded now.
+
+    Each dataset's test split (and the training split of models the sweep trains) is opened once, which
+    checks (and fetches) its raw files. Missing ones raise one :class:`DataMissingError` line naming
+    them all, the data root and how to point at a mirror, instead of every cell failing with it.
+    """
+    from robustbench_geo.data import load_dataset
+    from robustbench_geo.data.root import DataMissingError, resolve_data_root
+
+    need = {(d.spec, "test" if d.task == "image" else None) for d in cfg.datasets.values()}
+    need |= {(cfg.datasets[m.dataset].spec, "train") for m in cfg.models.values()
+             if m.source == "train" and cfg.datasets[m.dataset].task == "image"}
+    missing: dict[str, None] = {}
+    names: dict[str, None] = {}
+    root = resolve_data_root(data_root)
+    for spec, split in sorted(need, key=str):
+        try:
+            if split is None:
+                load_dataset(spec, root=data_root)
+            else:
+                load_dataset(spec, split=split, root=data_root, subset=1)
+        except DataMissingError as e:
+            root = getattr(e, "root", root)
+            missing.update(dict.fromkeys(getattr(e, "missing", [spec])))
+            names[spec] = None
+    if missing:
+        raise DataMissingError(
+            f"the sweep needs {len(missing)} file(s) missing under the data root {root} (datasets "
+            f"{', '.join(names)}): {', '.join(missing)}; point RBGEO_DATA or --data-root at a mirror that has them, "
+            "or run once with network access so they can be downloaded. No cell was run")
+
+
 def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = None, address: str | None = None,
               data_root=None, threads: int | None = None, progress: bool = True,
               report: Callable[[Path], dict] | None = None, limit: int | None = None) -> SweepSummary:
@@ -177,10 +210,12 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
     cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()  # a bad cache fails here
+    check_datasets_present(cfg, data_root)
     store = ResultStore(cfg.output, cfg.name)  # refuses another sweep's store before any work
     summary = SweepSummary(cfg.name, cfg.output, len(cells))
     ex = None
     in_flight: dict[str, Cell] = {}
+    restore_sigterm = sigterm_as_interrupt()
     try:
         store.register(cells)
         status = {r["hash"]: r["status"] for r in store.cells()}
@@ -252,6 +287,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
             ex.shutdown()
         summary.seconds = time.perf_counter() - t0
         store.close()
+        restore_sigterm()
     if report:
         summary.report = report(cfg.output)["html"]
     log.info("finished in %.1f s: %d ran, %d failed, %d skipped", summary.seconds, len(summary.ran),

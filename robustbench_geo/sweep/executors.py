@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable
 
 
 class LocalExecutor:
@@ -62,6 +63,9 @@ def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
             pass
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+    # Ctrl-C in a terminal reaches the whole process group: the driver alone handles it (gives the cells
+    # back and ends its workers), so a worker never dies half-way through a store write of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while True:
@@ -107,7 +111,31 @@ class ProcessExecutor:
         return len(self.futures)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool; workers still inside a cell (an interrupted sweep) are killed, not waited for: a cell
+        stuck in user code (a sleeping plug-in) would otherwise keep the driver alive at exit."""
+        abandoned = [f for f in self.futures if not f.done()]
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        if abandoned:
+            for w in workers:
+                w.kill()
+            for w in workers:
+                w.join(5)
+        self.pool.shutdown(wait=not abandoned, cancel_futures=True)
+        self.futures.clear()
+
+
+def sigterm_as_interrupt() -> Callable[[], None]:
+    """Handle SIGTERM like Ctrl-C (``KeyboardInterrupt``) while the driver runs, so the claimed cells are given
+    back and the workers ended instead of the process dying with cells left ``running``; returns the function
+    that restores the previous handler (a no-op outside the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 class RayExecutor:

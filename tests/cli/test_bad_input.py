@@ -13,6 +13,8 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,6 +45,12 @@ def nan_model(**kwargs):
 
 def exits(**kwargs):
     raise SystemExit(0)
+
+
+def exits_os(**kwargs):
+    import os
+
+    os._exit(0)  # would end the whole process with status 0
 '''
 
 
@@ -82,6 +90,7 @@ class Case:
     words: tuple[str, ...]
     setup: Callable[[Path], None] | None = None
     env: dict = field(default_factory=dict)
+    process: bool = False  # run ``python -m robustbench_geo`` in its own process (for code that could end it)
 
 
 def _toml(text: str, name: str = "s.toml"):
@@ -124,6 +133,11 @@ def _store(w: Path) -> None:
     ResultStore(w / "out", "tiny").close()
 
 
+def _report_html_folder(w: Path) -> None:
+    _store(w)
+    (w / "out" / "report.html").mkdir()
+
+
 def _empty_store(w: Path) -> None:
     (w / "out").mkdir()
     (w / "out" / "results.sqlite").touch()
@@ -142,6 +156,11 @@ def _corrupt_mnist(w: Path) -> None:
 ATTACK = "attack {ck}/madry mnist --quiet --n 20 --attack"
 GRAPH_ATTACK = "attack {ck}/gcn cora --quiet --attack dice"
 TRAIN = "train madry_cnn mnist --quiet --epochs 1 --subset 64 --test-subset 32 --out {w}/new"
+CERTIFY = "certify {ck}/madry mnist --quiet --n 5 --samples 20 --n0 10 --no-attack"
+
+
+def _certify_table(body: str) -> str:
+    return tiny_toml("OUT", attacks=f'\n[certify.c]\ntransform = "rotation"\n{body}\n')
 
 CASES = [
     # wrong numbers from infinite or ill-typed budgets (issue items 1, 5)
@@ -158,6 +177,28 @@ CASES = [
     Case("n-too-large", f"{ATTACK} grid --n 10000000", 2, ("10000", "10000000")),
     Case("n-zero", f"{ATTACK} grid --n 0", 2, ("--n", "integer >= 1")),
     Case("seeds-zero", f"{ATTACK} grid --seeds 0", 2, ("--seeds",)),
+    Case("seed-huge", f"{ATTACK} grid --seed 99999999999999999999", 2, ("--seed", "99999999999999999999")),
+    Case("sweep-seed-huge", "sweep {w}/s.toml --quiet", 2, ("seeds[0]", "18446744073709551617", "line"),
+         _toml(tiny_toml("OUT", seeds=(18446744073709551617,)))),
+    # certification: the same checks as attacks
+    Case("certify-sigma-inf", f"{CERTIFY} --sigma inf", 2, ("--sigma", "finite")),
+    Case("certify-angle-200", f"{CERTIFY} --max-angle-deg 200", 2, ("max_angle_deg", "[0.0, 180.0]", "200")),
+    Case("certify-cells-zero", f"{CERTIFY} --cells 0", 2, ("--cells", ">= 1", "got 0")),
+    Case("certify-samples-zero", f"{CERTIFY} --samples 0", 2, ("--samples", ">= 1", "got 0")),
+    Case("sweep-certify-sigma-inf", "sweep {w}/s.toml --quiet", 2, ("certify.c", "sigma", "finite"),
+         _toml(_certify_table("sigma = inf"))),
+    Case("sweep-certify-angle-200", "sweep {w}/s.toml --quiet", 2, ("certify.c.params", "max_angle_deg", "180"),
+         _toml(_certify_table("params = { max_angle_deg = 200 }"))),
+    Case("sweep-certify-cells-zero", "sweep {w}/s.toml --quiet", 2, ("certify.c.cells", "got 0", "line"),
+         _toml(_certify_table("cells = 0"))),
+    # sizes checked against an estimate before any work
+    Case("grid-angle-steps-huge", f"{ATTACK} grid --param angle_steps=100000000", 2,
+         ("angle_steps=100000000", "would allocate", "memory available")),
+    Case("grid-shift-steps-huge", f"{ATTACK} grid --param shift_steps=100000", 2, ("shift_steps=100000", "would allocate")),
+    Case("worst-of-k-huge", f"{ATTACK} worst_of_k --param k=1000000000", 2, ("k=1000000000", "use a smaller k")),
+    Case("certify-cells-huge", f"{CERTIFY} --transform translation --cells 100000", 2, ("cells=100000^2", "would allocate")),
+    Case("certify-shift-huge", f"{CERTIFY} --transform translation --max-shift-px 1e6", 2, ("max_shift_px", "10000.0")),
+    Case("epochs-huge", f"{TRAIN} --epochs 100000000000", 2, ("epochs=100000000000", "days", "fewer epochs")),
     # options that do not apply
     Case("budget-on-image", f"{ATTACK} grid --budget 0.05", 2, ("--budget", "applies to graph attacks only", "an image attack")),
     Case("mode-on-image", f"{ATTACK} grid --mode poisoning", 2, ("--mode", "graph attacks only")),
@@ -178,6 +219,9 @@ CASES = [
     Case("toml-not-utf8", "sweep {w}/s.toml --quiet", 2, ("s.toml", "UTF-8"),
          lambda w: (w / "s.toml").write_bytes(b"[sweep]\nname = \"caf\xe9\"\n")),
     Case("sweep-missing-file", "sweep {w}/missing.toml", 2, ("missing.toml", "not found")),
+    Case("sweep-data-missing", "sweep {w}/s.toml --quiet", 1,
+         ("data root", "{w}/empty", "t10k-images-idx3-ubyte.gz", "mirror", "No cell was run"),
+         lambda w: (_toml(tiny_toml("OUT"))(w), (w / "empty").mkdir()), {"RBGEO_DATA": "{w}/empty"}),
     Case("limit-negative", "sweep {w}/s.toml --quiet --limit -1", 2, ("--limit", "got -1"), _toml(tiny_toml("OUT"))),
     Case("threads-negative", "sweep {w}/s.toml --quiet --threads -3", 2, ("--threads", "got -3"), _toml(tiny_toml("OUT"))),
     # dataset variant and split of a checkpoint (item 2)
@@ -190,6 +234,8 @@ CASES = [
     Case("checkpoint-nan-weights", "eval {ck}/nan mnist --subset 10", 2, ("finite",)),
     Case("factory-sys-exit", "train {ck}/plug.py:exits mnist --quiet --epochs 1 --subset 64 --out {w}/new", 1,
          ("sys.exit(0)",)),
+    Case("factory-os-exit", "eval --model {ck}/plug.py:exits_os mnist --subset 10", 1, ("exits_os", "os._exit(0)"),
+         process=True),
     Case("plugin-raises-on-import", "train {ck}/badimport.py:f mnist --out {w}/new", 2,
          ("badimport.py", "RuntimeError", "broken at import")),
     Case("plugin-file-missing", "train {w}/nothere.py:f mnist --out {w}/new", 2, ("nothere.py", "not found")),
@@ -215,6 +261,8 @@ CASES = [
          lambda w: (_toml(tiny_toml("OUT"))(w), _foreign_sqlite(w))),
     Case("results-empty-store", "results list {w}/out", 2, ("results.sqlite", "empty", "untouched"), _empty_store),
     Case("report-empty-store", "report {w}/out", 2, ("results.sqlite", "empty", "untouched"), _empty_store),
+    Case("report-html-is-folder", "report {w}/out", 2, ("report.html", "is a folder", "nothing was written"),
+         _report_html_folder),
     Case("results-missing-store", "results list {w}/nowhere", 2, ("no results store",)),
     Case("cache-is-file", "eval {ck}/madry mnist --subset 10", 1, ("RBGEO_CACHE", "is a file"), _a_file("cache"),
          {"RBGEO_CACHE": "{w}/cache"}),
@@ -245,12 +293,19 @@ def test_bad_input(case: Case, ck, tmp_path, monkeypatch):
     env = {k: v.format(**fmt) for k, v in case.env.items()}
     before = _snapshot(w, ck)
     data_before = _snapshot(Path(os.environ["RBGEO_DATA"]))
-    result = CliRunner().invoke(main, args, env=env)
+    if case.process:
+        run = subprocess.run([sys.executable, "-m", "robustbench_geo", *args], cwd=w, env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=300)
+        exit_code, output, exception = run.returncode, run.stdout + run.stderr, None
+    else:
+        result = CliRunner().invoke(main, args, env=env)
+        exit_code, output, exception = result.exit_code, result.output, result.exception
     try:
-        assert result.exit_code == case.code, (result.output, result.exception)
-        message = result.output.strip()
-        assert "Error: " in message and "Traceback" not in message, message  # ours, or click's usage error
+        assert exit_code == case.code, (output, exception)
+        message = output.strip()
+        assert message.startswith("Error: ") and len(message.splitlines()) == 1, message  # one line, usage errors too
         for word in case.words:
+            word = word.format(**fmt)
             assert word in message, f"{word!r} not in {message!r}"
         assert _snapshot(w, ck) == before, "something was written"
         assert _snapshot(Path(os.environ["RBGEO_DATA"])) == data_before

@@ -187,13 +187,15 @@ def test_certificate_is_reproducible_for_a_seed():
 def test_bad_input_is_rejected():
     with pytest.raises(KeyError, match="Valid transformations"):
         certify(Constant(), torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), "shear")
-    with pytest.raises(ValueError, match="sigma: expected a positive"):
+    with pytest.raises(ValueError, match="sigma: expected a number > 0.0, got 0"):
         SmoothingConfig(sigma=0)
     with pytest.raises(ValueError, match="expected 0 < min_scale"):
         Scaling(1.2, 0.8)
-    with pytest.raises(ValueError, match="non-negative pixel values"):
+    with pytest.raises(ValueError, match=r"images .*expected values in \[0.0, 1.0\], got \[-1, -1\]"):
         certify(Constant(), -torch.ones(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), "rotation",
                 config=SmoothingConfig(cells=2, substeps=2, n=10, n0=10))
+    with pytest.raises(ValueError, match="non-negative pixel values"):
+        interpolation_bound(Rotation(), -torch.ones(1, 28, 28), 2, 2)
 
 
 # -- the fast path -------------------------------------------------------------------------------

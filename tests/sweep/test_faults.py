@@ -44,6 +44,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _kill_all(driver: subprocess.Popen, pids: list[int]) -> None:
+    """Never leave a sleeping worker behind, even when a test fails."""
+    if driver.poll() is None:
+        driver.kill()
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_the_driver_ends_its_workers(tmp_path):
     """``rbgeo sweep --jobs 2`` killed with SIGKILL leaves no worker process behind (issue item 8)."""
@@ -75,13 +86,7 @@ def test_kill_9_of_the_driver_ends_its_workers(tmp_path):
             time.sleep(0.2)
         assert not [p for p in everyone if _alive(p)], "worker processes survived their parent"
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        for p in everyone or workers:  # never leave a sleeping worker behind, even on failure
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_all(driver, everyone or workers)
 
 
 def test_truncated_kernel_is_rebuilt_not_loaded(tmp_path, monkeypatch):
@@ -159,3 +164,93 @@ def test_driver_records_non_finite_metrics_as_failed():
     assert finite_or_failed(ok) is ok
     bad = finite_or_failed({**ok, "metrics": {"clean_accuracy": 0.9, "robust_accuracy": float("nan")}})
     assert not bad["ok"] and "robust_accuracy" in bad["error"] and "finite" in bad["error"]
+
+
+USER_CODE_PLUGIN = '''
+import os
+import time
+
+import torch.nn as nn
+
+
+def exits_os(**kwargs):
+    os._exit(0)  # ends the process at once, with exit status 0
+
+
+def sleeps(num_classes=10, **kwargs):
+    """Sleeps while RBGEO_TEST_SLEEP is set (a cell stuck in user code), else builds a small model."""
+    if os.environ.get("RBGEO_TEST_SLEEP"):
+        time.sleep(300)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+'''
+
+
+def _sweep_with(tmp_path: Path, factory: str, seeds=(0,)) -> list[str]:
+    (tmp_path / "user.py").write_text(USER_CODE_PLUGIN)
+    text = tiny_toml(tmp_path / "out", cache=tmp_path / "cache", seeds=seeds).replace(
+        'model = "cnn"', f'model = "{tmp_path}/user.py:{factory}"')
+    (tmp_path / "s.toml").write_text(text)
+    return [sys.executable, "-m", "robustbench_geo", "sweep", str(tmp_path / "s.toml"), "--quiet", "--no-report"]
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_factory_calling_os_exit_fails_its_cell_and_the_sweep_goes_on(tmp_path, jobs):
+    """``os._exit(0)`` in a trained factory: the cell is failed with the reason (was exit 0 with the cell left
+    ``running`` under ``--jobs 1``), the other seeds' cells are tried too, and the sweep exits 1."""
+    from robustbench_geo.sweep.store import ResultStore
+
+    args = _sweep_with(tmp_path, "exits_os", seeds=(0, 1)) + ["--jobs", str(jobs)]
+    run = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "2 cell(s) failed" in run.stdout + run.stderr
+    with ResultStore(tmp_path / "out") as store:
+        assert store.status_counts() == {"failed": 2}
+        assert all("os._exit(0)" in c["error"] for c in store.cells())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig,jobs", [(signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+                         ids=["int-jobs1", "int-jobs2", "term-jobs1", "term-jobs2"])
+def test_a_signal_ends_a_sweep_stuck_in_user_code(tmp_path, sig, jobs):
+    """SIGINT or SIGTERM to the driver while its cells sleep in a plug-in: it exits within seconds, gives its
+    claimed cells back, leaves no process; the resumed sweep then runs every cell once."""
+    from robustbench_geo.sweep.store import ResultStore
+
+    args = _sweep_with(tmp_path, "sleeps", seeds=(0, 1)) + ["--jobs", str(jobs)]
+    driver = subprocess.Popen(args, cwd=tmp_path, env=_env(RBGEO_TEST_SLEEP="1"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    everyone: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None:
+            if (tmp_path / "out" / "results.sqlite").exists():
+                with ResultStore(tmp_path / "out") as store:
+                    if store.status_counts().get("running", 0) >= jobs:
+                        break
+            time.sleep(0.5)
+        time.sleep(2.0)  # inside the sleeping factory
+        assert driver.poll() is None, "the sweep ended before the signal"
+        everyone = _children(driver.pid)
+        everyone += [p for w in everyone for p in _children(w)]
+        sent = time.time()
+        os.kill(driver.pid, sig)
+        driver.wait(15)
+        assert time.time() - sent < 15
+        assert driver.returncode != 0
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in everyone):
+            time.sleep(0.2)
+        assert not [p for p in everyone if _alive(p)], "processes outlived the sweep"
+    finally:
+        _kill_all(driver, everyone)
+    with ResultStore(tmp_path / "out") as store:
+        assert store.status_counts() == {"pending": 2}  # given back, not left running
+    resumed = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with ResultStore(tmp_path / "out") as store:
+        cells = store.cells()
+        assert store.status_counts() == {"done": 2} and len({c["hash"] for c in cells}) == 2

@@ -15,7 +15,7 @@ import torch
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.image.core import ImageAttack
 from robustbench_geo.attacks.image.search import FIELDS, full_params, projected_ascent, search_candidates
-from robustbench_geo.check import check_interval, check_number, check_positive_int, unknown_name_error
+from robustbench_geo.check import check_cost, check_interval, check_number, check_positive_int, unknown_name_error
 
 _BOX_DOCS = {
     "max_angle_deg": "rotation budget: angles in [-max, max] degrees, counter-clockwise",
@@ -26,6 +26,10 @@ _BOX_DOCS = {
 #: budgets beyond these repeat transforms (angles) or move the whole image out of view (shifts); larger
 #: values only reach float32 overflow and NaN images
 MAX_ANGLE_DEG, MAX_SHIFT_PX, MAX_SHEAR_DEG = 180.0, 1e4, 89.0
+#: memory of one grid point while the grid is built (Python tuples, sort keys, the six parameter tensors)
+GRID_BYTES_PER_POINT = 600
+#: memory of one worst_of_k draw per image (draws, the identity prepended, the six fields, float32)
+K_BYTES_PER_DRAW = 3 * 6 * 4
 
 
 def _values(limit: float, steps: int, *, integer: bool = False) -> torch.Tensor:
@@ -94,6 +98,10 @@ class GridAttack(_AffineBox):
         self._set_box(max_angle_deg, max_shift_px)
         self.angle_steps = check_positive_int(angle_steps, "angle_steps")
         self.shift_steps = check_positive_int(shift_steps, "shift_steps")
+        points = (self.angle_steps + 1) * (self.shift_steps + 1) ** 2  # the grid, the identity included
+        check_cost(f"grid attack: angle_steps={self.angle_steps} x shift_steps={self.shift_steps}^2 = {points:.3g} "
+                   "transforms per image", nbytes=points * GRID_BYTES_PER_POINT, samples=points,
+                   hint="use fewer angle_steps or shift_steps")
         self.integer_shifts = bool(integer_shifts)
         if order not in self.ORDERS:
             raise unknown_name_error("grid order", order, self.ORDERS)
@@ -148,9 +156,15 @@ class WorstOfK(_AffineBox):
         super().__init__(model, seed=seed, loss=loss, max_batch=max_batch, interpolation=interpolation, padding=padding)
         self._set_box(max_angle_deg, max_shift_px)
         self.k = check_positive_int(k, "k")
+        self._check_cost(1)
+
+    def _check_cost(self, b: int) -> None:
+        check_cost(f"worst_of_k attack: k={self.k} transforms x {b} image(s)", nbytes=(self.k + 1) * b * K_BYTES_PER_DRAW,
+                   samples=(self.k + 1) * b, hint="use a smaller k")
 
     def sample(self, b: int) -> dict[str, torch.Tensor]:
         """``(k + 1, b)`` candidates: the identity, then ``k`` uniform draws from the box."""
+        self._check_cost(b)
         g = self.generator()
         draws = {name: lo + (hi - lo) * torch.rand(self.k, b, generator=g) for name, (lo, hi) in self.box().items()}
         return {k: torch.cat([torch.zeros(1, b) if k not in ("scale_x", "scale_y") else torch.ones(1, b), v])
