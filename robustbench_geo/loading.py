@@ -188,6 +188,9 @@ def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = N
     if spec is None:
         raise ValueError("expected a checkpoint, or --model module:factory (optionally with --weights FILE), got neither"
                          if weights is None else "--weights: expected --model naming the architecture to load them into")
+    if ":" not in spec and (spec.endswith(".py") or "/" in spec):
+        raise ValueError(f"model {spec!r}: expected a plug-in as FILE.py:FACTORY (the function that returns the "
+                         f"model, e.g. {spec}:build_model) or a registered name")
     if weights is None and not is_plugin_spec(spec):
         raise ValueError(f"model {spec!r} is a registered architecture and would be untrained: expected --weights FILE "
                          f"(or a checkpoint, or a plug-in factory that returns a trained model)")

@@ -46,11 +46,11 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
                          f"{domain} attacks: {', '.join(list_attacks(domain))}")
     run = evaluate_graph_attack if domain == "graph" else evaluate_image_attack
     _check_options(run, kwargs)
+    entry.fill(params or {})  # unknown or ill-typed parameters are named before the data are looked at
     check_data(dataset)
     was_training = model.training
     try:
         if entry.cls is NoAttack:
-            entry.fill(params or {})
             outcome = clean_outcome(model, dataset, seed=seed, device=kwargs.get("device"),
                                     **({"batch_size": kwargs["batch_size"]} if kwargs.get("batch_size") else {}))
         else:

@@ -14,6 +14,7 @@ Plug-ins follow the same protocol and are named ``package.module:factory``,
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -79,6 +80,14 @@ def get_model_entry(name: str) -> ModelEntry:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model (or a ``module:factory`` plug-in) with ``kwargs``."""
     entry = get_model_entry(name)
+    params = inspect.signature(entry.factory).parameters.values()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            close = [c for u in unknown for c in difflib.get_close_matches(u, valid, n=1)]
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise TypeError(f"model {name!r}: unknown parameter(s) {unknown}.{hint} Valid parameters: {', '.join(valid)}")
     model = entry.factory(**{**entry.defaults, **kwargs})
     if not isinstance(model, nn.Module):
         raise TypeError(f"model {name!r}: the factory must return a torch.nn.Module, got {type(model).__name__}")

@@ -238,6 +238,8 @@ CASES = [
          process=True),
     Case("plugin-raises-on-import", "train {ck}/badimport.py:f mnist --out {w}/new", 2,
          ("badimport.py", "RuntimeError", "broken at import")),
+    Case("plugin-without-factory", "eval --model {ck}/plug.py mnist --subset 10", 2, ("plug.py", "FILE.py:FACTORY")),
+    Case("model-param-typo", f"{TRAIN} --param num_clases=10", 2, ("num_clases", "Did you mean 'num_classes'", "in_channels")),
     Case("plugin-file-missing", "train {w}/nothere.py:f mnist --out {w}/new", 2, ("nothere.py", "not found")),
     # checkpoints and data on disk (items 4, 10)
     Case("checkpoint-task-edited", "eval {ck}/task mnist", 1, ("task", "edited")),
