@@ -19,32 +19,113 @@ Every model is evaluated on the MNIST test set and on the seeded Scaled MNIST te
 
 Usage::
 
-    python benchmarks/scaled_mnist.py                         # full protocol: 10 epochs, 60k images
-    python benchmarks/scaled_mnist.py --epochs 2 --train-subset 10000 --finetune-epochs 1
+    # the full protocol: 60k training images, 10 epochs, full 10k test sets, seeds 0-2, both protocols
+    python benchmarks/scaled_mnist.py --seeds 0,1,2 --jobs 2 --results benchmarks/results/benchmarks/scaled-mnist-full.json
+    python benchmarks/scaled_mnist.py --epochs 2 --train-subset 10000 --finetune-epochs 1 --seeds 0
     python benchmarks/scaled_mnist.py --json > scaled_mnist.json
     python benchmarks/scaled_mnist.py --device cuda --json    # on a GPU (benchmarks/gpu_session.sh)
+
+Each seed is an independent run (initialisation, batch order, augmentation and the Scaled MNIST test
+variant all follow the seed); ``--jobs`` runs seeds in that many worker processes, one torch thread
+each. The table gives, per variant, the mean over seeds with the 95 % Wilson interval of the pooled
+test images, and the standard deviation over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing as mp
+import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import markdown, write_results  # noqa: E402
 
 from robustbench_geo.checkpoint import versions  # noqa: E402
 from robustbench_geo.data import load_dataset  # noqa: E402
 from robustbench_geo.evaluation import image_accuracy  # noqa: E402
 from robustbench_geo.models import build_model, set_deform_backend  # noqa: E402
 from robustbench_geo.models.deformable import load_regular_weights  # noqa: E402
+from robustbench_geo.stats import estimate  # noqa: E402
 from robustbench_geo.training import TrainConfig, seed_everything, train_image_model  # noqa: E402
 
 REFERENCE = {"regular": (98.74, 57.01), "deformable": (97.27, 92.55)}
+PROTOCOLS = ("original", "fair")
+
+
+def one_seed(args, seed: int) -> dict:
+    """Every variant of the chosen protocols for one seed: rows of accuracies (%) and the test sizes."""
+    if args.jobs > 1:
+        torch.set_num_threads(1)
+    kw = dict(root=args.data_root, seed=seed)
+    train = load_dataset("mnist", split="train", subset=args.train_subset, **kw)
+    tests = {"mnist": load_dataset("mnist", split="test", subset=args.test_subset, **kw),
+             "mnist-scaled": load_dataset("mnist-scaled", split="test", subset=args.test_subset, **kw)}
+    rows = []
+    progress = not args.json and args.jobs == 1
+
+    def run(name, augment, epochs, init=None, trainable="all"):
+        seed_everything(seed)
+        model, _ = build_model(name, train)
+        backend = set_deform_backend(model, args.deform_backend, args.device)
+        model.to(args.device)
+        if init is not None:
+            load_regular_weights(model, init.state_dict())
+        cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, trainable=trainable)
+        t0 = time.perf_counter()
+        train_image_model(model, train, cfg, device=args.device, progress=progress)
+        secs = time.perf_counter() - t0
+        accs = {k: 100 * image_accuracy(model, ds) for k, ds in tests.items()}
+        return model, {"model": name, "augment": augment, "trainable": trainable, "epochs": epochs, "seed": seed,
+                       "mnist": accs["mnist"], "mnist_scaled": accs["mnist-scaled"], "train_s": secs,
+                       "deform_backend": backend}
+
+    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else args.epochs
+    regular, row = run("cnn", "none", args.epochs)
+    rows.append({"protocol": "both", "variant": "regular, plain MNIST", **row})
+    if "original" in args.protocol_list:
+        _, row = run("deform_cnn", "scale", ft_epochs, init=regular, trainable="offsets")
+        rows.append({"protocol": "original", "variant": "deformable: regular weights, offsets tuned on scaled", **row})
+    if "fair" in args.protocol_list:
+        _, row = run("deform_cnn", "none", args.epochs)
+        rows.append({"protocol": "fair", "variant": "deformable, plain MNIST", **row})
+        for name, label in (("cnn", "regular"), ("deform_cnn", "deformable")):
+            _, row = run(name, "scale", args.epochs)
+            rows.append({"protocol": "fair", "variant": f"{label}, scale-augmented MNIST", **row})
+    return {"seed": seed, "rows": rows, "train_size": len(train), "test_size": len(tests["mnist"]),
+            "scaled_transform": tests["mnist-scaled"].meta["transform"]}
+
+
+def _cell(values: list[float], n: int) -> str:
+    """Mean over seeds (%), [95 % Wilson interval of the pooled test images], ± std over seeds."""
+    est = estimate([v / 100 for v in values], [n] * len(values))
+    out = f"{100 * est.mean:.2f} [{100 * est.low:.1f}, {100 * est.high:.1f}]"
+    if len(values) > 1 and est.std is not None and not math.isnan(est.std):
+        out += f" ± {100 * est.std:.2f}"
+    return out
+
+
+def table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per variant over all seeds, then the reference's two rows."""
+    n = runs[0]["test_size"]
+    columns = ["protocol", "variant", "MNIST", "Scaled MNIST", "train s (mean)"]
+    rows = []
+    for i, first in enumerate(runs[0]["rows"]):
+        per_seed = [r["rows"][i] for r in runs]
+        rows.append([first["protocol"], first["variant"], _cell([r["mnist"] for r in per_seed], n),
+                     _cell([r["mnist_scaled"] for r in per_seed], n), f"{sum(r['train_s'] for r in per_seed) / len(per_seed):.0f}"])
+    for k, (a, b) in REFERENCE.items():
+        rows.append(["reference", f"{k} (Keras experiment)", f"{a:.2f}", f"{b:.2f}", ""])
+    return columns, rows
 
 
 def main(argv=None) -> int:
@@ -53,70 +134,56 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=None, help="offset fine-tuning epochs (default: --epochs)")
     p.add_argument("--train-subset", type=int, default=None, help="seeded subset of the 60k training images")
     p.add_argument("--test-subset", type=int, default=None, help="seeded subset of the 10k test images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds SEED)")
+    p.add_argument("--seeds", default="0", help="comma list of seeds, each an independent run (full protocol: 0,1,2)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many worker processes (one torch thread each)")
     p.add_argument("--protocols", default="original,fair", help="comma list of: original, fair")
     p.add_argument("--deform-backend", default="auto")
     p.add_argument("--device", default="cpu", help="torch device for training and evaluation, e.g. cuda")
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--results", default=None, help="write the table to benchmarks/results/<topic>/<name>.json")
+    p.add_argument("--notes", default=None, help="load, what else ran, deviations (stored with --results)")
     args = p.parse_args(argv)
-
-    t_start = time.perf_counter()
-    kw = dict(root=args.data_root, seed=args.seed)
-    train = load_dataset("mnist", split="train", subset=args.train_subset, **kw)
-    tests = {"mnist": load_dataset("mnist", split="test", subset=args.test_subset, **kw),
-             "mnist-scaled": load_dataset("mnist-scaled", split="test", subset=args.test_subset, **kw)}
-    rows = []
-
-    def run(name, augment, epochs, init=None, trainable="all"):
-        seed_everything(args.seed)
-        model, _ = build_model(name, train)
-        backend = set_deform_backend(model, args.deform_backend, args.device)
-        model.to(args.device)
-        if init is not None:
-            load_regular_weights(model, init.state_dict())
-        cfg = TrainConfig(epochs=epochs, seed=args.seed, augment=augment, trainable=trainable)
-        t0 = time.perf_counter()
-        train_image_model(model, train, cfg, device=args.device, progress=not args.json)
-        secs = time.perf_counter() - t0
-        accs = {k: 100 * image_accuracy(model, ds) for k, ds in tests.items()}
-        return model, {"model": name, "augment": augment, "trainable": trainable, "epochs": epochs,
-                       "mnist": accs["mnist"], "mnist_scaled": accs["mnist-scaled"], "train_s": secs,
-                       "deform_backend": backend}
-
-    protocols = args.protocols.split(",")
-    unknown = set(protocols) - {"original", "fair"}
+    args.protocol_list = args.protocols.split(",")
+    unknown = set(args.protocol_list) - set(PROTOCOLS)
     if unknown:
         p.error(f"--protocols: expected a comma list of original, fair; got {sorted(unknown)}")
-    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else args.epochs
-    regular, row = run("cnn", "none", args.epochs)
-    rows.append({"protocol": "both", "variant": "regular, plain MNIST", **row})
-    if "original" in protocols:
-        _, row = run("deform_cnn", "scale", ft_epochs, init=regular, trainable="offsets")
-        rows.append({"protocol": "original", "variant": "deformable: regular weights, offsets tuned on scaled", **row})
-    if "fair" in protocols:
-        _, row = run("deform_cnn", "none", args.epochs)
-        rows.append({"protocol": "fair", "variant": "deformable, plain MNIST", **row})
-        for name, label in (("cnn", "regular"), ("deform_cnn", "deformable")):
-            _, row = run(name, "scale", args.epochs)
-            rows.append({"protocol": "fair", "variant": f"{label}, scale-augmented MNIST", **row})
+    try:
+        seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds: expected a comma list of integers, got {args.seeds!r}")
+    if args.jobs < 1:
+        p.error(f"--jobs: expected a positive integer, got {args.jobs}")
 
-    meta = {"seed": args.seed, "epochs": args.epochs, "finetune_epochs": ft_epochs, "train_size": len(train),
-            "test_size": len(tests["mnist"]), "wall_s": time.perf_counter() - t_start, "threads": torch.get_num_threads(),
-            "device": args.device, "versions": versions(), "scaled_transform": tests["mnist-scaled"].meta["transform"]}
+    t_start = time.perf_counter()
+    if args.jobs > 1 and len(seeds) > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        with mp.get_context("spawn").Pool(min(args.jobs, len(seeds))) as pool:
+            runs = pool.starmap(one_seed, [(args, s) for s in seeds])
+    else:
+        runs = [one_seed(args, s) for s in seeds]
+    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else args.epochs
+    meta = {"seeds": seeds, "epochs": args.epochs, "finetune_epochs": ft_epochs, "train_size": runs[0]["train_size"],
+            "test_size": runs[0]["test_size"], "wall_s": time.perf_counter() - t_start, "jobs": args.jobs,
+            "threads": 1 if args.jobs > 1 else torch.get_num_threads(), "device": args.device, "versions": versions(),
+            "scaled_transform": runs[0]["scaled_transform"]}
+    rows = [r for run in runs for r in run["rows"]]
     if args.json:
         json.dump({"rows": rows, "reference": REFERENCE, "meta": meta}, sys.stdout, indent=2)
         print()
-        return 0
-    print(f"\nScaled MNIST reproduction: {meta['train_size']} train / {meta['test_size']} test images, "
-          f"{args.epochs} epochs (fine-tune {ft_epochs}), seed {args.seed}, {meta['threads']} threads")
-    print(f"{'protocol':9s} {'variant':54s} {'MNIST':>8s} {'Scaled':>8s} {'train s':>8s}")
-    for r in rows:
-        print(f"{r['protocol']:9s} {r['variant']:54s} {r['mnist']:7.2f}% {r['mnist_scaled']:7.2f}% {r['train_s']:8.1f}")
-    for k, (a, b) in REFERENCE.items():
-        print(f"{'reference':9s} {k + ' (Keras experiment)':54s} {a:7.2f}% {b:7.2f}%")
-    backends = sorted({r["deform_backend"] for r in rows if r["deform_backend"]})
-    print(f"wall time {meta['wall_s']:.0f} s; deformable backend {', '.join(backends) or '-'}")
+    else:
+        print(f"\nScaled MNIST reproduction: {meta['train_size']} train / {meta['test_size']} test images, "
+              f"{args.epochs} epochs (fine-tune {ft_epochs}), seeds {seeds}, {meta['threads']} thread(s) per run")
+        print(markdown(*table(runs)))
+        backends = sorted({r["deform_backend"] for r in rows if r["deform_backend"]})
+        print(f"wall time {meta['wall_s']:.0f} s; deformable backend {', '.join(backends) or '-'}")
+    if args.results:
+        columns, cells = table(runs)
+        write_results(args.results, f"Clean test accuracy (%) of the Scaled MNIST reproduction: mean over seeds "
+                      f"{seeds} [95 % Wilson interval of the {meta['test_size']} test images pooled over seeds] ± std "
+                      f"over seeds; {meta['train_size']} training images, {args.epochs} epochs; the reference's numbers "
+                      "below", columns, cells, data={"rows": rows, "meta": meta}, notes=args.notes)
     return 0
 
 

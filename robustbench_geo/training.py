@@ -4,7 +4,9 @@ One protocol each, used everywhere (CLI, sweeps, benchmarks), because model sele
 robustness results by points:
 
 * images: Adam (``lr`` 1e-3), batch 128, cross-entropy, optional geometric augmentation drawn by
-  the same samplers as the dataset variants, fixed number of epochs, last epoch kept;
+  the same samplers as the dataset variants, then an optional spatial defense (random-transform
+  augmentation over a box, worst-of-k or first-order adversarial training; see
+  :mod:`robustbench_geo.train_defenses`), fixed number of epochs, last epoch kept;
 * graphs: Adam (``lr`` 0.01, weight decay 5e-4), full batch, up to ``epochs`` (1000) epochs,
   early stopping on the validation loss with ``patience`` (100) and the weights of the epoch with
   the lowest validation loss restored (ties keep the earlier epoch).
@@ -33,6 +35,7 @@ from robustbench_geo.geometry import get_augmentation
 from robustbench_geo.models import build_model, set_deform_backend
 from robustbench_geo.models.predict import accuracy
 from robustbench_geo.models.registry import check_task, get_model_entry
+from robustbench_geo.train_defenses import get_defense
 
 
 def seed_everything(seed: int) -> None:
@@ -65,6 +68,7 @@ class TrainConfig:
     patience: int = 100  # graphs only
     trainable: str = "all"  # "all" or "offsets" (deformable offset/mask predictors only)
     schedule: str = "constant"  # images: "constant" lr, or "cosine" annealing to 0 over all steps
+    defense: str = "none"  # images: spatial defense spec, stored canonical (every parameter written out)
 
     def __post_init__(self):
         self.epochs = check_number(self.epochs, "epochs", integer=True, low=0)
@@ -78,6 +82,15 @@ class TrainConfig:
         if self.trainable not in ("all", "offsets"):
             raise ValueError(f"trainable: expected 'all' or 'offsets', got {self.trainable!r}")
         get_augmentation(self.augment)  # validates the name
+        self.defense = get_defense(self.defense).spec
+
+    def record(self) -> dict:
+        """The settings as stored in checkpoints and hashed by sweeps. ``defense`` is left out when it is
+        ``none``, so a configuration without a defense keeps the hash it had before defenses existed."""
+        out = asdict(self)
+        if out["defense"] == "none":
+            del out["defense"]
+        return out
 
 
 def default_config(task: str, model: str | nn.Module | None = None, **overrides) -> TrainConfig:
@@ -127,8 +140,10 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if cfg.schedule == "cosine" else None
     sampler = get_augmentation(cfg.augment)
+    defense = get_defense(cfg.defense)
     g_order = torch.Generator().manual_seed(cfg.seed)
     g_aug = torch.Generator().manual_seed(cfg.seed + 1)
+    g_def = torch.Generator().manual_seed(cfg.seed + 2)  # its own stream: a defense leaves the augmentation's draws alone
     n, history = len(train), []
     for epoch in range(cfg.epochs):
         model.train()
@@ -146,6 +161,8 @@ def train_image_model(model: nn.Module, train: ImageDataset, cfg: TrainConfig, *
             if sampler is not None:
                 x = sampler(x, g_aug)  # geometric samplers clamp to [0, 1]; smoothing noise is not clamped
             x, y = x.to(device), y.to(device)
+            if defense.name != "none":
+                x = defense(model, x, y, g_def)
             logits = model(x)
             loss = check_finite(F.cross_entropy(logits, y), f"training loss (epoch {epoch + 1})")
             opt.zero_grad(set_to_none=True)
@@ -229,7 +246,7 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         seed: int = 0, augment: str = "none", device: str = "cpu", out: str | Path | None = None,
         data_root=None, subset: int | None = None, test_subset: int | None = None, deform_backend: str = "auto",
         trainable: str = "all", init_from: str | Path | None = None, model_kwargs: dict | None = None,
-        schedule: str = "constant", progress: bool = True, download: bool = True) -> TrainResult:
+        schedule: str = "constant", defense: str = "none", progress: bool = True, download: bool = True) -> TrainResult:
     """Train a registered (or plug-in) model on a dataset and optionally save a checkpoint.
 
     This is what ``rbgeo train`` runs. The model/dataset fit (channels, classes, image size, task)
@@ -249,13 +266,19 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
         init_from: checkpoint to start from (same model name and kwargs).
         model_kwargs: extra factory kwargs (``num_deform``, ``deform``, ``hidden``, ...).
         schedule: image learning-rate schedule, ``constant`` or ``cosine`` (annealed to 0 per step).
+        defense: image spatial defense ``NAME[:key=value,...]``: ``none``, ``augment``, ``worst_of_k``
+            (e.g. ``worst_of_k:k=10``) or ``affine_pgd`` (see :mod:`robustbench_geo.train_defenses`); applied
+            after ``augment``. The checkpoint records it under ``train.defense`` (canonical spec) and
+            ``defense`` (name, parameters and the report label such as ``wo10``).
     """
     info = dataset_info(dataset)
     check_task(model, info)  # fails before loading data on a task mismatch
     cfg = default_config(info.task, model, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
-                         trainable=trainable, schedule=schedule)
+                         trainable=trainable, schedule=schedule, defense=defense)
     if info.task == "graph" and augment != "none":
         raise ValueError("augment: geometric augmentation applies to image datasets only")
+    if info.task == "graph" and cfg.defense != "none":
+        raise ValueError("defense: spatial defenses apply to image datasets only")
     if info.task == "graph" and schedule != "constant":
         raise ValueError("schedule: graphs train at a constant learning rate with early stopping; expected 'constant'")
     t0 = time.perf_counter()
@@ -280,11 +303,15 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     acc = accuracy(net, test)
     meta = {
         "model": model, "model_kwargs": kwargs, "task": info.task, "dataset": dataset,
-        "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": asdict(cfg),
+        "dataset_meta": {k: v for k, v in test.meta.items() if k != "params"}, "train": cfg.record(),
         "seed": seed, "epochs": cfg.epochs, "epochs_run": len(history), "clean_accuracy": acc,
         "deform_backend": backend, "device": str(device), "train_seconds": time.perf_counter() - t0,
         "init_from": str(init_from) if init_from else None, "versions": versions(), "trained_on": data_fingerprint(test),
     }
+    if info.task == "image":
+        meta["train_images"], meta["test_images"] = len(train), len(test)
+    if cfg.defense != "none":
+        meta["defense"] = get_defense(cfg.defense).describe()
     if info.task == "graph":
         meta["split"] = train.split
         meta["split_hash"] = train.split_hash

@@ -129,7 +129,8 @@ def attack(args, model_spec, weights, preprocessing, attack_name, params, n, bat
         pd.DataFrame(rows).to_csv(out / "rows.csv", index=False)
         summary = [{"attack": o.attack, "params": o.params, "seed": o.seed, "metrics": o.metrics, "seconds": o.seconds,
                     "config": o.config, "checkpoint": None if checkpoint is None else str(checkpoint),
-                    "model": {k: meta.get(k) for k in ("model", "source", "weights_file", "weights_sha256", "preprocessing")
+                    "model": {k: meta.get(k) for k in ("model", "source", "weights_file", "weights_sha256", "preprocessing",
+                                                       "defense")
                               if k in meta},
                     "dataset": dataset, "defense": defense} for o in outcomes]
         (out / "outcome.json").write_text(json.dumps(summary, indent=2, default=str))

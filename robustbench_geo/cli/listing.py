@@ -1,4 +1,4 @@
-"""``rbgeo list models|datasets|attacks|threat-models``."""
+"""``rbgeo list models|datasets|attacks|threat-models|defenses``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def list_group():
       rbgeo list datasets
       rbgeo list attacks
       rbgeo list threat-models
+      rbgeo list defenses
     """
 
 
@@ -70,3 +71,15 @@ def list_threat_models_cmd(domain):
         params = ", ".join(f"{k}={v}" for k, v in {**t.params, **t.options}.items())
         click.echo(f"{name} [{t.domain}]: {t.attack}({params}): {t.description}")
         click.echo(f"    source: {t.source}")
+
+
+@list_group.command("defenses")
+@handle_errors
+def list_defenses_cmd():
+    """Spatial defenses of image training (rbgeo train --defense NAME[:key=value,...]) with their parameters."""
+    from robustbench_geo.train_defenses import DEFENSES, describe_params, list_defenses
+
+    for name in list_defenses():
+        click.echo(f"{name}: {DEFENSES[name][1]}")
+        for line in describe_params(name):
+            click.echo(f"    {line}")

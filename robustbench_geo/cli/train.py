@@ -26,6 +26,9 @@ from robustbench_geo.cli.options import (
 @click.option("--test-subset", type=int, default=None, help="Evaluate on a seeded subset of this many test images.")
 @click.option("--param", "params", multiple=True, help="Model kwarg key=value (e.g. num_deform=2, deform=v2, hidden=32).")
 @click.option("--deform", type=click.Choice(["v1", "v2"]), default=None, help="Deformable version for deformable models.")
+@click.option("--defense", default="none", show_default=True,
+              help="Spatial defense while training (images): none, augment, worst_of_k or affine_pgd, with key=value "
+                   "options (e.g. worst_of_k:k=10,max_angle_deg=30,max_shift_px=3); see rbgeo list defenses.")
 @click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
               help="Learning-rate schedule for images (cosine: annealed to 0 over all steps).")
 @click.option("--trainable", type=click.Choice(["all", "offsets"]), default="all", show_default=True,
@@ -36,16 +39,18 @@ from robustbench_geo.cli.options import (
 @quiet_option
 @handle_errors
 def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, subset, test_subset, params, deform,
-          schedule, trainable, init_from, deform_backend, data_root, quiet):
+          defense, schedule, trainable, init_from, deform_backend, data_root, quiet):
     """Train MODEL on DATASET and save a checkpoint.
 
     \b
     Examples:
       rbgeo train cnn mnist --epochs 10 --out checkpoints/cnn_mnist
       rbgeo train deform_cnn mnist --deform v2 --augment scale --out checkpoints/dcnn_v2
+      rbgeo train cnn mnist --defense worst_of_k:k=10 --out checkpoints/cnn_wo10
       rbgeo train gcn cora --seed 1
       rbgeo train my_models.py:make_net mnist --epochs 1
     """
+    from robustbench_geo.train_defenses import get_defense
     from robustbench_geo.training import fit
 
     model_kwargs = parse_params(params)
@@ -54,13 +59,15 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
     if out is None:
         safe = model.replace("/", "_").replace(":", "_").replace(".py", "")
         out = f"checkpoints/{safe}_{dataset.replace(':', '_')}_s{seed}"
+    get_defense(defense)  # a bad spec fails before the output path is checked or data is loaded
     check_output_path(out, "--out", folder=False)
     result = fit(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment, device=device,
                  out=out, data_root=data_root, subset=subset, test_subset=test_subset, deform_backend=deform_backend,
                  trainable=trainable, init_from=init_from, model_kwargs=model_kwargs, schedule=schedule,
-                 progress=not quiet)
+                 defense=defense, progress=not quiet)
     m = result.meta
-    click.echo(f"{model} on {dataset}: clean accuracy {100 * m['clean_accuracy']:.2f} % "
+    tag = f"+{m['defense']['label']}" if m.get("defense") else ""
+    click.echo(f"{model}{tag} on {dataset}: clean accuracy {100 * m['clean_accuracy']:.2f} % "
                f"({m['epochs_run']} epochs, {m['train_seconds']:.1f} s, seed {seed})")
     click.echo(f"checkpoint: {result.checkpoint}")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from robustbench_geo.report.tables import tagged
 from robustbench_geo.stats import Estimate, difference_interval, estimate
 
 #: grid keys read as the budget of a threat model, in order of preference
@@ -281,10 +282,12 @@ class Pivot:
     columns: list[str]
     cells: dict[tuple[str, str], Estimate | None]  # (model, column) -> estimate, None where not evaluated
     warnings: dict[str, str]  # column -> matched-baseline warning
+    tags: dict[str, str] = field(default_factory=dict)  # model -> architecture + training defense (cnn+wo10)
 
     def table(self) -> list[list[str]]:
-        """Rows of formatted cells (``"—"`` where a model was not evaluated)."""
-        return [[m] + [self.cells[m, c].format() if self.cells[m, c] is not None else "—" for c in self.columns]
+        """Rows of formatted cells (``"—"`` where a model was not evaluated); a defended model's label is
+        followed by what it is (``robust (cnn+wo10)``)."""
+        return [[tagged(m, self.tags.get(m, ""))] + [self.cells[m, c].format() if self.cells[m, c] is not None else "—" for c in self.columns]
                 for m in self.models]
 
 
@@ -315,7 +318,8 @@ def pivots(frame: pd.DataFrame) -> list[Pivot]:
                 # the whole curve in one number: mean accuracy over budgets 0 (clean) to the largest
                 cols[f"{tm.label}: area under the curve, 0 to {_budget_text(tm, top)}"] = areas
         cells = {(m, c): cols[c].get(m) for m in models for c in cols}
-        out.append(Pivot(str(task), models, list(cols), cells, warnings))
+        tags = dict(zip(g["model"], g["trained_as"])) if "trained_as" in g else {}
+        out.append(Pivot(str(task), models, list(cols), cells, warnings, tags))
     return out
 
 

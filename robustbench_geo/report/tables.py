@@ -14,6 +14,7 @@ import time
 import pandas as pd
 
 from robustbench_geo.stats import accuracy_interval, estimate
+from robustbench_geo.train_defenses import get_defense
 
 #: version of the per-model JSON layout (``<model>.json``); 2 added ``n`` and the ``*_ci`` intervals
 JSON_SCHEMA_VERSION = 2
@@ -22,7 +23,7 @@ JSON_SCHEMA_VERSION = 2
 ACCURACY_METRICS = ("clean_accuracy", "robust_accuracy")
 SUMMARY_METRICS = ACCURACY_METRICS + ("success_rate",)
 
-CELL_COLUMNS = ["hash", "model", "model_name", "deformable", "task", "dataset", "dataset_spec", "attack", "attack_name",
+CELL_COLUMNS = ["hash", "model", "model_name", "trained_as", "deformable", "task", "dataset", "dataset_spec", "attack", "attack_name",
                 "setting", "seed", "status", "seconds", "train_seconds", "attack_seconds", "grid_point", "params", "error",
                 "artefact_dir", "info", "config", "n", "clean_n"]
 
@@ -50,13 +51,28 @@ def _num(v):
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def trained_as(config: dict, info: dict | None = None) -> str:
+    """The architecture and its training defense, ``cnn+wo10`` (``cnn`` without one).
+
+    The defense comes from the checkpoint the cell used (``info["defense"]``, so evaluated checkpoints are
+    labelled too), else from the cell's training settings.
+    """
+    name = config["model"]["name"]
+    d = (info or {}).get("defense")
+    if isinstance(d, dict) and d.get("label"):
+        return f"{name}+{d['label']}"
+    train = (config.get("training") or {}).get("train") or {}
+    label = get_defense(train["defense"]).label if train.get("defense") else ""
+    return f"{name}+{label}" if label else name
+
+
 def cells_frame(cells: list[dict]) -> pd.DataFrame:
     """One row per cell (any status) with its labels, setting, timings and metrics as columns."""
     rows = []
     for r in cells:
         cfg = r["config"]
         row = {"hash": r["hash"], "model": r["model"], "model_name": cfg["model"]["name"],
-               "deformable": bool(r["info"].get("deform_backend")) if r["info"] else _is_deform(cfg["model"]["name"]),
+               "trained_as": trained_as(cfg, r["info"]), "deformable": bool(r["info"].get("deform_backend")) if r["info"] else _is_deform(cfg["model"]["name"]),
                "task": "graph" if "n" not in cfg["attack"]["runner"] else "image",
                "dataset": r["dataset"], "dataset_spec": cfg["dataset"]["spec"], "attack": r["attack"],
                "attack_name": cfg["attack"]["name"], "setting": setting_of(cfg["attack"]["grid_point"]),
@@ -99,7 +115,7 @@ def tidy_frame(cells: list[dict], sweep: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-SUMMARY_KEYS = ["model", "model_name", "deformable", "dataset", "attack", "attack_name", "setting"]
+SUMMARY_KEYS = ["model", "model_name", "trained_as", "deformable", "dataset", "attack", "attack_name", "setting"]
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -166,12 +182,23 @@ def summary_markdown(summary: pd.DataFrame, sweep: str) -> str:
              "| model | dataset | attack | setting | seeds | n | clean | robust | success rate |",
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary.to_dict("records"):
-        lines.append(f"| {esc(r['model'])} | {esc(r['dataset'])} | {esc(r['attack'])} | {esc(r['setting'])} | {r['seeds']} | "
+        lines.append(f"| {esc(model_text(r))} | {esc(r['dataset'])} | {esc(r['attack'])} | {esc(r['setting'])} | {r['seeds']} | "
                      f"{_count(r.get('n'))} | {fmt_metric(r, 'clean_accuracy')} | {fmt_metric(r, 'robust_accuracy')} | "
                      f"{fmt_metric(r, 'success_rate')} |")
     if not len(summary):
         lines.append("| (no finished cells) | | | | | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def tagged(model: str, trained: str) -> str:
+    """A model's label, followed by what it is when a training defense makes it more than its architecture:
+    ``robust (cnn+wo10)``; the label alone when it already says so (or there is no defense)."""
+    return model if "+" not in (trained or "") or trained == model else f"{model} ({trained})"
+
+
+def model_text(row: dict) -> str:
+    """:func:`tagged` of a summary or cell row."""
+    return tagged(row["model"], row.get("trained_as") or "")
 
 
 def _count(n) -> str:
@@ -198,6 +225,7 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
     return {
         "schema_version": JSON_SCHEMA_VERSION, "sweep": sweep, "name": model,
         "model": first["model_name"] if first is not None else None,
+        "trained_as": first["trained_as"] if first is not None else None,
         "model_params": first["config"]["model"]["params"] if first is not None else {},
         "training": first["config"]["training"] if first is not None else {},
         "clean_acc": _f(clean[0]["clean_accuracy"]) if clean else (_f(rows["clean_accuracy"].iloc[0]) if len(rows) else None),

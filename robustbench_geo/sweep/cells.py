@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from robustbench_geo._version import __version__
@@ -64,7 +64,7 @@ def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
     if m.evaluated:
         return None
     d = cfg.datasets[m.dataset]
-    tc = asdict(default_config(m.task, m.model, **m.train, seed=seed))
+    tc = default_config(m.task, m.model, **m.train, seed=seed).record()
     return {"model": m.model, "model_params": m.params, "dataset": d.spec, "train_subset": d.train_subset,
             "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
 

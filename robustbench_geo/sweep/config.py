@@ -20,6 +20,7 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     model = "cnn"                  # registry name or plug-in (package.module:factory, file.py:factory)
     dataset = "mnist"              # required; label of the training dataset
     epochs = 2                     # also lr, batch_size, augment, trainable, schedule (see training.py)
+    defense = "worst_of_k:k=10"    # images: spatial defense while training (see train_defenses.py)
     params = { num_deform = 3 }    # model factory kwargs
 
     [models.theirs]                # a trained model, evaluated as given (never trained):
@@ -63,13 +64,14 @@ from robustbench_geo.models.preprocessing import parse_preprocessing
 from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
 from robustbench_geo.ops.deform_conv import resolve_backend
 from robustbench_geo.sweep.certify_table import parse_certify_tables
+from robustbench_geo.train_defenses import get_defense
 from robustbench_geo.training import default_config
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 _SWEEP_KEYS = {"name", "output", "seeds", "device", "deform_backend", "checkpoint_cache", "description", "jobs"}
 _DATASET_KEYS = {"spec", "train_subset", "test_subset"}
-_TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable", "schedule"}
+_TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable", "schedule", "defense"}
 _EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
 _MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS | _EVALUATED_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
@@ -331,6 +333,12 @@ def _parse_trained_model(label: str, m: dict, p: str, c: _Checker, datasets: dic
     except ValueError as e:
         c.fail(f"{p}.dataset", str(e))
     train = {k: m[k] for k in _TRAIN_KEYS if k in m}
+    if "defense" in train:
+        c.typed(train["defense"], str, f"{p}.defense", "a defense spec such as 'worst_of_k:k=10'")
+        try:
+            get_defense(train["defense"])
+        except (ValueError, KeyError) as e:
+            c.fail(f"{p}.defense", str(e))
     try:
         default_config(task, **train)
     except (TypeError, ValueError, KeyError) as e:
@@ -338,6 +346,8 @@ def _parse_trained_model(label: str, m: dict, p: str, c: _Checker, datasets: dic
         c.fail(f"{p}.{bad}" if bad in train else p, f"bad training settings: {e}")
     if task == "graph" and train.get("augment", "none") != "none":
         c.fail(f"{p}.augment", "geometric augmentation applies to image datasets only")
+    if task == "graph" and train.get("defense", "none") != "none":
+        c.fail(f"{p}.defense", "spatial defenses apply to image datasets only")
     params = c.typed(m.get("params", {}), dict, f"{p}.params", "a table of model kwargs")
     return ModelCfg(label, model, d.label, task, dict(params), train)
 

@@ -75,7 +75,7 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
                   seed=tc["seed"], augment=tc["augment"], device=device, out=stem, data_root=data_root,
                   subset=t["train_subset"], test_subset=CHECKPOINT_EVAL_SUBSET if image else None,
                   deform_backend=t["deform_backend"], trainable=tc["trainable"], model_kwargs=dict(t["model_params"]),
-                  schedule=tc.get("schedule", "constant"), progress=progress)
+                  schedule=tc.get("schedule", "constant"), defense=tc.get("defense", "none"), progress=progress)
         return res.model.to(device).eval(), res.meta, stem, res.meta["train_seconds"]
 
 
@@ -159,6 +159,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
                      "threads": torch.get_num_threads(), "checkpoint_clean_accuracy": meta.get("clean_accuracy"),
                      "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
                      "model_source": meta.get("source", "train"), "weights_sha256": meta.get("weights_sha256"),
+                     "defense": meta.get("defense"),  # the training defense the checkpoint records (None: none)
                      "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {}),
                      # CPU seconds of this process (all torch threads): comparable across machine loads
                      "cpu_seconds": time.process_time() - c0, "attack_cpu_seconds": attack_cpu},

@@ -6,7 +6,8 @@ The estimate is rough and says where each number comes from:
 * ``history``: the same attack on the same model finished before in this store (seconds per image,
   or per cell for graphs; CPU seconds per thread where the store recorded them);
 * ``calibrated``: one timed training step of the model on this machine times the work: epochs x
-  batches for training, and :func:`forward_passes` per attacked image (worst case, no early exit).
+  batches for training (times the spatial defense's cost per batch, e.g. ``1 + k/3`` steps for
+  worst-of-k), and :func:`forward_passes` per attacked image (worst case, no early exit).
   On the CPU the step is timed in CPU seconds per torch thread (``time.process_time``), so a busy
   machine does not inflate it: the estimate is for the same machine idle;
 * ``estimated``: a graph attack with its own dry-run estimate (``estimate_seconds(graph)``, today
@@ -31,6 +32,7 @@ from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.evaluation.graph import resolve_params
 from robustbench_geo.loading import load_model
 from robustbench_geo.models import build_model
+from robustbench_geo.train_defenses import get_defense
 
 
 def forward_passes(attack: str, params: dict) -> float:
@@ -199,7 +201,8 @@ def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
             trained.add(c.train_hash)
             if dataset_info(t["dataset"]).task == "image":
                 size = t["train_subset"] or TRAIN_SIZES.get(t["dataset"].split(":")[0], 60000)
-                row["train_s"] = t["train"]["epochs"] * math.ceil(size / t["train"]["batch_size"]) * step
+                batches = t["train"]["epochs"] * math.ceil(size / t["train"]["batch_size"])
+                row["train_s"] = batches * step * get_defense(t["train"].get("defense")).cost
             else:
                 row["train_s"] = min(t["train"]["epochs"], 300) * step * 2  # early stopping usually ends sooner
         a = c.config["attack"]
