@@ -236,9 +236,14 @@ def _parse_sweep_table(sw: dict, c: _Checker) -> dict:
     c.keys(sw, _SWEEP_KEYS, "sweep")
     if "name" not in sw:
         c.fail("sweep", "expected a 'name' key (the store in the output folder belongs to this name)")
-    c.typed(sw["name"], str, "sweep.name", "a string")
+    if not c.typed(sw["name"], str, "sweep.name", "a string").strip():
+        c.fail("sweep.name", "expected a non-empty name (the store in the output folder belongs to it), got ''")
+    if "output" in sw and not c.typed(sw["output"], str, "sweep.output", "a folder path (a string)").strip():
+        c.fail("sweep.output", "expected a folder path, got '' (leave the key out for reports/NAME)")
     seeds = sw.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        c.fail("sweep.seeds", f"expected a list of seeds such as [0, 1, 2], got {seeds} (one seed is written "
+                              f"[{seeds}]; --seeds {seeds} on the command line means {seeds} seeds)")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         c.fail("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
@@ -423,6 +428,12 @@ def _parse_attacks(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg],
     attacks.update(parse_certify_tables(certify or {}, c, datasets, models, AttackCfg))  # [certify.LABEL]
     if not attacks:
         c.fail("attacks", "expected at least one [attacks.LABEL] or [certify.LABEL] table")
+    tasks = {d.task for d in datasets.values()}
+    for label, a in tables.items():  # a table that matches no dataset would silently add no cell
+        domain = attacks[label].domain
+        if domain in ("image", "graph") and domain not in tasks:
+            c.fail(f"attacks.{label}.attack", f"{attacks[label].attack!r} is a {domain} attack but the sweep has no "
+                                              f"{domain} dataset ({', '.join(sorted(tasks))} only): it would run no cell")
     return attacks
 
 
