@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_file import print_table, write_results  # noqa: E402
 
 from robustbench_geo.checkpoint import read_metadata, weights_sha256  # noqa: E402
+from robustbench_geo.data import load_dataset  # noqa: E402
 from robustbench_geo.stats import accuracy_interval  # noqa: E402
 
 COLUMNS = ["model", "training", "clean, test set", "clean, attacked images", "grid (775 points)", "target met"]
@@ -47,6 +48,8 @@ def row(checkpoint: str, attack_dir: str, target: float, min_clean: float,
         raise SystemExit(f"{attack_dir}: attacked another checkpoint than {checkpoint} (weights differ)")
     m = o["metrics"]
     test_n = meta.get("test_images") or meta["dataset_meta"].get("subset")
+    if not test_n:  # no subset recorded: the checkpoint was evaluated on the whole test split
+        test_n = len(load_dataset(meta["dataset"], split="test"))
     defense = (meta.get("defense") or {}).get("label")
     name = f"`{meta['model']}+{defense}`" if defense else f"`{meta['model']}`"
     train = meta["train"]
@@ -57,7 +60,7 @@ def row(checkpoint: str, attack_dir: str, target: float, min_clean: float,
                 f"{meta['train_seconds'] / 60:.0f} min")
     clean_test = meta["clean_accuracy"]
     met = m["robust_accuracy"] >= target and clean_test >= min_clean
-    cells = [name, training, pct(clean_test, test_n) if test_n else f"{100 * clean_test:.2f}",
+    cells = [name, training, pct(clean_test, test_n),
              pct(m["clean_accuracy"], m["n"]), pct(m["robust_accuracy"], m["n"]),
              f"{'yes' if met else 'no'} (grid >= {100 * target:g} %, clean >= {100 * min_clean:g} %)"]
     data = {"checkpoint": str(checkpoint), "train_images": images, "weights_sha256": meta["weights_sha256"], "train": train,
