@@ -25,7 +25,7 @@ from robustbench_geo.stats import accuracy_interval
 from robustbench_geo.sweep.cells import Cell, expand
 from robustbench_geo.sweep.config import SweepConfig
 from robustbench_geo.sweep.executors import make_executor, sigterm_as_interrupt
-from robustbench_geo.sweep.runner import default_checkpoint_cache, run_cell, write_artefacts
+from robustbench_geo.sweep.runner import checked_checkpoint_cache, default_checkpoint_cache, run_cell, write_artefacts
 from robustbench_geo.sweep.store import ResultStore, owner_id
 
 
@@ -209,7 +209,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
     jobs = check_number(cfg.jobs if jobs is None else jobs, "jobs", integer=True, low=1) if executor == "local" else 1
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
-    cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()  # a bad cache fails here
+    cache = checked_checkpoint_cache(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
     check_datasets_present(cfg, data_root)
     store = ResultStore(cfg.output, cfg.name)  # refuses another sweep's store before any work
     summary = SweepSummary(cfg.name, cfg.output, len(cells))

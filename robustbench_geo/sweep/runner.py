@@ -25,7 +25,7 @@ import torch
 from robustbench_geo._version import versions
 from robustbench_geo.checkpoint import CheckpointError, check_dataset_fit, load_checkpoint, weights_sha256
 from robustbench_geo.data import dataset_info, load_dataset
-from robustbench_geo.data.root import writable_cache
+from robustbench_geo.data.root import CacheError, folder_writable, writable_cache
 from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.smoothing import certify_outcome
 from robustbench_geo.models import set_deform_backend
@@ -40,6 +40,17 @@ CHECKPOINT_EVAL_SUBSET = 200
 def default_checkpoint_cache() -> Path:
     """``$RBGEO_CACHE/checkpoints`` (else ``~/.cache/robustbench_geo/checkpoints``), created and writable."""
     return writable_cache("checkpoints")
+
+
+def checked_checkpoint_cache(path: str | Path) -> Path:
+    """A sweep's ``checkpoint_cache`` folder, checked before the first cell (a file there, or a folder
+    without write permission, would otherwise fail every cell that trains)."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise CacheError(f"checkpoint_cache {p} is a file, expected a folder; point it at a writable folder")
+    if not folder_writable(p):
+        raise CacheError(f"checkpoint_cache {p} is not writable; point it at a writable folder")
+    return p
 
 
 @contextlib.contextmanager

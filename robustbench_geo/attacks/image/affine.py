@@ -26,6 +26,8 @@ _BOX_DOCS = {
 #: budgets beyond these repeat transforms (angles) or move the whole image out of view (shifts); larger
 #: values only reach float32 overflow and NaN images
 MAX_ANGLE_DEG, MAX_SHIFT_PX, MAX_SHEAR_DEG = 180.0, 1e4, 89.0
+#: scales beyond this blow one pixel up past any image (1e300 overflowed the warp into NaN images)
+MAX_SCALE = 1e4
 #: memory of one grid point while the grid is built (Python tuples, sort keys, the six parameter tensors)
 GRID_BYTES_PER_POINT = 600
 #: memory of one worst_of_k draw per image (draws, the identity prepended, the six fields, float32)
@@ -190,7 +192,7 @@ class RandomTransform(WorstOfK):
 def _scale_box(scale_range, name="scale_range") -> tuple[float, float]:
     lo, hi = check_interval(scale_range, name)
     for v in (lo, hi):
-        check_number(v, name, low=0.0, low_open=True)
+        check_number(v, name, low=0.0, low_open=True, high=MAX_SCALE)
     return lo, hi
 
 
