@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import sys
+from importlib import metadata
 
 __version__ = "0.1.0"
 
@@ -15,10 +17,9 @@ def versions() -> dict:
 
     out = {"robustbench_geo": __version__, "torch": torch.__version__,
            "torchvision": torchvision.__version__, "kornia": kornia.__version__, "python": platform.python_version()}
-    try:
-        import torch_geometric
-
-        out["torch_geometric"] = torch_geometric.__version__
-    except ImportError:  # pragma: no cover
+    pyg = sys.modules.get("torch_geometric")
+    try:  # read from the installed metadata: image-only work never imports PyG
+        out["torch_geometric"] = pyg.__version__ if pyg is not None else metadata.version("torch_geometric")
+    except metadata.PackageNotFoundError:  # pragma: no cover
         pass
     return out

@@ -51,8 +51,19 @@ def main(debug):
     Exit codes: 0 success, 2 bad input (names, values, paths), 1 environment (missing data, no GPU,
     corrupt files, permissions) or failed sweep cells.
     """
-    # torch_geometric triggers torch's own deprecation warning at import; it is noise for CLI users
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    quiet_library_warnings()
+
+
+def quiet_library_warnings() -> None:
+    """Keep other libraries' deprecation notices (FutureWarning, DeprecationWarning) out of the terminal.
+
+    They tell this package's developers about an API change (torch_geometric's import, for one,
+    triggers torch's ``torch.jit.script`` deprecation); a command-line user can do nothing about
+    them. This package's own warnings, and every other category, still show. Sweep worker processes
+    inherit these filters.
+    """
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(?!robustbench_geo)")
 
 
 main.add_command(train)

@@ -13,11 +13,17 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_geometric.nn import GCNConv
-from torch_geometric.utils import add_remaining_self_loops, scatter
 
 from robustbench_geo.models.registry import register_model
 from robustbench_geo.models.tensor_cache import TensorCache
+
+
+def scatter(src: torch.Tensor, index: torch.Tensor, dim: int, dim_size: int | None = None,
+            reduce: str = "sum") -> torch.Tensor:
+    """PyG's ``torch_geometric.utils.scatter``, imported on first use so that image-only work never loads PyG."""
+    from torch_geometric.utils import scatter as pyg_scatter
+
+    return pyg_scatter(src, index, dim, dim_size=dim_size, reduce=reduce)
 
 
 def dense_gcn_norm(adj: torch.Tensor) -> torch.Tensor:
@@ -62,6 +68,8 @@ class GCN(nn.Module):
     """
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5):
+        from torch_geometric.nn import GCNConv
+
         super().__init__()
         self.conv1 = GCNConv(in_features, hidden)
         self.conv2 = GCNConv(hidden, num_classes)
@@ -158,6 +166,8 @@ class WeightedGATConv(nn.Module):
         nn.init.xavier_uniform_(self.att_dst)
 
     def forward(self, x, edge_index, edge_weight=None):
+        from torch_geometric.utils import add_remaining_self_loops
+
         n = x.shape[0]
         w = _weights(edge_index, edge_weight, x)
         ei, w = add_remaining_self_loops(edge_index, w, fill_value=1.0, num_nodes=n)

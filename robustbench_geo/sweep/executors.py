@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable
 
@@ -79,6 +80,12 @@ def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+def start_worker(parent_pid: int, warning_filters: list) -> None:
+    """Worker initializer: :func:`die_with_parent`, and the driver's warning filters (spawned workers start bare)."""
+    warnings.filters[:] = warning_filters
+    die_with_parent(parent_pid)
+
+
 class ProcessExecutor:
     """``jobs`` spawned worker processes (no inner progress bars: they would interleave)."""
 
@@ -92,7 +99,7 @@ class ProcessExecutor:
         self.slots = jobs
         self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                        initializer=die_with_parent, initargs=(os.getpid(),))
+                                        initializer=start_worker, initargs=(os.getpid(), list(warnings.filters)))
         self.futures: dict = {}
 
     def submit(self, key, fn, kwargs: dict) -> None:

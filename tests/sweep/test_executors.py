@@ -66,3 +66,28 @@ def test_workers_are_not_handed_cells_that_would_wait_for_another_workers_traini
     assert _next_ready([cell("d", "dcnn")], in_flight, trained) == 0  # nothing else to run: take it
     trained.add("dcnn")
     assert _next_ready([cell("d", "dcnn")], in_flight, trained) == 0
+
+
+def _warning_filters(**_):
+    import warnings
+
+    return [(action, category.__name__, getattr(module, "pattern", module)) for action, _, category, module, _ in
+            warnings.filters]
+
+
+def test_worker_processes_inherit_the_drivers_warning_filters():
+    import warnings
+
+    from robustbench_geo.sweep.executors import ProcessExecutor
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="some_library")
+        expected = _warning_filters()
+        ex = ProcessExecutor(1, threads=1)
+        try:
+            ex.submit("k", _warning_filters, {})
+            key, got = ex.next_result()
+        finally:
+            ex.shutdown()
+    assert key == "k" and all(f in got for f in expected)  # libraries the worker imports may add their own
+    assert ("ignore", "FutureWarning", "some_library") in got

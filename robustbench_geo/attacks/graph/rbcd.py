@@ -21,14 +21,11 @@ them; measured in ``benchmarks/prbcd_pyg.py``, see docs/graph-attacks.md):
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
 import torch
-
-with warnings.catch_warnings():  # "contrib contains experimental code": said once in the docs, not at every import
-    warnings.simplefilter("ignore", UserWarning)
-    from torch_geometric.contrib.nn import PRBCDAttack
 
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, edge_budget, finalize
@@ -77,7 +74,24 @@ def _merge_block(clean_ids: torch.Tensor, clean_pairs: torch.Tensor, block_pairs
     return torch.cat([pairs, pairs.flip(0)], 1), torch.cat([w, w])
 
 
-class _FastPRBCD(PRBCDAttack):
+def _pyg_contrib():
+    """``torch_geometric.contrib.nn``, imported on first use (image-only work never loads PyG).
+
+    PyG says "contrib contains experimental code" at this import; the docs say it once instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        from torch_geometric.contrib import nn as contrib_nn
+    return contrib_nn
+
+
+@functools.cache
+def _fast_prbcd_class() -> type:
+    """:class:`_FastPRBCD` over PyG's ``PRBCDAttack``, defined on first use."""
+    return type("_FastPRBCD", (_FastPRBCDMixin, _pyg_contrib().PRBCDAttack), {})
+
+
+class _FastPRBCDMixin:
     """PyG's PR-BCD with the perturbed graph merged by :func:`_merge_block` (same weights, no sorting).
 
     Profiled on the Cora LCC (GCN, block 250k): about 60 % of PyG's attack time went to the two
@@ -188,7 +202,7 @@ class PRBCD(_RBCD):
         budget = edge_budget(graph, self.budget_edge_fraction)
         differentiated = _Dropped(self.model) if self.surrogate == "drop" and hasattr(self.model, "sparse_classifier") \
             else self.model
-        att = _FastPRBCD(differentiated, self.block_size, self.epochs, self.epochs_resampling, loss=self.loss, lr=self.lr,
+        att = _fast_prbcd_class()(differentiated, self.block_size, self.epochs, self.epochs_resampling, loss=self.loss, lr=self.lr,
                           is_undirected=True, log=False)
         if self.select == "accuracy":
             att.metric = _accuracy_metric(graph.y.to(next(iter(self.model.parameters())).device), att.loss)
@@ -222,3 +236,10 @@ class GRBCD(_RBCD):
         att = GRBCDAttack(self.model, self.block_size, min(self.epochs, max(budget, 1)), loss=self.loss,
                           is_undirected=True, log=False)
         return self._run(att, graph, budget, seed, nodes)
+
+
+def __getattr__(name: str):
+    """``_FastPRBCD`` is built from PyG's class on first access (the module itself does not import PyG)."""
+    if name == "_FastPRBCD":
+        return _fast_prbcd_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

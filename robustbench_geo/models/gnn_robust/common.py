@@ -11,7 +11,8 @@ tests compare.
 from __future__ import annotations
 
 import torch
-from torch_geometric.utils import scatter
+
+from robustbench_geo.models.gnn import scatter
 
 
 def edge_weights(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_geometric.utils import scatter
 
+from robustbench_geo.models.gnn import scatter
 from robustbench_geo.models.gnn_robust.common import edge_weights, propagate, with_self_loops
 from robustbench_geo.models.registry import register_model
 from robustbench_geo.models.tensor_cache import TensorCache
