@@ -9,12 +9,12 @@ hits all alike; the tables report medians, after one warm-up call per op (which 
 kernels).
 
 * ``--device cpu`` (default): ``native`` ("ours"), torchvision, conv2d; wall-clock timing.
-  Shapes: the three of the original issue, the deformable stage of ``deform_resnet18`` (CIFAR
+  Shapes: three fixed ones (``BASE_SHAPES``), the deformable stage of ``deform_resnet18`` (CIFAR
   32x32, batch 32; read from the model with forward hooks) and the deformable layers of
   ``deform_cnn`` on MNIST (batch 128).
 * ``--device cuda``: ``triton`` ("ours"), torchvision, ``native`` (its pure-PyTorch path on the
-  GPU) and conv2d, timed with CUDA events. Shapes: the six of issue 13 (including the two large
-  ones), then the model layers as above. ``--tf32`` lets float32 GEMMs use TF32 (the triton
+  GPU) and conv2d, timed with CUDA events. Shapes: ``GPU_SHAPES`` (the three above, a strided one and two
+  large ones), then the model layers as above. ``--tf32`` lets float32 GEMMs use TF32 (the triton
   kernels follow ``torch.backends.cuda.matmul.allow_tf32``; cuDNN's conv2d uses TF32 by default).
 
 ``--epoch`` also times training ``deform_cnn`` (deformable v1, as ``rbgeo train deform_cnn
@@ -27,7 +27,7 @@ Usage::
 
     python benchmarks/deform_conv.py                 # table, about 2 minutes on 2 cores
     python benchmarks/deform_conv.py --json          # the same as JSON
-    python benchmarks/deform_conv.py --device cuda --reps 20 --json   # the GPU table of issue 13
+    python benchmarks/deform_conv.py --device cuda --reps 20 --json   # the GPU table (docs/deform-conv.md)
     python benchmarks/deform_conv.py --epoch         # plus one MNIST training epoch per backend
     python benchmarks/deform_conv.py --epoch --skip-shapes --epoch-subset 1280
     RBGEO_NATIVE_KERNEL=torch python benchmarks/deform_conv.py   # the pure-PyTorch fallback as "ours"
@@ -54,9 +54,9 @@ from robustbench_geo.models import build_model, create_model, deformable_layers,
 from robustbench_geo.ops import _deform_kernel, deform_conv2d, resolve_backend  # noqa: E402
 from robustbench_geo.ops._deform_triton import Tiles, deform_conv2d_triton  # noqa: E402
 
-ISSUE_SHAPES = [(128, 32, 14, 14, 64, 1), (128, 64, 7, 7, 64, 1), (32, 64, 28, 28, 64, 1)]
-#: issue 13's GPU shapes (B, C_in, H, W, C_out, stride): the three above, a strided one and two large ones
-GPU_SHAPES = ISSUE_SHAPES + [(32, 256, 8, 8, 512, 2), (64, 256, 56, 56, 256, 1), (16, 512, 28, 28, 512, 1)]
+BASE_SHAPES = [(128, 32, 14, 14, 64, 1), (128, 64, 7, 7, 64, 1), (32, 64, 28, 28, 64, 1)]
+#: GPU shapes (B, C_in, H, W, C_out, stride): the three above, a strided one and two large ones
+GPU_SHAPES = BASE_SHAPES + [(32, 256, 8, 8, 512, 2), (64, 256, 56, 56, 256, 1), (16, 512, 28, 28, 512, 1)]
 #: ops timed per device, "ours" first
 DEVICE_OPS = {"cpu": ["native", "torchvision", "conv2d"], "cuda": ["triton", "torchvision", "native", "conv2d"]}
 MNIST_TRAIN_SIZE = 60000
@@ -188,10 +188,10 @@ def main(argv=None) -> int:
     p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 in float32 GEMMs (triton and torchvision)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per op (medians reported)")
     p.add_argument("--ops", default=None, help="comma list of ops to time (default: all of the device's)")
-    p.add_argument("--large-only", action="store_true", help="CUDA: only the two large shapes of issue 13")
+    p.add_argument("--large-only", action="store_true", help="CUDA: only the two large GPU shapes")
     p.add_argument("--tiles", default=None, help="triton tile sizes BLOCK_M,BLOCK_N,BLOCK_K (powers of 2 >= 16)")
     p.add_argument("--resnet-batch", type=int, default=32, help="batch of the deform_resnet18 stage shapes")
-    p.add_argument("--no-model-shapes", action="store_true", help="only the three shapes of the issue")
+    p.add_argument("--no-model-shapes", action="store_true", help="only the three base shapes")
     p.add_argument("--epoch", action="store_true", help="also time one deform_cnn MNIST training epoch per backend")
     p.add_argument("--epoch-subset", type=int, default=3840, help="training images timed (0: all 60000)")
     p.add_argument("--skip-shapes", action="store_true", help="with --epoch: only the training epochs")
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
             tiles = Tiles(*(int(v) for v in args.tiles.split(",")))
         except (TypeError, ValueError):
             p.error(f"--tiles: expected BLOCK_M,BLOCK_N,BLOCK_K, got {args.tiles!r}")
-    issue_shapes = GPU_SHAPES[-2:] if args.large_only else GPU_SHAPES if args.device == "cuda" else ISSUE_SHAPES
+    issue_shapes = GPU_SHAPES[-2:] if args.large_only else GPU_SHAPES if args.device == "cuda" else BASE_SHAPES
     shapes = [] if (args.skip_shapes and args.epoch) else [("issue", s) for s in issue_shapes]
     if shapes and not (args.no_model_shapes or args.large_only):
         shapes += [("resnet18", s) for s in model_shapes("deform_resnet18", args.resnet_batch, 3, 32)]

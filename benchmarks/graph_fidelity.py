@@ -15,7 +15,7 @@ Prints, side by side with the published reference, mean +- std over training see
   graph (5 seeds; 54.92 +- 2.67 with 10), as far below Pro-GNN's 59.56 as ours, while both
   reproduce the 5, 10, 15 and 25 % rows: the 20 % row is not reproducible with the released graph;
 * PGD evasion at 5 % (target: <= 76 %), one attack per seed against that seed's GCN. The attack
-  ascends its loss against the model's predicted labels (the issue's protocol). Xu et al.'s code
+  ascends its loss against the model's predicted labels (the protocol of the 5 % evasion row). Xu et al.'s code
   (KaidiXu/GCN_ADV_Train, attack.py) then keeps the Bernoulli sample with the lowest test accuracy
   against the true labels: ``select="accuracy"``. Rows:
   - ``paper`` and ``default``: the paper's sampling and our swap refinement, both judged by the
@@ -126,7 +126,7 @@ def main():
     if "prognn" in parts:
         from robustbench_geo.data.graphs import load_prognn_perturbed
 
-        for rate in (0.05, 0.1, 0.15, 0.2, 0.25):  # the issue checks 5/10/20 %; 15/25 % show the trend
+        for rate in (0.05, 0.1, 0.15, 0.2, 0.25):  # the documented table checks 5/10/20 %; 15/25 % show the trend
             p = load_prognn_perturbed("cora", "meta", rate)
             acc = [graph_accuracy(train_gcn(graph, s, p.edge_index), graph.with_edges(p.edge_index)) for s in seeds]
             ref = REF[f"meta_{rate:g}"]

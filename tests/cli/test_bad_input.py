@@ -163,7 +163,7 @@ def _certify_table(body: str) -> str:
     return tiny_toml("OUT", attacks=f'\n[certify.c]\ntransform = "rotation"\n{body}\n')
 
 CASES = [
-    # wrong numbers from infinite or ill-typed budgets (issue items 1, 5)
+    # wrong numbers from infinite or ill-typed budgets
     Case("grid-inf-angle", f"{ATTACK} grid --param max_angle_deg=inf --param angle_steps=3", 2, ("max_angle_deg", "finite")),
     Case("grid-inf-shift", f"{ATTACK} grid --param max_shift_px=inf", 2, ("max_shift_px", "finite")),
     Case("worst-of-k-1e308", f"{ATTACK} worst_of_k --param max_angle_deg=1e308", 2, ("max_angle_deg", "180")),
@@ -206,7 +206,7 @@ CASES = [
     Case("n-on-graph", f"{GRAPH_ATTACK} --n 10", 2, ("--n", "applies to image attacks only", "a graph attack")),
     Case("batch-size-on-graph", f"{GRAPH_ATTACK} --batch-size 8", 2, ("--batch-size", "image attacks only")),
     Case("backend-bogus", f"{ATTACK} grid --deform-backend bogus", 2, ("--deform-backend", "bogus", "native")),
-    # training and dataset options (item 3)
+    # training and dataset options
     Case("lr-inf", f"{TRAIN} --lr inf", 2, ("lr", "finite")),
     Case("lr-zero", f"{TRAIN} --lr 0", 2, ("lr", "(0.0")),
     Case("subset-zero", f"{TRAIN.replace('--subset 64', '--subset 0')}", 2, ("subset", "[1, 60000]", "got 0")),
@@ -238,11 +238,11 @@ CASES = [
                     _read_only("rocache")(w))),
     Case("limit-negative", "sweep {w}/s.toml --quiet --limit -1", 2, ("--limit", "got -1"), _toml(tiny_toml("OUT"))),
     Case("threads-negative", "sweep {w}/s.toml --quiet --threads -3", 2, ("--threads", "got -3"), _toml(tiny_toml("OUT"))),
-    # dataset variant and split of a checkpoint (item 2)
+    # dataset variant and split of a checkpoint
     Case("gcn-on-public", "eval {ck}/gcn cora:public", 2, ("trained on", "public", "--force")),
     Case("gcn-on-nettack-split", "eval {ck}/gcn cora:nettack", 2, ("split", "--force")),
     Case("gcn-attack-on-public", f"{GRAPH_ATTACK.replace('cora', 'cora:public')}", 2, ("--force",)),
-    # models: NaN logits, exits, shape, broken plug-ins (items 3, 7)
+    # models: NaN logits, exits, shape, broken plug-ins
     Case("plugin-nan-logits", "train {ck}/plug.py:nan_model mnist --quiet --epochs 1 --subset 64 --out {w}/new", 2,
          ("nan_model", "finite")),
     Case("checkpoint-nan-weights", "eval {ck}/nan mnist --subset 10", 2, ("finite",)),
@@ -255,7 +255,7 @@ CASES = [
     Case("plugin-without-factory", "eval --model {ck}/plug.py mnist --subset 10", 2, ("plug.py", "FILE.py:FACTORY")),
     Case("model-param-typo", f"{TRAIN} --param num_clases=10", 2, ("num_clases", "Did you mean 'num_classes'", "in_channels")),
     Case("plugin-file-missing", "train {w}/nothere.py:f mnist --out {w}/new", 2, ("nothere.py", "not found")),
-    # checkpoints and data on disk (items 4, 10)
+    # checkpoints and data on disk
     Case("checkpoint-task-edited", "eval {ck}/task mnist", 1, ("task", "edited")),
     Case("checkpoint-model-edited", "eval {ck}/edited mnist --subset 10", 1, ("edited.json", "edited after it was saved")),
     Case("checkpoint-dev-zero", "eval {ck}/zero mnist", 1, ("not a regular file", "/dev/zero")),
@@ -351,7 +351,7 @@ def test_checkpoint_records_what_it_was_trained_on(ck):
 
 
 def test_uncompressed_mnist_copies_are_never_read(ck, tmp_path):
-    """A corrupted decompressed file beside the checked archive changes nothing (issue item 4)."""
+    """A corrupted decompressed file beside the checked archive changes nothing."""
     root = Path(os.environ["RBGEO_DATA"])
     shutil.copytree(root / "MNIST", tmp_path / "MNIST")
     (tmp_path / "MNIST" / "raw").chmod(0o755)

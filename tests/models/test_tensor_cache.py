@@ -89,7 +89,7 @@ def _with_pairs(graph: GraphDataset, present, absent) -> torch.Tensor:
 
 # pairs of edge sets that the former keys (sums of indices) could not tell apart
 COLLIDING = {
-    "gcn_svd": ([(1, 14)], [(2, 13)]),  # equal sums of i + j (the 40-node example)
+    "gcn_svd": ([(1, 14)], [(2, 13)]),  # equal sums of i + j (a 40-node example where pair sums tie)
     "soft_median_gdc": ([(1, 6), (2, 3)], [(0, 4), (2, 6)]),  # equal sums of i + j and of i * j
 }
 

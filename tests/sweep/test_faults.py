@@ -57,7 +57,7 @@ def _kill_all(driver: subprocess.Popen, pids: list[int]) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_the_driver_ends_its_workers(tmp_path):
-    """``rbgeo sweep --jobs 2`` killed with SIGKILL leaves no worker process behind (issue item 8)."""
+    """``rbgeo sweep --jobs 2`` killed with SIGKILL leaves no worker process behind."""
     (tmp_path / "slow.py").write_text(SLOW_PLUGIN)
     text = tiny_toml(tmp_path / "out", cache=tmp_path / "cache", seeds=(0, 1)).replace(
         'model = "cnn"', f'model = "{tmp_path}/slow.py:slow"')
@@ -114,7 +114,7 @@ def test_truncated_kernel_is_rebuilt_not_loaded(tmp_path, monkeypatch):
 
 
 def test_failed_download_leaves_no_folders(tmp_path):
-    """A load that fails leaves no empty folders in the data root (issue, last line)."""
+    """A load that fails leaves no empty folders in the data root."""
     from robustbench_geo.data.root import DataMissingError, prepare_files
 
     url = (tmp_path / "nowhere" / "file.gz").as_uri()  # a real download attempt that fails offline too
