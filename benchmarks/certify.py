@@ -36,7 +36,7 @@ from robustbench_geo.cli.certify import _checkpoint_sigma
 from robustbench_geo.data import load_dataset
 from robustbench_geo.data.base import ImageDataset
 from robustbench_geo.smoothing import SmoothingConfig, evaluate_certification
-from robustbench_geo.smoothing.stats import proportion_interval
+from robustbench_geo.smoothing.binomial import proportion_interval
 
 #: TSS's best MNIST rows (their data/main_results/mnist/convnet/*.report): rotation at sigma 0.5 (trained +-35 deg);
 #: scaling 96.8 % at sigma 0.10 (95.6 % at 0.25, 95.8 % at 0.50), trained on scales 0.75-1.25

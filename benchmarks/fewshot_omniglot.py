@@ -38,7 +38,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 from robustbench_geo.evaluation.fewshot import evaluate_fewshot_attack  # noqa: E402
 from robustbench_geo.checkpoint import load_checkpoint, save_checkpoint, versions  # noqa: E402
 from robustbench_geo.data.omniglot import load_omniglot, load_one_shot_runs  # noqa: E402
-from robustbench_geo.fewshot import evaluate_fewshot, evaluate_one_shot_runs, test_episodes, train_fewshot  # noqa: E402
+from robustbench_geo.fewshot_training import evaluate_fewshot, evaluate_one_shot_runs, test_episodes, train_fewshot  # noqa: E402
 from robustbench_geo.models import create_model  # noqa: E402
 from robustbench_geo.training import seed_everything  # noqa: E402
 

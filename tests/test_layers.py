@@ -9,6 +9,7 @@ layering. Run as a script to print the graph's violations: ``python tests/test_l
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ LAYERS = {
     "data": 2,
     "models": 3,
     "checkpoint": 4, "loading": 4,
-    "training": 5, "fewshot": 5, "train_defenses": 5,
+    "training": 5, "fewshot_training": 5, "train_defenses": 5,
     "attacks": 6,
     "evaluation": 7, "smoothing": 7,
     "sweep": 8,
@@ -144,6 +145,65 @@ def test_root_imports_only_the_version():
     assert g[PACKAGE] <= {f"{PACKAGE}._version"}, g[PACKAGE]
 
 
+TESTS = Path(__file__).resolve().parent
+#: top-level test files that check the whole house rather than one module
+WHOLE_HOUSE_TESTS = {"test_layers.py", "test_docs_results.py", "test_cuda.py", "test_doctests.py"}
+
+
+def misplaced_tests(tests: Path = TESTS, package: Path = ROOT) -> list[str]:
+    """Test files that do not stand where the package's layout says: ``tests/`` mirrors ``robustbench_geo/``.
+
+    A test folder is a package folder of the same path; a top-level ``test_X.py`` or ``test_X_more.py``
+    tests the module or package ``X`` (or is a whole-house check); a test that drives the command line (click's
+    ``CliRunner`` or a ``test_cli*`` name) outside ``tests/cli/`` belongs there.
+    """
+    bad = []
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        folder = rel.parent
+        if folder.parts and not (package / folder / "__init__.py").is_file():
+            bad.append(f"{rel}: no package folder {PACKAGE}/{folder.as_posix()} to mirror")
+        elif not folder.parts and rel.name not in WHOLE_HOUSE_TESTS:
+            stem = rel.stem.removeprefix("test_")  # test_api_bad_input.py tests api.py
+            words = stem.split("_")
+            heads = ["_".join(words[:i]) for i in range(len(words), 0, -1)]
+            if not any((package / f"{h}.py").is_file() or (package / h / "__init__.py").is_file() for h in heads):
+                bad.append(f"{rel}: no module {PACKAGE}/{stem}.py or package {PACKAGE}/{stem}/ to mirror")
+        if folder.parts[:1] != ("cli",) and (rel.name.startswith("test_cli") or _CLICK_TESTING.search(path.read_text())):
+            if (folder.as_posix(), rel.name) not in CLI_DRIVEN_ELSEWHERE:
+                bad.append(f"{rel}: drives the command line, expected it under tests/cli/")
+    return bad
+
+
+_CLICK_TESTING = re.compile(r"^\s*(from click\.testing import|import click\.testing)", re.MULTILINE)
+#: tests of a lower layer that reach it through one command (a sweep's progress lines, a report of nothing)
+CLI_DRIVEN_ELSEWHERE = {("report", "test_no_results.py"), ("sweep", "test_progress.py"),
+                        ("sweep", "test_quick_preset.py")}
+
+
+def test_tests_mirror_the_package():
+    assert misplaced_tests() == []
+
+
+def test_mirror_rule_finds_a_misplaced_test(tmp_path):
+    pkg, tests = tmp_path / "pkg", tmp_path / "tests"
+    for d in (pkg / "sweep", tests / "sweep", tests / "smoothing"):
+        d.mkdir(parents=True)
+    (pkg / "sweep" / "__init__.py").write_text("")
+    (pkg / "api.py").write_text("")
+    (tests / "test_api.py").write_text("")
+    (tests / "test_api_bad_input.py").write_text("")
+    (tests / "test_nothing.py").write_text("")
+    (tests / "sweep" / "test_config.py").write_text("")
+    (tests / "sweep" / "test_cli_run.py").write_text("")
+    (tests / "smoothing" / "test_tss.py").write_text("")
+    assert misplaced_tests(tests, pkg) == [
+        f"smoothing/test_tss.py: no package folder {PACKAGE}/smoothing to mirror",
+        "sweep/test_cli_run.py: drives the command line, expected it under tests/cli/",
+        f"test_nothing.py: no module {PACKAGE}/nothing.py or package {PACKAGE}/nothing/ to mirror",
+    ]
+
+
 def test_checker_finds_an_upward_import_and_a_cycle():
     g = {f"{PACKAGE}.attacks.x": {f"{PACKAGE}.evaluation.y"}, f"{PACKAGE}.evaluation.y": {f"{PACKAGE}.attacks.x"}}
     assert upward_imports(g) == [f"{PACKAGE}.attacks.x (layer attacks) imports {PACKAGE}.evaluation.y (higher layer evaluation)"]
@@ -156,3 +216,5 @@ if __name__ == "__main__":
         print("upward:", line)
     for c in cycles(g):
         print("cycle:", " <-> ".join(c))
+    for line in misplaced_tests():
+        print("misplaced:", line)

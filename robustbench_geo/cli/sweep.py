@@ -35,7 +35,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     """
     from robustbench_geo.check import check_number
     from robustbench_geo.report import write_report
-    from robustbench_geo.sweep import estimate, expand, list_presets, load_config, run_sweep
+    from robustbench_geo.sweep import estimate_sweep, expand, list_presets, load_config, run_sweep
     from robustbench_geo.sweep.driver import unique_cells
 
     if (config is None) == (preset is None):
@@ -54,7 +54,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     jobs = 1 if executor == "ray" else jobs or cfg.jobs
     if dry_run:
         cells = unique_cells(expand(cfg))
-        rows, total = estimate(cfg, cells, jobs=jobs)
+        rows, total = estimate_sweep(cfg, cells, jobs=jobs)
         click.echo(f"sweep {cfg.name!r} ({cfg.source}): {len(cells)} cells, output {cfg.output}")
         for r in rows:
             c = r["cell"]

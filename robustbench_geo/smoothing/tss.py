@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from robustbench_geo.smoothing.families import (
     DEFAULT_CELLS, DEFAULT_SUBSTEPS, Family, interpolation_bound, make_family,
 )
-from robustbench_geo.smoothing.stats import (
+from robustbench_geo.smoothing.binomial import (
     ABSTAIN, clopper_pearson_lower, gaussian_radius, predict_top, proportion_interval,
 )
 from robustbench_geo.check import check_cost, check_images, check_labels, check_number, check_seed
@@ -279,8 +279,9 @@ def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transf
         :class:`Certificate` with the per-sample prediction, certified flag, radius and abstentions.
 
     Example:
-        >>> cert = certify(model, x, y, "rotation", max_angle_deg=30, config=SmoothingConfig(sigma=0.5, n=1000))
-        >>> cert.summary()["certified_accuracy"]
+        >>> cert = certify(model, x, y, "rotation", max_angle_deg=30,
+        ...                config=SmoothingConfig(sigma=0.5, n=1000))      # doctest: +SKIP
+        >>> cert.summary()["certified_accuracy"]                        # doctest: +SKIP
     """
     check_images(images, "images")
     check_labels(labels, images.shape[0], "labels")

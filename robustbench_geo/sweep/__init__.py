@@ -15,7 +15,7 @@ import importlib
 _EXPORTS = {
     "Cell": "cells", "SweepConfig": "config", "SweepConfigError": "config", "expand": "cells",
     "list_presets": "config", "load_config": "config", "parse_config": "config",
-    "SweepSummary": "driver", "run_sweep": "driver", "estimate": "timing",
+    "SweepSummary": "driver", "run_sweep": "driver", "estimate_sweep": "timing",
     "ResultStore": "store", "StoreError": "store",
 }
 

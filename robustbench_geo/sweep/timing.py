@@ -153,7 +153,7 @@ def _forward_seconds(m: dict, spec: str, probe: int = 32) -> float:
     return (time.perf_counter() - t0) / probe
 
 
-def estimate(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
+def estimate_sweep(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
     """Per-cell estimates and the total wall time in seconds (divided by ``jobs``).
 
     Returns:

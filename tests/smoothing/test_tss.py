@@ -14,7 +14,7 @@ from robustbench_geo.smoothing import (
     Rotation, Scaling, SmoothingConfig, Translation, certify, clopper_pearson_lower, grid_attack,
 )
 from robustbench_geo.smoothing.families import interpolation_bound
-from robustbench_geo.smoothing.stats import ABSTAIN, predict_top, proportion_interval
+from robustbench_geo.smoothing.binomial import ABSTAIN, predict_top, proportion_interval
 
 SIZE = 28
 CENTRE = (SIZE - 1) / 2

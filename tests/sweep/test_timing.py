@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from robustbench_geo.sweep import expand, load_config
-from robustbench_geo.sweep.timing import GRAPH_ATTACK_GUESS_S, estimate, graph_attack_seconds
+from robustbench_geo.sweep.timing import GRAPH_ATTACK_GUESS_S, estimate_sweep, graph_attack_seconds
 from tests.sweep.conftest import tiny_toml
 
 ATTACKS = """
@@ -24,7 +24,7 @@ def test_auto_cells_use_the_portfolio_estimate(tmp_path, cora_root):
     toml = tmp_path / "t.toml"
     toml.write_text(tiny_toml(tmp_path / "out", graph=True, attacks=ATTACKS.replace("STEPS", "10")))
     cfg = load_config(toml)
-    rows, total = estimate(cfg, expand(cfg))
+    rows, total = estimate_sweep(cfg, expand(cfg))
     by_attack = {r["cell"].config["attack"]["name"]: r for r in rows}
     auto, rand = by_attack["auto"], by_attack["dice"]
     assert auto["source"] == "estimated" and 0 < auto["attack_s"] != GRAPH_ATTACK_GUESS_S

@@ -18,7 +18,7 @@ from robustbench_geo.evaluation.outcome import AttackOutcome
 from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
 from robustbench_geo.smoothing.attack import grid_attack, grid_points
 from robustbench_geo.smoothing.families import Family, interpolation_bound, make_family
-from robustbench_geo.smoothing.stats import proportion_interval
+from robustbench_geo.smoothing.binomial import proportion_interval
 from robustbench_geo.smoothing.tss import (
     SmoothingConfig, _device, _generator, certify, check_certify_cost, inference_model, probe_batch, sample_counts,
 )

@@ -75,7 +75,7 @@ def test_gnn_is_permutation_invariant_in_the_support(omniglot_small1):
 
 
 def test_training_steps_reduce_the_loss(omniglot_small1):
-    from robustbench_geo.fewshot import train_fewshot
+    from robustbench_geo.fewshot_training import train_fewshot
 
     torch.manual_seed(0)
     model = create_model("fewshot_gnn", num_classes=3, nf=32)

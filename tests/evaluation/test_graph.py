@@ -1,14 +1,12 @@
-"""Evasion/poisoning protocols, the outcome contract, and ``rbgeo attack`` on Cora."""
+"""The graph runner: evasion/poisoning protocols, targeted selection and the outcome contract."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.evaluation.graph import select_targets, write_artefacts
-from robustbench_geo.cli import main
 from robustbench_geo.evaluation import graph_accuracy
 
 METRICS = {"clean_accuracy", "robust_accuracy", "success_rate", "flips", "insertions", "deletions", "budget"}
@@ -62,34 +60,6 @@ def test_forty_target_selection():
     assert sorted(t[10:20]) == ok[:10].tolist()  # lowest-margin correctly classified nodes
     assert select_targets(margins, correct, cand, seed=0) == t and select_targets(margins, correct, cand, seed=1) != t
     assert len(select_targets(margins, margins > 0.9, cand, seed=0)) == int((margins > 0.9).sum())
-
-
-def _run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def cora_checkpoint(cora_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt") / "gcn_cora"
-    r = _run("train", "gcn", "cora", "--epochs", 60, "--quiet", "--out", out, "--data-root", cora_root)
-    assert r.exit_code == 0, r.output
-    return out
-
-
-def test_cli_graph_attack_on_cora(cora_root, cora_checkpoint, tmp_path):
-    out = tmp_path / "dice"
-    r = _run("attack", cora_checkpoint, "cora", "--attack", "dice", "--budget", 0.05, "--seeds", 2, "--quiet",
-             "--out", out, "--data-root", cora_root)
-    assert r.exit_code == 0, r.output
-    assert "seed 1: clean accuracy" in r.output and "dice over 2 seeds" in r.output
-    assert (out / "flips.csv").read_text().count("\n") == 253 + 1  # floor(0.05 * 5069) flips
-    assert (out / "rows.csv").exists() and (out / "outcome.json").exists()
-    r = _run("attack", cora_checkpoint, "cora", "--attack", "dice", "--budget", 3, "--data-root", cora_root)
-    assert r.exit_code == 2 and "expected a fraction of edges in [0, 1]" in r.output
-    r = _run("attack", cora_checkpoint, "cora", "--attack", "dcie", "--data-root", cora_root)
-    assert r.exit_code == 2 and "Did you mean 'dice'" in r.output
-    r = _run("attack", cora_checkpoint, "cora", "--attack", "random_edges", "--param", "kind=swap", "--data-root", cora_root)
-    assert r.exit_code == 2 and "Valid random attack kinds" in r.output
 
 
 def test_targeted_protocol_rows_and_poisoning(small_graph, small_gcn):
