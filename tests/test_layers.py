@@ -178,7 +178,7 @@ def misplaced_tests(tests: Path = TESTS, package: Path = ROOT) -> list[str]:
 _CLICK_TESTING = re.compile(r"^\s*(from click\.testing import|import click\.testing)", re.MULTILINE)
 #: tests of a lower layer that reach it through one command (a sweep's progress lines, a report of nothing)
 CLI_DRIVEN_ELSEWHERE = {("report", "test_no_results.py"), ("sweep", "test_progress.py"),
-                        ("sweep", "test_quick_preset.py")}
+                        ("sweep", "test_quick_preset.py"), (".", "test_train_defenses.py")}
 
 
 def test_tests_mirror_the_package():
