@@ -36,6 +36,7 @@ def debug_enabled() -> bool:
 
 def as_click_error(e: BaseException) -> click.ClickException:
     """The CLI's one-line message and exit code (2: bad input, 1: environment) for an exception."""
+    from robustbench_geo.attacks.graph.base import DenseGraphTooLarge
     from robustbench_geo.checkpoint import CheckpointError, DatasetMismatchError, PluginNotAllowedError
     from robustbench_geo.data.root import CacheError, ChecksumError, DataMissingError
     from robustbench_geo.models.registry import PluginError, UserCodeExit
@@ -45,7 +46,7 @@ def as_click_error(e: BaseException) -> click.ClickException:
                                   f"saved {DEBUG_HINT}")
     if isinstance(e, UserCodeExit):
         return EnvironmentProblem(str(e))
-    if isinstance(e, (DatasetMismatchError, PluginNotAllowedError, PluginError)):
+    if isinstance(e, (DatasetMismatchError, PluginNotAllowedError, PluginError, DenseGraphTooLarge)):
         return UserInputError(str(e))
     if isinstance(e, (DataMissingError, CheckpointError, ChecksumError, CacheError, PermissionError)):
         return EnvironmentProblem(str(e))

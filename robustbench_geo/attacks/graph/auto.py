@@ -35,9 +35,13 @@ costs ``O(E + block_size)``. ``degree_collapse`` and the ``drop``/``freeze`` sur
 split, and the eigenspace mask a low-rank model, so they do not apply.
 
 With ``mode="poisoning"`` Metattack (``meta_self``) joins, and members are still judged by the
-given model (the evaluator retrains on the winner). Members that do not apply (a dense attack on a
-graph too large for ``max_memory_gb``) are skipped and recorded. The result's ``work`` lists every
-member with its accuracy, flips and seconds, the winner, and the estimated and measured seconds.
+given model (the evaluator retrains on the winner). ``max_memory_gb`` is handed to every dense member
+(``pgd`` on a model with ``dense_forward``, ``degree_collapse``, ``metattack``): one whose ``N x N``
+matrices would need more refuses before allocating anything, and ``auto`` records it as skipped with
+the refusal's line (the estimate in GiB) and goes on with the sparse members (``prbcd``), so on a large
+graph (``sbm:nodes=100000``) ``auto`` is PR-BCD plus the record of what it skipped. The result's
+``work`` lists every member with its accuracy, flips and seconds, the winner, and the estimated and
+measured seconds.
 """
 
 from __future__ import annotations
@@ -47,13 +51,17 @@ import time
 import torch
 
 from robustbench_geo.attacks.base import create_attack, register_attack
-from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, edge_budget, finalize
+from robustbench_geo.attacks.graph.base import (
+    DenseGraphTooLarge, GraphAttack, GraphPerturbation, dense_memory_gib, edge_budget, finalize,
+)
 from robustbench_geo.attacks.graph.block import BlockRelaxation, EdgeWeightIgnored
-from robustbench_geo.attacks.graph.dense import dense_matrices
+from robustbench_geo.attacks.graph.pgd import dense_matrix_count
 from robustbench_geo.data.base import GraphDataset
 
 MODES = ("evasion", "poisoning")
 STOP_WORDS = ("chance", "never")
+#: members that take ``max_memory_gb`` (dense on a model with ``dense_forward``)
+DENSE_MEMBERS = ("pgd", "degree_collapse", "metattack")
 
 
 def portfolio(model, mode: str = "evasion", steps: int = 100, refine_steps: int = 50) -> list[tuple[str, str, dict]]:
@@ -127,12 +135,6 @@ class AutoAttack(GraphAttack):
         """The member labels the portfolio runs against ``model``."""
         return [label for label, _, _ in portfolio(model, mode)]
 
-    def _dense_fits(self, graph: GraphDataset) -> bool:
-        if not hasattr(self.model, "dense_forward"):  # pgd relaxes a block of pairs (attacks/graph/block.py)
-            return True
-        gib = (9 + dense_matrices(self.model)) * graph.num_nodes ** 2 * 4 / 2 ** 30
-        return gib <= self.max_memory_gb
-
     def estimate_seconds(self, graph: GraphDataset, clock=time.perf_counter) -> dict:
         """A dry-run estimate: one timed surrogate gradient and one timed real forward, times the members' work.
 
@@ -146,12 +148,14 @@ class AutoAttack(GraphAttack):
         dev = next(iter(model.parameters())).device
         g = graph.to(dev)
         x = g.x
-        if hasattr(model, "dense_forward"):
+        dense = hasattr(model, "dense_forward") and \
+            dense_memory_gib(g.num_nodes, dense_matrix_count(model)) <= self.max_memory_gb
+        if dense:
             a = g.dense_adjacency().requires_grad_(True)
             model.dense_forward(x, a).sum().backward()  # warm-up: one-time caches (Jaccard similarities, ...)
             t0 = clock()
             model.dense_forward(x, a).sum().backward()
-        else:  # the block relaxation: the clean edges plus pgd's default block of other pairs
+        else:  # the block relaxation (the clean edges plus pgd's default block of other pairs): no N x N matrix
             relax = BlockRelaxation(model, x, g.edge_index, g.idx_test, g.y[g.idx_test], 1, 50_000, 0, 0)
             relax.start(None, False, torch.Generator().manual_seed(0))
             t0 = clock()
@@ -166,7 +170,9 @@ class AutoAttack(GraphAttack):
         fwd_s = clock() - t0
         est = {}
         for label, attack, params in self.portfolio:
-            if attack == "pgd":
+            if attack in DENSE_MEMBERS and hasattr(model, "dense_forward") and not dense:
+                est[label] = 0.0  # refuses above max_memory_gb: skipped
+            elif attack == "pgd":
                 samples = params.get("samples", 20)
                 est[label] = (params["steps"] + params["refine_steps"]) * grad_s + (samples + params["refine_steps"]) * fwd_s
             elif attack == "prbcd":
@@ -175,7 +181,7 @@ class AutoAttack(GraphAttack):
                 est[label] = 8 * grad_s + 24 * fwd_s
             else:
                 est[label] = edge_budget(graph, self.budget_edge_fraction) * 100 * grad_s
-        if self.chain:
+        if self.chain and (dense or not hasattr(model, "dense_forward")):
             est["chain"] = (self.steps + self.refine_steps) * grad_s + (20 + self.refine_steps) * fwd_s
         est["total"] = sum(est.values())
         return est
@@ -211,12 +217,11 @@ class AutoAttack(GraphAttack):
                 record.append({"member": label, "skipped": f"best accuracy {best_acc:.4f} already at or below "
                                                            f"stop_accuracy {stop:.4f} ({self.stop_accuracy})"})
                 continue
-            if attack in ("pgd", "metattack") and not self._dense_fits(graph):
-                record.append({"member": label, "skipped": "dense attack above max_memory_gb"})
-                continue
             m0 = time.perf_counter()
             if self.block_size is not None and attack in ("pgd", "prbcd"):
                 params = {**params, "block_size": self.block_size}
+            if attack in DENSE_MEMBERS:
+                params = {**params, "max_memory_gb": self.max_memory_gb}
             att = create_attack(attack, model, budget_edge_fraction=self.budget_edge_fraction, **params)
             try:
                 if label == "pgd/init=best":
@@ -228,6 +233,9 @@ class AutoAttack(GraphAttack):
                     res = att(graph, seed=seed, nodes=nodes)
             except EdgeWeightIgnored as err:
                 record.append({"member": label, "skipped": str(err)})
+                continue
+            except DenseGraphTooLarge as err:  # refused before allocating: the sparse members still run
+                record.append({"member": label, "skipped": str(err), "estimate_gib": round(err.gib, 2)})
                 continue
             acc = accuracy(res)
             record.append({"member": label, "attack": attack, "accuracy": acc, "flips": res.flips,

@@ -254,16 +254,39 @@ def check_perturbation(graph: GraphDataset, result: GraphPerturbation) -> None:
 # ---------------------------------------------------------------- dense attacks
 
 
+#: the attacks that never build an ``N x N`` matrix (memory O(E + block)), named when a dense attack refuses
+SPARSE_ATTACKS = ("prbcd", "grbcd", "dice", "random_edges")
+
+
+class DenseGraphTooLarge(MemoryError):
+    """A dense attack refused a graph whose ``N x N`` matrices would exceed ``max_memory_gb`` (nothing was allocated).
+
+    Attributes: ``attack`` (its name) and ``gib`` (the estimate).
+    """
+
+    def __init__(self, message: str, attack: str, gib: float):
+        super().__init__(message)
+        self.attack, self.gib = attack, gib
+
+
+def dense_memory_gib(num_nodes: int, matrices: float) -> float:
+    """GiB of ``matrices`` dense ``N x N`` float32 matrices."""
+    return matrices * num_nodes ** 2 * 4 / 2 ** 30
+
+
 def check_dense_memory(attack: str, num_nodes: int, matrices: float, max_memory_gb: float) -> float:
     """Estimate the memory of ``matrices`` dense ``N x N`` float32 matrices; refuse when too large.
 
-    Returns the estimate in GiB; raises ``MemoryError`` naming ``prbcd`` above ``max_memory_gb``.
+    Call it before anything ``N x N`` is allocated. Returns the estimate in GiB; raises
+    :class:`DenseGraphTooLarge` (a ``MemoryError``) with one line giving the estimate and naming the
+    sparse attacks (:data:`SPARSE_ATTACKS`) above ``max_memory_gb``.
     """
-    gib = matrices * num_nodes ** 2 * 4 / 2 ** 30
+    gib = dense_memory_gib(num_nodes, matrices)
     if gib > max_memory_gb:
-        raise MemoryError(f"attack {attack!r} is dense: about {gib:.1f} GiB for a {num_nodes}-node graph, above "
-                          f"max_memory_gb={max_memory_gb:g}. Use the sparse attack 'prbcd' (or 'grbcd') for graphs "
-                          f"this large, or raise max_memory_gb if the machine has the memory.")
+        raise DenseGraphTooLarge(
+            f"attack {attack!r} is dense: about {gib:.1f} GiB of N x N matrices for a {num_nodes}-node graph, above "
+            f"max_memory_gb={max_memory_gb:g}; use a sparse attack ({', '.join(SPARSE_ATTACKS)}) or raise "
+            f"max_memory_gb if the machine has the memory", attack, gib)
     return gib
 
 

@@ -27,7 +27,8 @@ import time
 import torch
 
 from robustbench_geo.attacks.base import register_attack
-from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, edge_budget, finalize
+from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, check_dense_memory, edge_budget, finalize
+from robustbench_geo.attacks.graph.dense import dense_matrices
 from robustbench_geo.data.base import GraphDataset
 
 
@@ -38,9 +39,11 @@ class DegreeCollapse(GraphAttack):
     param_docs = {"budget_edge_fraction": "flips as a fraction of the clean graph's edges",
                   "candidates": "lowest-degree nodes tried (the lowest real accuracy over all of them wins)",
                   "halvings": "also try the first half, quarter, ... of each node's ranked flips (a larger step is "
-                              "not always better over the cliff)"}
+                              "not always better over the cliff)",
+                  "max_memory_gb": "refuse graphs whose dense matrices need more (GiB)"}
 
-    def __init__(self, model, *, budget_edge_fraction: float = 0.05, candidates: int = 8, halvings: int = 2):
+    def __init__(self, model, *, budget_edge_fraction: float = 0.05, candidates: int = 8, halvings: int = 2,
+                 max_memory_gb: float = 8.0):
         super().__init__(model)
         if not hasattr(model, "dense_preprocess"):
             raise ValueError(f"degree_collapse attacks a pre-processing defense: expected a model with "
@@ -48,8 +51,11 @@ class DegreeCollapse(GraphAttack):
         if candidates < 1 or halvings < 0:
             raise ValueError(f"candidates, halvings: expected at least one node and halvings >= 0, got {candidates}, {halvings}")
         self.budget_edge_fraction, self.candidates, self.halvings = budget_edge_fraction, candidates, halvings
+        self.max_memory_gb = max_memory_gb
 
     def __call__(self, graph: GraphDataset, *, seed: int = 0, nodes: torch.Tensor | None = None) -> GraphPerturbation:
+        # the adjacency, its gradient, the ranking matrices and the pre-processing's own
+        check_dense_memory("degree_collapse", graph.num_nodes, 6 + dense_matrices(self.model), self.max_memory_gb)
         t0 = time.perf_counter()
         budget = edge_budget(graph, self.budget_edge_fraction)
         model = self.model.eval()

@@ -60,6 +60,11 @@ SELECT = ("loss", "changed", "accuracy")
 LABELS = ("predicted", "true")
 
 
+def dense_matrix_count(model) -> float:
+    """``N x N`` float matrices PGD's dense path holds for ``model`` (relaxation, gradient, projection, the model's)."""
+    return 9 + dense_matrices(model)
+
+
 @register_attack("pgd", domain="graph")
 class PGDAttack(GraphAttack):
     """PGD topology attack (Xu et al. 2019): evasion, relaxation + random sampling, then swap refinement."""
@@ -132,7 +137,7 @@ class PGDAttack(GraphAttack):
         if not dense and self.mask is not None:
             raise ValueError(f"mask={self.mask!r}: expected a model with dense_forward (the mask weights every "
                              f"node pair), got {type(self.model).__name__} without one")
-        mem = check_dense_memory("pgd", n, 9 + dense_matrices(self.model), self.max_memory_gb) if dense else 0.0
+        mem = check_dense_memory("pgd", n, dense_matrix_count(self.model), self.max_memory_gb) if dense else 0.0
         t0 = time.perf_counter()
         model = self.model.eval()
         dev = next(iter(model.parameters())).device

@@ -176,7 +176,7 @@ def test_unknown_names_list_valid_ones(small_gcn):
 
 
 def test_dense_attack_refuses_large_graphs_naming_prbcd(small_graph, small_gcn):
-    with pytest.raises(MemoryError, match="'prbcd'"):
+    with pytest.raises(MemoryError, match=r"use a sparse attack \(prbcd, grbcd, dice, random_edges\)"):
         create_attack("pgd", small_gcn[0], max_memory_gb=1e-6)(small_graph)
 
 
