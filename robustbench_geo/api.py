@@ -38,7 +38,7 @@ from robustbench_geo.models import create_model, list_models
 from robustbench_geo.loading import load_model
 from robustbench_geo.models.predict import model_device
 from robustbench_geo.models.preprocessing import Preprocessed, with_preprocessing
-from robustbench_geo.report.tables import JSON_SCHEMA_VERSION
+from robustbench_geo.results_schema import JSON_SCHEMA_VERSION, finite_or_none, json_default
 from robustbench_geo.stats import accuracy_interval
 
 
@@ -122,13 +122,13 @@ class BenchmarkResult:
         cfg = self.config
         return {
             "schema_version": JSON_SCHEMA_VERSION, "name": cfg["model"]["name"], "model": cfg["model"]["class"],
-            "clean_acc": _num(self.clean_accuracy.value), "robust_acc_worst": _num(self.robust_accuracy.value),
+            "clean_acc": finite_or_none(self.clean_accuracy.value), "robust_acc_worst": finite_or_none(self.robust_accuracy.value),
             "results": [{
                 "dataset": cfg["data"]["name"], "attack": self.threat_model, "attack_name": self.attack,
-                "setting": self.params, "seeds": 1, "clean_acc": _num(self.clean_accuracy.value),
-                "robust_acc": _num(self.robust_accuracy.value), "success_rate": _num(self.success_rate),
-                "n": self.robust_accuracy.n, "clean_acc_ci95": [_num(self.clean_accuracy.low), _num(self.clean_accuracy.high)],
-                "robust_acc_ci95": [_num(self.robust_accuracy.low), _num(self.robust_accuracy.high)],
+                "setting": self.params, "seeds": 1, "clean_acc": finite_or_none(self.clean_accuracy.value),
+                "robust_acc": finite_or_none(self.robust_accuracy.value), "success_rate": finite_or_none(self.success_rate),
+                "n": self.robust_accuracy.n, "clean_acc_ci95": [finite_or_none(self.clean_accuracy.low), finite_or_none(self.clean_accuracy.high)],
+                "robust_acc_ci95": [finite_or_none(self.robust_accuracy.low), finite_or_none(self.robust_accuracy.high)],
             }],
             "seeds": [cfg["seed"]], "versions": cfg["versions"], "config": cfg,
             "units": "accuracies are fractions in [0, 1]; intervals are 95 % Wilson score intervals",
@@ -136,7 +136,7 @@ class BenchmarkResult:
 
     def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
         """The :meth:`to_dict` entry as JSON text (also written to ``path`` when given)."""
-        text = json.dumps(self.to_dict(), indent=indent, default=_json_default)
+        text = json.dumps(self.to_dict(), indent=indent, default=json_default)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -355,18 +355,6 @@ def _result(tm: ThreatModel, outcome, net, ds, described, num_classes, seed, dev
     return BenchmarkResult(tm.name, outcome.attack, dict(outcome.params), Accuracy.of(m["clean_accuracy"], n_clean),
                            Accuracy.of(m["robust_accuracy"], n_robust), float(m.get("success_rate", 0.0)), dict(m),
                            pd.DataFrame(outcome.rows), config, outcome.seconds)
-
-
-def _num(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
 
 
 __all__ = [

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
@@ -39,6 +38,7 @@ from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
 from robustbench_geo.models.predict import fresh_copy, graph_logits, model_device, on_device
 from robustbench_geo.models.registry import create_model
+from robustbench_geo.results_schema import json_default
 from robustbench_geo.training import TrainConfig, default_config, seed_everything, train_graph_model
 
 MODES = ("evasion", "poisoning")
@@ -276,11 +276,5 @@ def write_artefacts(outcome: AttackOutcome, out_dir) -> list[Path]:
                                                       enumerate(zip(before.tolist(), after.tolist()))]
         paths[1].write_text("\n".join(rows) + "\n")
     paths[2].write_text(json.dumps({"attack": outcome.attack, "seed": outcome.seed, "metrics": outcome.metrics,
-                                    "config": outcome.config}, indent=2, default=_json_default))
+                                    "config": outcome.config}, indent=2, default=json_default))
     return [p for p in paths if p.exists()]
-
-
-def _json_default(o):
-    if isinstance(o, (torch.Tensor, np.ndarray)):
-        return o.tolist()
-    return str(o)

@@ -13,11 +13,10 @@ import time
 
 import pandas as pd
 
+from robustbench_geo.results_schema import JSON_SCHEMA_VERSION, finite_or_none
 from robustbench_geo.stats import accuracy_interval, estimate
 from robustbench_geo.train_defenses import get_defense
 
-#: version of the per-model JSON layout (``<model>.json``); 2 added ``n`` and the ``*_ci`` intervals
-JSON_SCHEMA_VERSION = 2
 #: metrics that are accuracies of n samples (they get an interval); the success rate's denominator is the
 #: clean-correct samples, not n, so it is reported as mean ± std over seeds only
 ACCURACY_METRICS = ("clean_accuracy", "robust_accuracy")
@@ -215,12 +214,12 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
     for r in rows.to_dict("records"):
         results.append({"dataset": r["dataset"], "attack": r["attack"], "attack_name": r["attack_name"],
                         "setting": r["setting"], "seeds": int(r["seeds"]),
-                        "n": _f(r["n"]),
-                        "clean_acc": _f(r["clean_accuracy"]), "clean_acc_std": _f(r["clean_accuracy_std"]),
-                        "clean_acc_ci": [_f(r["clean_accuracy_ci_low"]), _f(r["clean_accuracy_ci_high"])],
-                        "robust_acc": _f(r["robust_accuracy"]), "robust_acc_std": _f(r["robust_accuracy_std"]),
-                        "robust_acc_ci": [_f(r["robust_accuracy_ci_low"]), _f(r["robust_accuracy_ci_high"])],
-                        "success_rate": _f(r["success_rate"])})
+                        "n": finite_or_none(r["n"]),
+                        "clean_acc": finite_or_none(r["clean_accuracy"]), "clean_acc_std": finite_or_none(r["clean_accuracy_std"]),
+                        "clean_acc_ci": [finite_or_none(r["clean_accuracy_ci_low"]), finite_or_none(r["clean_accuracy_ci_high"])],
+                        "robust_acc": finite_or_none(r["robust_accuracy"]), "robust_acc_std": finite_or_none(r["robust_accuracy_std"]),
+                        "robust_acc_ci": [finite_or_none(r["robust_accuracy_ci_low"]), finite_or_none(r["robust_accuracy_ci_high"])],
+                        "success_rate": finite_or_none(r["success_rate"])})
     info = first["info"] if first is not None else {}
     return {
         "schema_version": JSON_SCHEMA_VERSION, "sweep": sweep, "name": model,
@@ -228,17 +227,10 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
         "trained_as": first["trained_as"] if first is not None else None,
         "model_params": first["config"]["model"]["params"] if first is not None else {},
         "training": first["config"]["training"] if first is not None else {},
-        "clean_acc": _f(clean[0]["clean_accuracy"]) if clean else (_f(rows["clean_accuracy"].iloc[0]) if len(rows) else None),
-        "robust_acc_worst": _f(min((r["robust_acc"] for r in results if r["robust_acc"] is not None), default=None)),
+        "clean_acc": finite_or_none(clean[0]["clean_accuracy"]) if clean else (finite_or_none(rows["clean_accuracy"].iloc[0]) if len(rows) else None),
+        "robust_acc_worst": finite_or_none(min((r["robust_acc"] for r in results if r["robust_acc"] is not None), default=None)),
         "results": results, "seeds": sorted(int(s) for s in cells["seed"].unique()) if len(cells) else [],
         "deform_backend": info.get("deform_backend"), "versions": info.get("versions", {}),
         "units": "accuracies are fractions in [0, 1]; *_ci: 95 % Wilson interval of the n samples pooled over seeds; "
                  "*_std: std over seeds",
     }
-
-
-def _f(v):
-    if v is None:
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
