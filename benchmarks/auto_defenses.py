@@ -7,7 +7,8 @@ runs as a child process::
 
     rbgeo attack CK DATA --attack auto --budget 0.05
 
-with one torch thread. Its CPU seconds (user + system, from ``getrusage`` of the child) and wall
+with one torch thread (``--train-each``: every code version trains its own checkpoint, for a change to
+a model's training or forward). Its CPU seconds (user + system, from ``getrusage`` of the child) and wall
 seconds are measured, and the robust accuracy is read from its output. Versions alternate per model
 (and their order per repeat), so both see the same machine load. Run, e.g. (``before`` a checkout of an earlier commit)::
 
@@ -52,35 +53,45 @@ def main(argv=None):
     ap.add_argument("--code", nargs="+", default=["now=."], help="LABEL=PATH of each code version")
     ap.add_argument("--repeats", type=int, default=1, help="runs per model and version (the order alternates)")
     ap.add_argument("--checkpoints", default=os.path.join(os.environ.get("RBGEO_CACHE", "."), "auto_defenses"))
+    ap.add_argument("--train-each", action="store_true",
+                    help="train a checkpoint with every code version (default: one, with the last version)")
     ap.add_argument("--results", default=None, help="write the table to this results file")
     args = ap.parse_args(argv)
     codes = dict(c.split("=", 1) for c in args.code)
-    rbgeo = [sys.executable, "-c", "from robustbench_geo.cli import main; main()"]
+    # -P: the child imports robustbench_geo from PYTHONPATH (the version under test), not from the working directory
+    rbgeo = [sys.executable, "-P", "-c", "from robustbench_geo.cli import main; main()"]
     runs = []
     for model in args.models:
-        ck = Path(args.checkpoints) / f"{model}_{args.data}"
-        if not ck.with_suffix(".json").exists():
-            run([*rbgeo, "train", model, args.data, "--out", str(ck)], list(codes.values())[-1])
+        cks = {}
+        for label, path in (codes.items() if args.train_each else [list(codes.items())[-1]]):
+            ck = Path(args.checkpoints) / (f"{model}_{args.data}_{label}" if args.train_each else f"{model}_{args.data}")
+            if not ck.with_suffix(".json").exists():
+                run([*rbgeo, "train", model, args.data, "--out", str(ck)], path)
+            cks[label] = ck
         for rep in range(args.repeats):
             order = list(codes.items()) if rep % 2 == 0 else list(codes.items())[::-1]
             for label, path in order:
+                ck = cks[label] if args.train_each else next(iter(cks.values()))
                 out, cpu, wall = run([*rbgeo, "attack", str(ck), args.data, "--attack", "auto", "--budget", "0.05"], path)
                 m = re.search(r"clean accuracy ([\d.]+) %, robust accuracy ([\d.]+) %", out)
                 runs.append({"model": model, "code": label, "repeat": rep, "clean": float(m.group(1)),
                              "robust": float(m.group(2)), "cpu_seconds": cpu, "wall_seconds": wall})
                 print(runs[-1], flush=True)
     labels = list(codes)
-    columns = ["model", "clean"] + [f"CPU s ({c})" for c in labels] + [f"after auto ({c})" for c in labels]
+    cleans = labels if args.train_each else labels[:1]
+    columns = (["model"] + ([f"clean ({c})" for c in labels] if args.train_each else ["clean"])
+               + [f"CPU s ({c})" for c in labels] + [f"after auto ({c})" for c in labels])
     rows = []
     for model in args.models:
         rs = {c: [r for r in runs if r["model"] == model and r["code"] == c] for c in labels}
         cpu = {c: " / ".join(f"{r['cpu_seconds']:.0f}" for r in rs[c]) for c in labels}
-        rows.append([model, f"{rs[labels[0]][0]['clean']:.1f} %"] + [cpu[c] for c in labels]
+        rows.append([model] + [f"{rs[c][0]['clean']:.1f} %" for c in cleans] + [cpu[c] for c in labels]
                     + [" / ".join(sorted({f"{r['robust']:.1f} %" for r in rs[c]})) for c in labels])
     print_table(columns, rows)
     if args.results:
+        trained = "by each code version" if args.train_each else "once"
         what = (f"rbgeo attack CK {args.data} --attack auto --budget 0.05 (the default portfolio, seed 0, evasion) on a "
-                f"checkpoint of each model trained with rbgeo train (seed 0): CPU seconds of the command (one thread) "
+                f"checkpoint of each model trained with rbgeo train (seed 0, {trained}): CPU seconds of the command (one thread) "
                 f"and test accuracy after the attack, for each code version ({', '.join(labels)}), {args.repeats} run(s) each "
                 f"(CPU seconds per run, in the order run; the versions alternate)")
         write_results(args.results, what, columns, rows, data={"runs": runs, "code": codes})

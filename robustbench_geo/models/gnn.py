@@ -26,16 +26,27 @@ def scatter(src: torch.Tensor, index: torch.Tensor, dim: int, dim_size: int | No
     return pyg_scatter(src, index, dim, dim_size=dim_size, reduce=reduce)
 
 
-def dense_gcn_norm(adj: torch.Tensor) -> torch.Tensor:
-    """``D^-1/2 (A + I) D^-1/2`` of a dense ``(N, N)`` adjacency (no self-loops in ``adj``)."""
+#: Degrees of ``A + I`` below this count as this value in the dense GCN normalisation. Mujkanovic et
+#: al.'s ``gcn_norm`` (LoadingByte/are-gnn-defenses-robust, ``gb/preprocess.py``) clamps at 1e-5, which
+#: is what the defenses evaluated with their adaptive attacks run on. It only matters where a
+#: pre-processing step can make a degree zero or negative (GCN-SVD's low-rank matrix); every
+#: non-negative graph has degrees of at least 1.
+DEGREE_FLOOR = 1e-5
+
+
+def dense_gcn_norm(adj: torch.Tensor, degree_floor: float = DEGREE_FLOOR) -> torch.Tensor:
+    """``D^-1/2 (A + I) D^-1/2`` of a dense ``(N, N)`` adjacency, degrees clamped at ``degree_floor``.
+
+    ``adj``'s own diagonal (if any) is kept and ``I`` added on top of it.
+    """
     a = adj + torch.eye(adj.shape[0], dtype=adj.dtype, device=adj.device)
-    d = a.sum(1).clamp_min(1e-12).pow(-0.5)
+    d = a.sum(1).clamp_min(degree_floor).pow(-0.5)
     return d[:, None] * a * d[None, :]
 
 
-def dense_gcn_scale(adj: torch.Tensor) -> torch.Tensor:
-    """``(N, 1)`` column ``D^-1/2`` of ``A + I`` for :func:`dense_gcn_propagate`."""
-    return (adj.sum(1) + 1).clamp_min(1e-12).pow(-0.5)[:, None]
+def dense_gcn_scale(adj: torch.Tensor, degree_floor: float = DEGREE_FLOOR) -> torch.Tensor:
+    """``(N, 1)`` column ``D^-1/2`` of ``A + I`` (degrees clamped at ``degree_floor``) for :func:`dense_gcn_propagate`."""
+    return (adj.sum(1) + 1).clamp_min(degree_floor).pow(-0.5)[:, None]
 
 
 def dense_gcn_propagate(adj: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -65,15 +76,21 @@ class GCN(nn.Module):
 
     ``A_hat`` is the symmetric normalisation of ``A + I`` built by PyG's ``GCNConv`` from
     ``edge_index`` and (optional) ``edge_weight``; the output is differentiable in ``edge_weight``.
+    ``input_dropout`` applies the dropout to ``X`` as well (Kipf & Welling's and PyG's GCN do); the
+    GCN of DeepRobust (``deeprobust/graph/defense/gcn.py``, ``GCN.forward``) and of Mujkanovic et al.
+    (``gb/model/gcn.py``, ``GCN.forward``), which the defenses built on it follow, drops only the
+    hidden layer.
     """
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5):
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5,
+                 input_dropout: bool = True):
         from torch_geometric.nn import GCNConv
 
         super().__init__()
         self.conv1 = GCNConv(in_features, hidden)
         self.conv2 = GCNConv(hidden, num_classes)
         self.dropout = dropout
+        self.input_dropout = input_dropout
         self._nz = TensorCache()  # non-zeros of the latest feature matrix
 
     def _first_linear(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,11 +99,12 @@ class GCN(nn.Module):
         Dropout only changes non-zero entries, so sampling the mask on them (as Kipf & Welling's
         sparse dropout does) is the same distribution, and ``X W1`` costs O(nnz) instead of O(N F).
         """
+        p = self.dropout if self.input_dropout else 0.0
         idx, vals, sparse = self._nz.get(x, _nonzeros)
         if not sparse or x.requires_grad:
-            return self.conv1.lin(F.dropout(x, self.dropout, self.training))
-        if self.training and self.dropout > 0:
-            vals = vals * (torch.rand(vals.shape, device=vals.device) >= self.dropout) / (1 - self.dropout)
+            return self.conv1.lin(F.dropout(x, p, self.training))
+        if self.training and p > 0:
+            vals = vals * (torch.rand(vals.shape, device=vals.device) >= p) / (1 - p)
         xs = torch.sparse_coo_tensor(idx, vals, x.shape, is_coalesced=True, check_invariants=False)
         return torch.sparse.mm(xs, self.conv1.lin.weight.T)
 
@@ -98,10 +116,10 @@ class GCN(nn.Module):
         x = F.dropout(x, self.dropout, self.training)
         return self.conv2.propagate(ei, x=self.conv2.lin(x), edge_weight=w) + self.conv2.bias
 
-    def dense_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """Same function on a dense ``(N, N)`` adjacency without self-loops."""
-        scale = dense_gcn_scale(adj)
-        x = F.dropout(x, self.dropout, self.training)
+    def dense_forward(self, x: torch.Tensor, adj: torch.Tensor, degree_floor: float = DEGREE_FLOOR) -> torch.Tensor:
+        """Same function on a dense ``(N, N)`` adjacency (``I`` is added; degrees clamped at ``degree_floor``)."""
+        scale = dense_gcn_scale(adj, degree_floor)
+        x = F.dropout(x, self.dropout if self.input_dropout else 0.0, self.training)
         h = F.relu(dense_gcn_propagate(adj, self.conv1.lin(x), scale) + self.conv1.bias)
         h = F.dropout(h, self.dropout, self.training)
         return dense_gcn_propagate(adj, self.conv2.lin(h), scale) + self.conv2.bias

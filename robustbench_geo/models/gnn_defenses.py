@@ -16,37 +16,43 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
 
-from robustbench_geo.models.gnn import GCN
+from robustbench_geo.models.gnn import DEGREE_FLOOR, GCN
 from robustbench_geo.models.registry import register_model
 from robustbench_geo.models.tensor_cache import ContentCache, TensorCache
 
 
 def jaccard_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-    """Weighted Jaccard similarity ``sum min(x_i, x_j) / sum max(x_i, x_j)`` of each edge's endpoints.
+    """Jaccard similarity ``|S_i & S_j| / |S_i | S_j|`` of the supports ``S_i = {f : x_if != 0}`` of each edge's endpoints.
 
-    Equals ``|x_i AND x_j| / |x_i OR x_j|`` for binary features. Returns ``(E,)`` in ``[0, 1]``
-    (0 when both feature vectors are zero).
+    The formula of DeepRobust's ``dropedge_jaccard`` (``deeprobust/graph/defense/gcn_preprocess.py``):
+    non-zero counts, so any feature matrix is read as its binary support. Returns ``(E,)`` in ``[0, 1]``,
+    NaN where both feature vectors are zero (``0 / 0``, as there).
     """
-    a, b = x[edge_index[0]].abs(), x[edge_index[1]].abs()
-    num = torch.minimum(a, b).sum(1)
-    den = torch.maximum(a, b).sum(1)
-    return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(den))
+    a, b = x[edge_index[0]] != 0, x[edge_index[1]] != 0
+    inter = (a & b).sum(1)
+    union = a.sum(1) + b.sum(1) - inter
+    return inter.to(x.dtype) / union.to(x.dtype)
 
 
 def dense_jaccard_similarity(x: torch.Tensor) -> torch.Tensor:
-    """:func:`jaccard_similarity` of every pair of nodes, ``(N, N)``.
+    """:func:`jaccard_similarity` of every pair of nodes, ``(N, N)`` (NaN for two empty supports).
 
-    With ``s_i = sum |x_i|``: ``sum min = (s_i + s_j - L1) / 2`` and ``sum max = (s_i + s_j + L1) / 2``,
-    where ``L1`` is the L1 distance of the rows; for binary features ``L1 = s_i + s_j - 2 x_i . x_j``,
-    a matrix product.
+    With binary supports ``s``: ``|S_i & S_j| = s_i . s_j`` (a matrix product) and
+    ``|S_i | S_j| = |S_i| + |S_j| - |S_i & S_j|``.
     """
-    a = x.abs().to(torch.float64)
-    s = a.sum(1)
-    tot = s[:, None] + s[None, :]
-    binary = bool(((a == 0) | (a == 1)).all())
-    l1 = tot - 2 * (a @ a.T) if binary else torch.cdist(a, a, p=1)
-    num, den = (tot - l1) / 2, (tot + l1) / 2
-    return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(den)).to(x.dtype)
+    a = (x != 0).to(torch.float64)
+    inter = a @ a.T
+    size = a.sum(1)
+    return (inter / (size[:, None] + size[None, :] - inter)).to(x.dtype)
+
+
+def jaccard_keep(similarity: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Which pairs GCN-Jaccard keeps: all but those with similarity ``< threshold``.
+
+    DeepRobust's ``dropedge_jaccard`` drops an edge when ``J < threshold``; a NaN similarity (two nodes
+    without features) compares false there, so such an edge is kept, and it is kept here.
+    """
+    return ~(similarity < threshold)
 
 
 class PairSimilarities:
@@ -90,10 +96,19 @@ class PairSimilarities:
 
 class GCNJaccard(GCN):
     """GCN-Jaccard (Wu et al. 2019): edges whose endpoints' Jaccard feature similarity is below
-    ``threshold`` are dropped (weight 0) before the GCN runs."""
+    ``threshold`` are dropped (weight 0) before the GCN runs.
+
+    Reference: DeepRobust, ``deeprobust/graph/defense/gcn_preprocess.py``, ``GCNJaccard.drop_dissimilar_edges``
+    and ``dropedge_jaccard`` (similarity of the binary supports, an edge dropped iff ``J < threshold``,
+    default 0.01; two featureless endpoints give NaN and keep their edge), with DeepRobust's ``GCN``
+    behind it (``deeprobust/graph/defense/gcn.py``: dropout on the hidden layer only, ``D^-1/2 (A + I)
+    D^-1/2``). Mujkanovic et al.'s ``jaccard_gcn`` (``gb/exutil.py``, ``make_attacked_model``) keeps
+    ``J > 0.0``, the same edges on binary features with fewer than 100 words per pair (Cora), but drops
+    the edge between two featureless nodes.
+    """
 
     def __init__(self, in_features: int, num_classes: int, threshold: float = 0.01, hidden: int = 16, dropout: float = 0.5):
-        super().__init__(in_features, num_classes, hidden, dropout)
+        super().__init__(in_features, num_classes, hidden, dropout, input_dropout=False)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold: expected a Jaccard similarity in [0, 1], got {threshold}")
         self.threshold = threshold
@@ -102,7 +117,7 @@ class GCNJaccard(GCN):
 
     def keep_mask(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """``(E,)`` bool: edges the defense keeps."""
-        return self._similarities(x, edge_index) >= self.threshold
+        return jaccard_keep(self._similarities(x, edge_index), self.threshold)
 
     def forward(self, x, edge_index, edge_weight=None):
         keep = self.keep_mask(x, edge_index)
@@ -127,7 +142,8 @@ class GCNJaccard(GCN):
 
     def dense_keep_mask(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, N)`` bool: the pairs the defense would keep as edges (cached per feature matrix)."""
-        return self._dense_keep.get(x, lambda t: dense_jaccard_similarity(t) >= self.threshold, self.threshold)
+        return self._dense_keep.get(x, lambda t: jaccard_keep(dense_jaccard_similarity(t), self.threshold),
+                                self.threshold)
 
 
 @register_model("gcn_jaccard", task="graph")
@@ -175,6 +191,21 @@ def project_symmetric(av: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 class GCNSVD(GCN):
     """GCN-SVD (Entezari et al. 2020): the GCN runs on the rank-``rank`` truncated SVD of the adjacency.
 
+    Reference: Mujkanovic et al.'s ``svd_gcn`` (LoadingByte/are-gnn-defenses-robust, ``gb/exutil.py``,
+    ``make_attacked_model``: ``gb/preprocess.py`` ``low_rank`` then ``gb/model/gcn.py`` ``GCN`` with
+    ``add_loops`` and ``gcn_norm``), the model their adaptive attacks were run on. The GCN sees the whole
+    low-rank matrix ``L`` (its diagonal included) plus ``I``, normalised by ``D^-1/2`` with
+    ``D = rowsum(L) + 1`` clamped at ``degree_floor`` = 1e-5 (:data:`~robustbench_geo.models.gnn.DEGREE_FLOOR`);
+    no dropout on the input features. DeepRobust's ``GCNSVD`` (``deeprobust/graph/defense/gcn_preprocess.py``,
+    ``GCNSVD.truncatedSVD``, then ``deeprobust/graph/utils.py`` ``normalize_adj_tensor``) builds the same
+    ``L + I`` but takes ``D^-1/2`` unclamped, mapping a zero degree to 0 and a negative one to NaN (NaN
+    logits): both agree wherever every degree is positive, and only Mujkanovic et al.'s is defined
+    everywhere else, which the attacks reach (``degree_collapse``).
+
+    Deliberate deviations, as options: ``keep_diagonal=False`` drops ``L``'s diagonal (the
+    normalisation's ``I`` is then the only self-loop; this package's GCN-SVD before it followed the
+    reference), ``degree_floor`` another clamp (1e-12 was this package's earlier value).
+
     The low-rank matrix is dense (``N x N``), so this defense is for graphs of a few thousand nodes.
     A symmetric adjacency's truncated SVD is its projection onto the eigenvectors of the ``rank``
     eigenvalues of largest magnitude (:func:`top_eigenvectors`: sparse Lanczos on large graphs).
@@ -187,11 +218,14 @@ class GCNSVD(GCN):
     ``dense_classifier`` / ``sparse_classifier`` (the GCN behind it).
     """
 
-    def __init__(self, in_features: int, num_classes: int, rank: int = 50, hidden: int = 16, dropout: float = 0.5):
-        super().__init__(in_features, num_classes, hidden, dropout)
+    def __init__(self, in_features: int, num_classes: int, rank: int = 50, hidden: int = 16, dropout: float = 0.5,
+                 keep_diagonal: bool = True, degree_floor: float = DEGREE_FLOOR):
+        super().__init__(in_features, num_classes, hidden, dropout, input_dropout=False)
         if rank < 1:
             raise ValueError(f"rank: expected a positive rank, got {rank}")
-        self.rank = rank
+        if not degree_floor > 0:
+            raise ValueError(f"degree_floor: expected a positive degree, got {degree_floor}")
+        self.rank, self.keep_diagonal, self.degree_floor = rank, keep_diagonal, degree_floor
         self.dense_below = 500
         self._structure_cache = ContentCache()  # the unweighted graph's low-rank matrix
 
@@ -232,28 +266,28 @@ class GCNSVD(GCN):
             a = self._structure_cache.get((edge_index,), lambda ei: self.low_rank_adjacency(ei, None, n, x.dtype), n, x.dtype)
         else:
             a = self.low_rank_adjacency(edge_index, edge_weight, n, x.dtype)
-        return super().dense_forward(x, self._off_diagonal(a))
+        return self.dense_classifier(x, self._diagonal(a))
 
     def dense_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         """The same function on a dense ``(N, N)`` adjacency: the GCN on its rank-``rank`` approximation."""
         return self.dense_classifier(x, self.dense_preprocess(x, adj))
 
     def dense_preprocess(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """The adjacency the GCN sees: the rank-``rank`` reconstruction without its diagonal."""
-        return self._off_diagonal(self._low_rank(adj))
+        """The matrix the GCN sees (before its ``+ I``): the rank-``rank`` reconstruction (without its
+        diagonal if ``keep_diagonal`` is off)."""
+        return self._diagonal(self._low_rank(adj))
 
     def dense_classifier(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """The GCN behind the defense, on a dense adjacency."""
-        return GCN.dense_forward(self, x, adj)
+        """The GCN behind the defense on a dense matrix (``I`` added, degrees clamped at ``degree_floor``)."""
+        return GCN.dense_forward(self, x, adj, self.degree_floor)
 
     def sparse_classifier(self, x, edge_index, edge_weight=None):
         """The GCN behind the defense, on a sparse graph."""
         return GCN.forward(self, x, edge_index, edge_weight)
 
-    @staticmethod
-    def _off_diagonal(a: torch.Tensor) -> torch.Tensor:
-        """``a`` without its diagonal: the normalisation adds the self-loops."""
-        return a - torch.diag(torch.diagonal(a))
+    def _diagonal(self, a: torch.Tensor) -> torch.Tensor:
+        """``a`` as the GCN sees it: unchanged (the reference), or without its diagonal (``keep_diagonal=False``)."""
+        return a if self.keep_diagonal else a - torch.diag(torch.diagonal(a))
 
 
 def _is_symmetric(edge_index: torch.Tensor, w: torch.Tensor, n: int) -> bool:
@@ -264,6 +298,7 @@ def _is_symmetric(edge_index: torch.Tensor, w: torch.Tensor, n: int) -> bool:
 
 
 @register_model("gcn_svd", task="graph")
-def gcn_svd(in_features: int, num_classes: int, rank: int = 50, hidden: int = 16, dropout: float = 0.5) -> GCNSVD:
+def gcn_svd(in_features: int, num_classes: int, rank: int = 50, hidden: int = 16, dropout: float = 0.5,
+            keep_diagonal: bool = True, degree_floor: float = DEGREE_FLOOR) -> GCNSVD:
     """GCN-SVD (Entezari et al. 2020): GCN on the rank-50 truncated SVD of the adjacency (dense)."""
-    return GCNSVD(in_features, num_classes, rank, hidden, dropout)
+    return GCNSVD(in_features, num_classes, rank, hidden, dropout, keep_diagonal, degree_floor)

@@ -66,7 +66,7 @@ class DegreeCollapse(GraphAttack):
         truth = g.y[nodes]
         a = g.dense_adjacency().requires_grad_(True)
         pre = model.dense_preprocess(x, a)
-        degree = pre.sum(1) - torch.diagonal(pre) + 1
+        degree = pre.sum(1) + 1  # the GCN normalises by rowsum(pre + I)
         sign = (1 - 2 * a.detach()).fill_diagonal_(0)
         order = torch.argsort(degree.detach())[:self.candidates]
         best, best_acc, tried = None, float("inf"), []

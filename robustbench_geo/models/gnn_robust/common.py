@@ -14,6 +14,8 @@ import torch
 
 from robustbench_geo.models.gnn import scatter
 
+from robustbench_geo.models.gnn import DEGREE_FLOOR
+
 
 def edge_weights(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """``(E,)`` weights in ``x``'s dtype (ones when ``edge_weight`` is ``None``)."""
@@ -41,14 +43,17 @@ def to_dense(edge_index: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def degree_scales(edge_index: torch.Tensor, w: torch.Tensor, n: int, power: float) -> torch.Tensor:
-    """``(N,)`` ``deg^power`` of ``A + I`` (weighted in-degree plus the self-loop), for the sparse path."""
+    """``(N,)`` ``deg^power`` of ``A + I`` (weighted in-degree plus the self-loop), for the sparse path.
+
+    Degrees are clamped at :data:`~robustbench_geo.models.gnn.DEGREE_FLOOR` (Mujkanovic et al.'s ``gcn_norm``).
+    """
     deg = scatter(w, edge_index[1], 0, dim_size=n, reduce="sum") + 1
-    return deg.clamp_min(1e-12).pow(power)
+    return deg.clamp_min(DEGREE_FLOOR).pow(power)
 
 
 def dense_degree_scale(adj: torch.Tensor, power: float) -> torch.Tensor:
     """``(N, 1)`` column ``deg^power`` of ``A + I`` for :func:`~robustbench_geo.models.gnn.dense_gcn_propagate`."""
-    return (adj.sum(1) + 1).clamp_min(1e-12).pow(power)[:, None]
+    return (adj.sum(1) + 1).clamp_min(DEGREE_FLOOR).pow(power)[:, None]
 
 
 def scaled_propagate(edge_index: torch.Tensor, w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,16 @@ of non-zero entries of row ``i`` of ``S``::
 (a row sum below ``div_limit`` = 1e-8 counts as 1). Layers after the first blend in the previous
 layer's weights ("layer-wise graph memory"), ``W_l = beta W_{l-1} + (1 - beta) alpha_l`` with a learned
 ``beta = sigmoid(b)``, and the layer is a GCN layer on ``D^-1/2 W_l D^-1/2`` (``D`` = row sums of
-``W_l``). This is the paper's formulation as re-implemented by Mujkanovic et al. 2022 (``gb/model/
-gnnguard.py``, ``mimic_ref_impl=False``): the authors' code additionally zeroes similarities below
-0.1 and exponentiates the weights; learnable edge pruning is off, as in their evaluation.
+``W_l``).
+
+Reference: Mujkanovic et al.'s ``GNNGuard`` (LoadingByte/are-gnn-defenses-robust, ``gb/model/gnnguard.py``,
+``GNNGuard.forward`` and ``GNNGuard._edge_weights`` with ``mimic_ref_impl=False`` and ``prune_edges=False``;
+``gb/metric.py`` ``pairwise_cosine``, whose row norms below 1e-8 count as 1; ``gb/preprocess.py``
+``gcn_norm`` on ``W_l``, degrees clamped at 1e-5), the paper's formulation as their adaptive attacks ran
+it. The authors' code (mims-harvard/GNNGuard, ``defense/gcn.py``, ``GCN.att_coef`` and ``GCN.forward``)
+differs, and Mujkanovic et al. list how: it zeroes similarities below 0.1, L1-normalises the rows,
+counts ``n_i`` after that, exponentiates the non-zero weights, and its layer memory is commented out;
+it is not implemented here. Learnable edge pruning is off, as in both evaluations.
 
 The weights depend on the adjacency linearly through ``S`` (and piecewise-constantly through
 ``n_i``), so the dense forward is differentiable in the adjacency and equal to the sparse one.
@@ -35,7 +42,9 @@ from robustbench_geo.models.registry import register_model
 from robustbench_geo.models.tensor_cache import TensorCache
 
 def _unit_rows(h: torch.Tensor) -> torch.Tensor:
-    return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    """Rows of ``h`` divided by their L2 norm; a norm below 1e-8 counts as 1 (Mujkanovic et al.'s ``pairwise_cosine``)."""
+    norm = h.norm(dim=1, keepdim=True)
+    return h / torch.where(norm < 1e-8, torch.ones_like(norm), norm)
 
 
 def edge_cosine(h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:

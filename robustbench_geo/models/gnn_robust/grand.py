@@ -14,6 +14,11 @@ move ``hidden`` channels instead of ``F`` features; the dense forward therefore 
 as a GCN's. The authors' code stops gradients at the propagation; here it stays differentiable in
 the adjacency so that gradient attacks reach the model.
 
+References: the authors' code (THUDM/GRAND, ``train_grand.py``: ``propagate``, ``rand_prop``,
+``consis_loss``) and Mujkanovic et al.'s ``GRAND`` (``gb/model/grand.py``, ``GRAND.forward``,
+``_rand_prop``, ``fitting_step``; ``gb/preprocess.py`` ``gcn_norm`` of ``A + I``, degrees clamped at 1e-5,
+as here; a non-negative graph never reaches the clamp).
+
 Hyper-parameters: the architecture is the authors' Cora setting (THUDM/GRAND ``run_cora``: ``order``
 8, ``samples`` 4, ``temperature`` 0.5, ``consistency`` (lam) 1.0, ``dropnode`` 0.5, input and hidden
 dropout 0.5, 32 hidden units). Training follows Mujkanovic et al. 2022's tuning of exactly this model

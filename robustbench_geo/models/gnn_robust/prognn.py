@@ -12,7 +12,7 @@ proximal operators of ``nuclear * ||S||_*`` (singular-value soft-thresholding) a
 and the projection onto ``[0, 1]``. ``S`` is kept symmetric (the authors' ``--symmetric`` option:
 the GCN sees ``(S + S^T) / 2``, whose gradient is the symmetrised one), which makes the nuclear
 proximal step an eigendecomposition instead of an SVD (exact for symmetric ``S``). The GCN (two
-layers, 16 hidden units) runs on ``D^-1/2 (S + I) D^-1/2``. The weights and ``S`` of the epoch with the lowest validation loss are kept.
+layers, 16 hidden units, dropout on the hidden layer only) runs on ``D^-1/2 (S + I) D^-1/2``. The weights and ``S`` of the epoch with the lowest validation loss are kept.
 
 At inference on a graph ``A'`` the model runs on ``S`` with the pairs that differ between ``A'`` and
 ``A`` flipped, ``S' = S + |A' - A| * (1 - 2 S)`` (Mujkanovic et al. 2022 perturb the learned graph
@@ -20,6 +20,15 @@ the same way in evasion); on the training graph this is ``S`` itself. ``|A' - A|
 ``(A' - A)(1 - 2A)``, linear in ``A'``, so the dense forward is differentiable in the adjacency.
 Before training (no ``S`` yet) the model is a plain GCN on its input graph, which is where Pro-GNN
 starts. ``S`` and ``A`` are dense ``(N, N)`` buffers saved with the weights.
+
+References: DeepRobust's ``ProGNN`` (by the authors; ``deeprobust/graph/defense/prognn.py``: ``ProGNN.fit``,
+``train_adj``, ``train_gcn``, ``feature_smoothing``; ``EstimateAdj.normalize``; ``PGD`` and
+``ProxOperators`` in ``deeprobust/graph/defense/pgd.py``) with DeepRobust's ``GCN``
+(``deeprobust/graph/defense/gcn.py``: no dropout on the input features). ``EstimateAdj.normalize``
+maps a zero degree's ``d^-1/2`` to 0; ``S`` lies in ``[0, 1]``, so every degree of ``S + I`` is at least 1
+and the clamp at 1e-5 here never applies. With ``symmetric=True`` that method normalises ``S + S^T``
+(twice a symmetric ``S``), without it ``S``; the GCN here sees the symmetric ``S`` itself, DeepRobust's
+default (``symmetric=False``) on a symmetric matrix.
 
 Hyper-parameters: the authors' Cora script (Pro-GNN ``scripts/meta/cora_meta.sh``: ``alpha`` (l1)
 5e-4, ``beta`` (nuclear) 1.5, ``gamma`` (gnn_weight) 1, ``lambda`` (smooth) 1e-3, ``lr_adj`` 0.01,
@@ -63,7 +72,7 @@ class ProGNN(GCN):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5,
                  adj_lr: float = 0.01, adj_momentum: float = 0.9, l1: float = 5e-4, nuclear: float = 1.5,
                  smooth: float = 1e-3, gnn_weight: float = 1.0, graph_every: int = 2):
-        super().__init__(in_features, num_classes, hidden, dropout)
+        super().__init__(in_features, num_classes, hidden, dropout, input_dropout=False)
         if adj_lr <= 0 or not 0 <= adj_momentum < 1 or min(l1, nuclear, smooth, gnn_weight) < 0 or graph_every < 1:
             raise ValueError(f"adj_lr > 0, adj_momentum in [0, 1), non-negative weights and graph_every >= 1: expected, "
                              f"got {adj_lr}, {adj_momentum}, {(l1, nuclear, smooth, gnn_weight)}, {graph_every}")

@@ -10,6 +10,16 @@ personalised-PageRank diffusion of GDC (Gasteiger et al. 2019):
   ``c_ij = ||xbar_i - h_j||``, ``s_ij = softmax_j(-c_ij / (T sqrt(d)))`` over the neighbours, and
   ``out_i = (sum_j a_ij / sum_j s_ij a_ij) sum_j s_ij a_ij h_j`` (Geisler et al., Eq. 7).
 
+References: the soft median of Geisler et al.'s code (sigeisler/robustness_of_gnns_at_scale,
+``rgnn_at_scale/aggregation.py``, ``soft_median``: distances divided by ``sqrt(d)``, a softmax over each
+row's non-zero weights, weights rescaled to the row's original sum) and Mujkanovic et al.'s model,
+which their adaptive attacks ran (``gb/exutil.py`` ``make_attacked_model("soft_median_gdc")``:
+``gb/preprocess.py`` ``personalized_page_rank`` with the exact inverse, ``gcn_norm`` clamping degrees of
+``A + I`` at 1e-5 and row sums of the top-k values at 1e-5; ``gb/model/softmedian.py``
+``SoftMedianPropagation``; ``gb/model/gcn.py`` ``GCN`` with ``loops=False``, no input dropout). Their
+softmax over all nodes (``only_weight_neighbors=False``) cancels against the rescaling, so it equals
+the one over the neighbours used here.
+
 The median's position is chosen without gradient; everything else (the diffusion, its top-k
 values, the distances) is differentiable, so gradient attacks reach the model through the
 diffusion. The diffusion needs an ``N x N`` inverse (Cholesky, 0.4 s for the Cora LCC on one core):

@@ -40,7 +40,10 @@ def test_dense_jaccard_matches_the_per_edge_one():
     for x in ((torch.rand(30, 12, generator=g) < 0.3).float(), torch.rand(30, 12, generator=g) * (torch.rand(30, 12, generator=g) < 0.5)):
         ii, jj = torch.meshgrid(torch.arange(30), torch.arange(30), indexing="ij")
         ei = torch.stack([ii.reshape(-1), jj.reshape(-1)])
-        assert torch.allclose(dense_jaccard_similarity(x).reshape(-1), jaccard_similarity(x, ei), atol=1e-6)
+        x[3] = 0  # a featureless node: NaN against itself, 0 against the others
+        dense, per_edge = dense_jaccard_similarity(x).reshape(-1), jaccard_similarity(x, ei)
+        assert torch.allclose(dense, per_edge, atol=1e-6, equal_nan=True)
+        assert int(per_edge.isnan().sum()) == 1
 
 
 def test_gcn_svd_low_rank_is_the_truncated_svd_for_symmetric_and_general_matrices():
