@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from robustbench_geo.models.gnn import scatter
-
-from robustbench_geo.models.gnn import DEGREE_FLOOR
+from robustbench_geo.models.gnn import DEGREE_FLOOR, scatter
 
 
 def edge_weights(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
