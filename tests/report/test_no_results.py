@@ -13,9 +13,10 @@ from tests.report.browser import find_browser, load_page
 from tests.sweep.conftest import tiny_toml
 
 
-def _cfg(tmp_path, name, cache):
+def _cfg(tmp_path, name, cache, model=None):
     path = tmp_path / f"{name}.toml"
-    path.write_text(tiny_toml(tmp_path / name, name=name, cache=cache, graph=False))
+    text = tiny_toml(tmp_path / name, name=name, cache=cache, graph=False)
+    path.write_text(text if model is None else text.replace('model = "cnn"', f'model = "{model}"'))
     return load_config(path)
 
 
@@ -29,9 +30,9 @@ def _check_files(folder, expect: str):
 
 
 def test_all_cells_failed(tmp_path):
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the checkpoint cache should be")  # every cell fails: its cache is unusable
-    cfg = _cfg(tmp_path, "broken", blocker)
+    plug = tmp_path / "broken.py"  # every cell fails: its model cannot be built
+    plug.write_text("def model(**kwargs):\n    raise RuntimeError('this model cannot be built')\n")
+    cfg = _cfg(tmp_path, "broken", tmp_path / "ckpt", model=f"{plug}:model")
     summary = run_sweep(cfg, progress=False, report=write_report)  # used to raise KeyError: 'model'
     assert summary.failed and len(summary.failed) == summary.total
     html = _check_files(cfg.output, "every cell that ran failed")
