@@ -35,6 +35,7 @@ from robustbench_geo.geometry import get_augmentation
 from robustbench_geo.models import build_model, set_deform_backend
 from robustbench_geo.models.predict import accuracy
 from robustbench_geo.models.registry import check_task, get_model_entry
+from robustbench_geo.threads import graph_threads
 from robustbench_geo.train_defenses import get_defense
 
 
@@ -192,7 +193,14 @@ def train_graph_model(model: nn.Module, graph: GraphDataset, cfg: TrainConfig, *
     A model with ``training_loss(x, edge_index, edge_weight, y, idx_train, epoch=...)`` is trained on
     that loss instead of the cross-entropy of ``model(x, edge_index, edge_weight)`` on the training
     nodes (consistency losses, regularisers, jointly learned graphs); everything else is the same.
+    Runs with :func:`~robustbench_geo.threads.graph_threads` (one intra-op thread on small graphs unless
+    the user chose a number; ``RBGEO_GRAPH_THREADS`` overrides).
     """
+    with graph_threads(graph):
+        return _train_graph_model(model, graph, cfg, device, edge_index, edge_weight, progress)
+
+
+def _train_graph_model(model, graph, cfg, device, edge_index, edge_weight, progress) -> list[dict]:
     check_training_cost(cfg, graph.num_nodes, "nodes")
     seed_everything(cfg.seed)
     model.to(device)

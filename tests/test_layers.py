@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: top-level unit of the package -> layer (a unit may import its own layer or lower ones)
 LAYERS = {
-    "_version": 0, "check": 0, "registry": 0, "stats": 0, "results_schema": 0,
+    "_version": 0, "check": 0, "registry": 0, "stats": 0, "results_schema": 0, "threads": 0,
     "geometry": 1, "ops": 1,
     "data": 2,
     "models": 3,

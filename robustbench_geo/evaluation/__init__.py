@@ -12,6 +12,7 @@ left in the train/eval mode it came in.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 from robustbench_geo.attacks import NoAttack, get_attack, list_attacks
@@ -22,6 +23,7 @@ from robustbench_geo.evaluation.graph import evaluate_graph_attack
 from robustbench_geo.evaluation.image import evaluate_image_attack
 from robustbench_geo.evaluation.outcome import AttackOutcome, check_metrics, summarise
 from robustbench_geo.models.predict import accuracy, graph_accuracy, graph_logits, image_accuracy, predict_logits
+from robustbench_geo.threads import graph_threads
 
 
 def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, seed: int = 0,
@@ -49,16 +51,17 @@ def evaluate_attack(model, dataset, attack: str, params: dict | None = None, *, 
     entry.fill(params or {})  # unknown or ill-typed parameters are named before the data are looked at
     check_data(dataset)
     was_training = model.training
-    try:
-        if entry.cls is NoAttack:
-            outcome = clean_outcome(model, dataset, seed=seed, device=kwargs.get("device"),
-                                    **({"batch_size": kwargs["batch_size"]} if kwargs.get("batch_size") else {}))
-        else:
-            outcome = run(model, dataset, attack, params or {}, seed=seed, **kwargs)
-        check_metrics(outcome.metrics, f"attack {attack!r}")  # a NaN fails the run; it is never stored
-        return outcome
-    finally:
-        model.train(was_training)
+    with graph_threads(dataset) if domain == "graph" else contextlib.nullcontext():
+        try:
+            if entry.cls is NoAttack:
+                outcome = clean_outcome(model, dataset, seed=seed, device=kwargs.get("device"),
+                                        **({"batch_size": kwargs["batch_size"]} if kwargs.get("batch_size") else {}))
+            else:
+                outcome = run(model, dataset, attack, params or {}, seed=seed, **kwargs)
+            check_metrics(outcome.metrics, f"attack {attack!r}")  # a NaN fails the run; it is never stored
+            return outcome
+        finally:
+            model.train(was_training)
 
 
 def check_data(dataset) -> None:
