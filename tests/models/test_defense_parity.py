@@ -234,6 +234,74 @@ def test_gnnguard_matches_mujkanovic_edge_weights_and_layer_memory():
         assert torch.allclose(model.dense_forward(x, a), expected, atol=1e-10)
 
 
+# -- GNNGuard, formulation="authors": mims-harvard/GNNGuard defense/gcn.py (att_coef, forward), nn/conv/gcn_conv.py --
+
+def _gnnguard_authors_reference(model, x, a):
+    """The authors' forward with attention, written out with loops over a dict of weighted pairs."""
+    n = x.shape[0]
+
+    def cosine(f):  # sklearn's cosine_similarity: rows scaled to unit norm, a zero row stays zero
+        norms = np.sqrt((f * f).sum(1))
+        norms[norms == 0] = 1
+        u = f / norms[:, None]
+        return u @ u.T
+
+    def att_coef(f, pairs):
+        c = cosine(f)
+        m = np.zeros((n, n))
+        for i, j in pairs:
+            m[i, j] = c[i, j] if c[i, j] >= 0.1 else 0.0
+        np.fill_diagonal(m, 0.0)  # the self-loops the reference adds are taken out again before normalising
+        for i in range(n):
+            if np.abs(m[i]).sum() > 0:
+                m[i] = m[i] / np.abs(m[i]).sum()  # sklearn's normalize(norm="l1"), rows
+        count = (m != 0).sum(1)
+        for i in range(n):
+            m[i, i] = 1.0 / (count[i] + 1)
+        return {(i, j): math.exp(m[i, j]) for i in range(n) for j in range(n) if m[i, j] != 0}
+
+    def conv(h, weights, lin):  # no self-loops added; degree summed over the source; message source -> target
+        z = h @ lin.weight.detach().numpy().T
+        deg = np.zeros(n)
+        for (i, _), v in weights.items():
+            deg[i] += v
+        out = np.zeros_like(z)
+        for (i, j), v in weights.items():
+            out[j] += v / math.sqrt(deg[i] * deg[j]) * z[i]
+        return out + lin.bias.detach().numpy()
+
+    xs = x.numpy()
+    pairs = {(i, j) for i in range(n) for j in range(n) if a[i, j] != 0} | {(i, i) for i in range(n)}
+    first = att_coef(xs, pairs)
+    h = np.maximum(conv(xs, first, model.lin1), 0.0)
+    second = att_coef(h, set(first))  # the second layer's edges: the pairs the first layer's weights kept
+    return torch.from_numpy(conv(h, second, model.lin2))
+
+
+def test_gnnguard_authors_formulation_matches_att_coef_and_the_authors_propagation():
+    x, ei, a = _graph()
+    model = _model(GNNGuard, 8, formulation="authors")
+    expected = _gnnguard_authors_reference(model, x, a)
+    cos = F.normalize(x, dim=1) @ F.normalize(x, dim=1).T
+    assert ((a > 0) & (cos < 0.1)).any() and ((a > 0) & (cos >= 0.1)).any()  # some edges dropped, some kept
+    with torch.no_grad():
+        assert torch.allclose(model(x, ei), expected, atol=1e-10)
+        assert torch.allclose(model.dense_forward(x, a), expected, atol=1e-10)
+        assert not torch.allclose(_model(GNNGuard, 8)(x, ei), expected, atol=1e-3)  # the default differs
+    # the dense path is differentiable in the adjacency and agrees with weighted sparse edges
+    w = torch.rand(ei.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.5
+    adj = _dense(ei, w).requires_grad_()
+    out = model.dense_forward(x, adj)
+    assert torch.allclose(out, model(x, ei, w), atol=1e-10)
+    out.sum().backward()
+    assert adj.grad[a > 0].abs().sum() > 0
+
+
+def test_gnnguard_unknown_formulation_lists_the_valid_ones():
+    with pytest.raises(KeyError, match="unknown GNNGuard formulation 'author'.*authors, paper"):
+        GNNGuard(FEATS, CLASSES, formulation="author")
+
+
 # -- GRAND: THUDM/GRAND and Mujkanovic et al.'s GRAND (eval: DropNode's expectation) ------------------------------
 
 def test_grand_eval_matches_the_reference_propagation_including_a_zero_degree():

@@ -12,14 +12,32 @@ layer's weights ("layer-wise graph memory"), ``W_l = beta W_{l-1} + (1 - beta) a
 ``beta = sigmoid(b)``, and the layer is a GCN layer on ``D^-1/2 W_l D^-1/2`` (``D`` = row sums of
 ``W_l``).
 
-Reference: Mujkanovic et al.'s ``GNNGuard`` (LoadingByte/are-gnn-defenses-robust, ``gb/model/gnnguard.py``,
-``GNNGuard.forward`` and ``GNNGuard._edge_weights`` with ``mimic_ref_impl=False`` and ``prune_edges=False``;
-``gb/metric.py`` ``pairwise_cosine``, whose row norms below 1e-8 count as 1; ``gb/preprocess.py``
-``gcn_norm`` on ``W_l``, degrees clamped at 1e-5), the paper's formulation as their adaptive attacks ran
-it. The authors' code (mims-harvard/GNNGuard, ``defense/gcn.py``, ``GCN.att_coef`` and ``GCN.forward``)
-differs, and Mujkanovic et al. list how: it zeroes similarities below 0.1, L1-normalises the rows,
-counts ``n_i`` after that, exponentiates the non-zero weights, and its layer memory is commented out;
-it is not implemented here. Learnable edge pruning is off, as in both evaluations.
+Reference (``formulation="paper"``, the default): Mujkanovic et al.'s ``GNNGuard``
+(LoadingByte/are-gnn-defenses-robust, ``gb/model/gnnguard.py``, ``GNNGuard.forward`` and
+``GNNGuard._edge_weights`` with ``mimic_ref_impl=False`` and ``prune_edges=False``; ``gb/metric.py``
+``pairwise_cosine``, whose row norms below 1e-8 count as 1; ``gb/preprocess.py`` ``gcn_norm`` on
+``W_l``, degrees clamped at 1e-5), the paper's formulation as their adaptive attacks ran it.
+Learnable edge pruning is off, as in both evaluations.
+
+``formulation="authors"`` follows the authors' code instead (mims-harvard/GNNGuard, ``defense/gcn.py``
+``GCN.att_coef`` and ``GCN.forward`` with ``attention=True``, ``drop=False``; ``nn/conv/gcn_conv.py``
+``GCNConv.norm``, the PyG file their README has users install). Each layer's weights are::
+
+    s_ij = c_ij if c_ij >= 0.1 else 0         (c = cosine of the endpoints, on the layer's edges)
+    a_ij = s_ij / sum_j |s_ij|,   a_ii = 1 / (n_i + 1)   (n_i = non-zero a_ij of row i, j != i)
+    W_ij = exp(a_ij) where a_ij != 0, else 0
+
+(a row sum below ``div_limit`` counts as 1, as sklearn's ``normalize`` leaves a zero row at zero).
+The first layer's edges are the input graph's; the second layer's are those the first kept (its
+``W`` fed back as the adjacency: an edge below 0.1 in the first layer is gone in the second). No
+layer memory (it is commented out there). A layer is ``D^-1/2 W^T D^-1/2 H Theta + b`` with ``D`` the
+row sums of ``W``: their ``GCNConv.norm`` adds no self-loops (``W`` holds them), sums the degree over
+the source index and sends ``W_ij`` from ``i`` to ``j``. Deviations kept: ``att_coef`` drops the
+self-loops only when node 0's self-similarity equals 1 exactly (it checks ``att_dense[0, 0]``), here
+they are always dropped, which is what the check is for; the cosine counts row norms below 1e-8 as 1
+(sklearn: below 10 float eps; the same on zero rows); relaxed edge weights multiply ``s`` (so attacks
+get a gradient), where the reference reads only which pairs are edges; the bias is a vector (their
+``GCNConv`` builds a scalar one); training uses ``train_defaults`` (their ``GCN`` forces weight decay 0).
 
 The weights depend on the adjacency linearly through ``S`` (and piecewise-constantly through
 ``n_i``), so the dense forward is differentiable in the adjacency and equal to the sparse one.
@@ -36,10 +54,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from robustbench_geo.check import unknown_name_error
 from robustbench_geo.models.gnn import scatter
 from robustbench_geo.models.gnn_robust.common import edge_weights, propagate, with_self_loops
 from robustbench_geo.models.registry import register_model
 from robustbench_geo.models.tensor_cache import TensorCache
+
+#: ``paper``: Mujkanovic et al.'s reading of the paper (the default); ``authors``: the authors' ``att_coef``
+FORMULATIONS = ("paper", "authors")
+#: the authors' code zeroes cosine similarities below this before normalising
+AUTHORS_SIMILARITY_FLOOR = 0.1
 
 def _unit_rows(h: torch.Tensor) -> torch.Tensor:
     """Rows of ``h`` divided by their L2 norm; a norm below 1e-8 counts as 1 (Mujkanovic et al.'s ``pairwise_cosine``)."""
@@ -80,6 +104,53 @@ def dense_edge_importance(h: torch.Tensor, adj: torch.Tensor, cos: torch.Tensor 
     return s * (count / ((count + 1) * total))[:, None] + torch.diag(1 / (count + 1))
 
 
+def authors_edge_weights(h: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor, keep: torch.Tensor | None = None,
+                         cos: torch.Tensor | None = None, div_limit: float = 1e-8
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The authors' ``att_coef`` on the edges (rows are the source index ``edge_index[0]``).
+
+    Args:
+        h: ``(N, F)`` representations (no gradient flows through the similarity).
+        edge_index, w: ``(2, E)`` edges and their ``(E,)`` weights (``1`` on a binary graph).
+        keep: ``(E,)`` bool, the edges the previous layer kept (``None``: all).
+        cos: ``(E,)`` precomputed cosine similarities of the endpoints.
+
+    Returns:
+        ``W`` on the edges ``(E,)`` (0 on a dropped edge), ``W`` on the self-loops ``(N,)``, and the
+        ``(E,)`` bool mask of the edges kept (for the next layer).
+    """
+    n = h.shape[0]
+    c = edge_cosine(h, edge_index) if cos is None else cos
+    c = torch.where(c >= AUTHORS_SIMILARITY_FLOOR, c, torch.zeros_like(c))
+    s = w * c * (edge_index[0] != edge_index[1])
+    if keep is not None:
+        s = s * keep
+    src = edge_index[0]
+    total = scatter(s.abs(), src, 0, dim_size=n, reduce="sum")
+    total = torch.where(total < div_limit, torch.ones_like(total), total)
+    a = s / total[src]
+    count = scatter((a != 0).to(h.dtype), src, 0, dim_size=n, reduce="sum")
+    return torch.where(a != 0, a.exp(), torch.zeros_like(a)), (1 / (count + 1)).exp(), (s != 0).detach()
+
+
+def dense_authors_edge_weights(h: torch.Tensor, adj: torch.Tensor, keep: torch.Tensor | None = None,
+                               cos: torch.Tensor | None = None, div_limit: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`authors_edge_weights` as a dense ``(N, N)`` ``W`` (diagonal included) and the ``(N, N)`` kept mask."""
+    if cos is None:
+        u = _unit_rows(h.detach())
+        cos = u @ u.T
+    n = adj.shape[0]
+    c = torch.where(cos >= AUTHORS_SIMILARITY_FLOOR, cos, torch.zeros_like(cos))
+    s = adj * c * (1 - torch.eye(n, dtype=adj.dtype, device=adj.device))
+    if keep is not None:
+        s = s * keep
+    total = s.abs().sum(1)
+    total = torch.where(total < div_limit, torch.ones_like(total), total)
+    a = s / total[:, None]
+    a = a + torch.diag(1 / ((a != 0).to(adj.dtype).sum(1) + 1))
+    return torch.where(a != 0, a.exp(), torch.zeros_like(a)), (s != 0).detach()
+
+
 @register_model("gnnguard", task="graph")
 class GNNGuard(nn.Module):
     """GNNGuard (Zhang & Zitnik 2020): GCN with cosine-similarity edge weights and layer memory, 16 hidden."""
@@ -90,11 +161,14 @@ class GNNGuard(nn.Module):
     attack_alterations = {"div_limit": 0.01}
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5,
-                 div_limit: float = 1e-8):
+                 div_limit: float = 1e-8, formulation: str = "paper"):
         super().__init__()
         if div_limit <= 0:
             raise ValueError(f"div_limit: expected a positive threshold, got {div_limit}")
+        if formulation not in FORMULATIONS:
+            raise unknown_name_error("GNNGuard formulation", formulation, FORMULATIONS)
         self.div_limit = div_limit
+        self.formulation = formulation
         self.lin1 = nn.Linear(in_features, hidden)
         self.lin2 = nn.Linear(hidden, num_classes)
         for lin in (self.lin1, self.lin2):
@@ -107,6 +181,8 @@ class GNNGuard(nn.Module):
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[0]
         w = edge_weights(edge_index, edge_weight, x)
+        if self.formulation == "authors":
+            return self._authors_forward(x, edge_index, w)
         ei, _ = with_self_loops(edge_index, w, n)
         beta = self.pre_beta.sigmoid()
         h, mem = x, None
@@ -123,6 +199,8 @@ class GNNGuard(nn.Module):
 
     def dense_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         """Same function on a dense ``(N, N)`` adjacency without self-loops (differentiable in ``adj``)."""
+        if self.formulation == "authors":
+            return self._dense_authors_forward(x, adj)
         beta = self.pre_beta.sigmoid()
         h, mem = x, None
         for k, lin in enumerate((self.lin1, self.lin2)):
@@ -130,6 +208,31 @@ class GNNGuard(nn.Module):
             mem = alpha if mem is None else beta * mem + (1 - beta) * alpha
             deg = mem.sum(1).clamp_min(1e-5).rsqrt()
             h = deg[:, None] * (mem @ (deg[:, None] * (h @ lin.weight.T))) + lin.bias
+            if k == 0:
+                h = F.dropout(F.relu(h), self.dropout, self.training)
+        return h
+
+    def _authors_forward(self, x: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The authors' ``GCN.forward``: per layer ``D^-1/2 W^T D^-1/2 H Theta + b``, ``D`` the row sums of ``W``."""
+        h, keep = x, None
+        for k, lin in enumerate((self.lin1, self.lin2)):
+            cos = self._input_edge_cosine(x, edge_index) if k == 0 else None
+            w_edge, w_loop, keep = authors_edge_weights(h, edge_index, w, keep, cos, self.div_limit)
+            scale = (scatter(w_edge, edge_index[0], 0, dim_size=x.shape[0], reduce="sum") + w_loop).rsqrt()
+            z = h @ lin.weight.T
+            h = (propagate(edge_index, w_edge * scale[edge_index[0]] * scale[edge_index[1]], z)
+                 + (w_loop * scale * scale)[:, None] * z + lin.bias)
+            if k == 0:
+                h = F.dropout(F.relu(h), self.dropout, self.training)
+        return h
+
+    def _dense_authors_forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        h, keep = x, None
+        for k, lin in enumerate((self.lin1, self.lin2)):
+            weights, keep = dense_authors_edge_weights(h, adj, keep, self._input_cosine(x) if k == 0 else None,
+                                                       self.div_limit)
+            scale = weights.sum(1).rsqrt()[:, None]
+            h = scale * (weights.T @ (scale * (h @ lin.weight.T))) + lin.bias
             if k == 0:
                 h = F.dropout(F.relu(h), self.dropout, self.training)
         return h
