@@ -8,7 +8,8 @@ runs as a child process::
     rbgeo attack CK DATA --attack auto --budget 0.05
 
 with one torch thread (``--train-each``: every code version trains its own checkpoint, for a change to
-a model's training or forward). Its CPU seconds (user + system, from ``getrusage`` of the child) and wall
+a model's training or forward; ``--attack-code LABEL``: every attack runs with that version's code,
+for a change to a model's training alone, or where an older version cannot attack the model). Its CPU seconds (user + system, from ``getrusage`` of the child) and wall
 seconds are measured, and the robust accuracy is read from its output. Versions alternate per model
 (and their order per repeat), so both see the same machine load. Run, e.g. (``before`` a checkout of an earlier commit)::
 
@@ -55,9 +56,13 @@ def main(argv=None):
     ap.add_argument("--checkpoints", default=os.path.join(os.environ.get("RBGEO_CACHE", "."), "auto_defenses"))
     ap.add_argument("--train-each", action="store_true",
                     help="train a checkpoint with every code version (default: one, with the last version)")
+    ap.add_argument("--attack-code", default=None,
+                    help="LABEL of --code whose code runs every attack (default: each version attacks with its own)")
     ap.add_argument("--results", default=None, help="write the table to this results file")
     args = ap.parse_args(argv)
     codes = dict(c.split("=", 1) for c in args.code)
+    if args.attack_code is not None and args.attack_code not in codes:
+        ap.error(f"--attack-code: expected one of {', '.join(codes)}, got {args.attack_code!r}")
     # -P: the child imports robustbench_geo from PYTHONPATH (the version under test), not from the working directory
     rbgeo = [sys.executable, "-P", "-c", "from robustbench_geo.cli import main; main()"]
     runs = []
@@ -72,7 +77,8 @@ def main(argv=None):
             order = list(codes.items()) if rep % 2 == 0 else list(codes.items())[::-1]
             for label, path in order:
                 ck = cks[label] if args.train_each else next(iter(cks.values()))
-                out, cpu, wall = run([*rbgeo, "attack", str(ck), args.data, "--attack", "auto", "--budget", "0.05"], path)
+                attacker = codes[args.attack_code] if args.attack_code else path
+                out, cpu, wall = run([*rbgeo, "attack", str(ck), args.data, "--attack", "auto", "--budget", "0.05"], attacker)
                 m = re.search(r"clean accuracy ([\d.]+) %, robust accuracy ([\d.]+) %", out)
                 runs.append({"model": model, "code": label, "repeat": rep, "clean": float(m.group(1)),
                              "robust": float(m.group(2)), "cpu_seconds": cpu, "wall_seconds": wall})
@@ -90,11 +96,13 @@ def main(argv=None):
     print_table(columns, rows)
     if args.results:
         trained = "by each code version" if args.train_each else "once"
+        attacked = f", every attack run with the {args.attack_code!r} code" if args.attack_code else ""
         what = (f"rbgeo attack CK {args.data} --attack auto --budget 0.05 (the default portfolio, seed 0, evasion) on a "
-                f"checkpoint of each model trained with rbgeo train (seed 0, {trained}): CPU seconds of the command (one thread) "
+                f"checkpoint of each model trained with rbgeo train (seed 0, {trained}{attacked}): CPU seconds of the command (one thread) "
                 f"and test accuracy after the attack, for each code version ({', '.join(labels)}), {args.repeats} run(s) each "
                 f"(CPU seconds per run, in the order run; the versions alternate)")
-        write_results(args.results, what, columns, rows, data={"runs": runs, "code": codes})
+        write_results(args.results, what, columns, rows,
+                      data={"runs": runs, "code": codes, "attack_code": args.attack_code})
 
 
 if __name__ == "__main__":
