@@ -238,7 +238,9 @@ def _from_checkpoint(checkpoint, spec, data, device) -> tuple[nn.Module, dict]:
     meta = {**meta, "source": "checkpoint"}
     if data is not None:
         stored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["model_kwargs"].items()}
-        check_model_output(model, meta["model"], meta.get("task", "image"), {**data_kwargs(data), **stored})
+        task = meta.get("task", "image")
+        check_model_output(model, meta["model"], task, {**data_kwargs(data), **stored},
+                           graph=data if task == "graph" and hasattr(data, "edge_index") else None)
     return model, meta
 
 

@@ -127,8 +127,12 @@ def build_model(name: str, dataset, **kwargs) -> tuple[nn.Module, dict]:
     return model, full
 
 
-def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> None:
-    """Run a tiny forward pass and check the logits' shape; raises with what was expected."""
+def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict, graph=None) -> None:
+    """Run a tiny forward pass and check the logits' shape; raises with what was expected.
+
+    ``graph`` (a loaded graph dataset): graph models are probed on it instead of on a 3-node graph; a
+    trained model that holds per-node state (Pro-GNN's learned ``N x N`` graph) runs only on its own.
+    """
     was_training = model.training
     model.eval()
     try:
@@ -141,10 +145,13 @@ def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict) -> 
                 want = (2, kwargs["num_classes"])
                 what = f"(B, {kwargs['num_classes']}) logits for (B, C, H, W) = {tuple(x.shape)} images"
             else:
-                x = torch.rand(3, kwargs["in_features"], device=dev)
-                ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]], device=dev)
+                if graph is not None:
+                    x, ei = graph.x.to(dev), graph.edge_index.to(dev)
+                else:
+                    x = torch.rand(3, kwargs["in_features"], device=dev)
+                    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]], device=dev)
                 out = model(x, ei)
-                want = (3, kwargs["num_classes"])
+                want = (x.shape[0], kwargs["num_classes"])
                 what = f"(num_nodes, {kwargs['num_classes']}) logits for forward(x, edge_index, edge_weight=None)"
     except Exception as e:  # a plug-in that cannot even run on valid input
         raise ValueError(f"model {name!r} failed on a {task} input of the expected shape: {type(e).__name__}: {e}") from e

@@ -32,3 +32,14 @@ def test_cli_graph_attack_on_cora(cora_root, cora_checkpoint, tmp_path):
     assert r.exit_code == 2 and "Did you mean 'dice'" in r.output
     r = _run("attack", cora_checkpoint, "cora", "--attack", "random_edges", "--param", "kind=swap", "--data-root", cora_root)
     assert r.exit_code == 2 and "Valid random attack kinds" in r.output
+
+
+def test_cli_attacks_a_trained_prognn(cora_root, tmp_path):
+    """A trained Pro-GNN holds its learned 2485 x 2485 graph: the loader's shape check probes it on the
+    data's own graph (a 3-node probe made every trained Pro-GNN checkpoint unusable by rbgeo attack)."""
+    ck = tmp_path / "prognn"
+    r = _run("train", "prognn", "cora", "--epochs", 2, "--quiet", "--out", ck, "--data-root", cora_root)
+    assert r.exit_code == 0, r.output
+    r = _run("attack", ck, "cora", "--attack", "dice", "--budget", 0.01, "--quiet", "--data-root", cora_root)
+    assert r.exit_code == 0, r.output
+    assert "clean accuracy" in r.output and "robust accuracy" in r.output
