@@ -17,7 +17,6 @@ import copy
 import difflib
 import functools
 import inspect
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +29,15 @@ from robustbench_geo._version import versions
 from robustbench_geo.attacks import list_attacks
 from robustbench_geo.check import check_device, check_images, check_labels, check_number
 from robustbench_geo.checkpoint import load_checkpoint
-from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.compose import evaluate_model
+from robustbench_geo.data import load_dataset
 from robustbench_geo.data.base import GraphDataset, ImageDataset
-from robustbench_geo.evaluation import evaluate_attack
 from robustbench_geo.evaluation.threat_models import ThreatModel, get_threat_model, list_threat_models
 from robustbench_geo.models import create_model, list_models
-from robustbench_geo.loading import load_model
+from robustbench_geo.loading import evaluation_data, load_model
 from robustbench_geo.models.predict import model_device
 from robustbench_geo.models.preprocessing import Preprocessed, with_preprocessing
-from robustbench_geo.results_schema import JSON_SCHEMA_VERSION, finite_or_none, json_default
+from robustbench_geo.results_schema import dumps, model_entry, result_row, write_json
 from robustbench_geo.stats import accuracy_interval
 
 
@@ -118,28 +117,19 @@ class BenchmarkResult:
                 f"clean {self.clean_accuracy}, robust {self.robust_accuracy} (95 % Wilson intervals)")
 
     def to_dict(self) -> dict:
-        """RobustBench-style entry (the schema of the report's ``json/<model>.json``); fractions in ``[0, 1]``."""
-        cfg = self.config
-        return {
-            "schema_version": JSON_SCHEMA_VERSION, "name": cfg["model"]["name"], "model": cfg["model"]["class"],
-            "clean_acc": finite_or_none(self.clean_accuracy.value), "robust_acc_worst": finite_or_none(self.robust_accuracy.value),
-            "results": [{
-                "dataset": cfg["data"]["name"], "attack": self.threat_model, "attack_name": self.attack,
-                "setting": self.params, "seeds": 1, "clean_acc": finite_or_none(self.clean_accuracy.value),
-                "robust_acc": finite_or_none(self.robust_accuracy.value), "success_rate": finite_or_none(self.success_rate),
-                "n": self.robust_accuracy.n, "clean_acc_ci95": [finite_or_none(self.clean_accuracy.low), finite_or_none(self.clean_accuracy.high)],
-                "robust_acc_ci95": [finite_or_none(self.robust_accuracy.low), finite_or_none(self.robust_accuracy.high)],
-            }],
-            "seeds": [cfg["seed"]], "versions": cfg["versions"], "config": cfg,
-            "units": "accuracies are fractions in [0, 1]; intervals are 95 % Wilson score intervals",
-        }
+        """RobustBench-style entry (:mod:`robustbench_geo.results_schema`, kind ``"model"``, shared with the
+        report's ``json/<model>.json``); fractions in ``[0, 1]``."""
+        cfg, clean, robust = self.config, self.clean_accuracy, self.robust_accuracy
+        row = result_row(dataset=cfg["data"]["name"], attack=self.threat_model, attack_name=self.attack,
+                         setting=self.params, seeds=1, n=robust.n, clean_acc=clean.value, clean_ci=(clean.low, clean.high),
+                         robust_acc=robust.value, robust_ci=(robust.low, robust.high), success_rate=self.success_rate)
+        return model_entry(name=cfg["model"]["name"], model=cfg["model"]["class"], clean_acc=clean.value, results=[row],
+                           seeds=[cfg["seed"]], versions=cfg["versions"], config=cfg)
 
     def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
         """The :meth:`to_dict` entry as JSON text (also written to ``path`` when given)."""
-        text = json.dumps(self.to_dict(), indent=indent, default=json_default)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        doc = self.to_dict()
+        return dumps(doc, indent) if path is None else write_json(path, doc, indent)
 
 
 @checked_kwargs
@@ -197,7 +187,7 @@ def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-tran
             raise ValueError("batch_size: applies to image data; graphs are evaluated full-batch")
         if options.get("mode") == "poisoning":
             options["fresh_model"] = functools.partial(_reinitialised, net)
-    outcome = evaluate_attack(net, ds, tm.attack, {**tm.params, **(params or {})}, seed=seed, **options)
+    outcome = evaluate_model(net, ds, tm.attack, {**tm.params, **(params or {})}, seed=seed, **options)
     return _result(tm, outcome, net, ds, described, num_classes, seed, device, batch_size, preprocessing, n_examples)
 
 
@@ -217,11 +207,7 @@ def _dataset(data, n_examples, seed, data_root):
     if n_examples is not None:
         n_examples = check_number(n_examples, "n_examples (images; None: all)", integer=True, low=1)
     if isinstance(data, str):
-        info = dataset_info(data)
-        if info.task == "graph":
-            ds = load_dataset(data, root=data_root, seed=seed)
-        else:
-            ds = load_dataset(data, split="test", root=data_root, seed=seed, subset=n_examples)
+        ds = evaluation_data(data, n=n_examples, seed=seed, root=data_root)
         return ds, {"name": data, "kind": "registered", "split": "test", "description": _describe(ds)}
     if isinstance(data, GraphDataset):
         return data, {"name": data.name, "kind": "graph", "description": _describe(data)}

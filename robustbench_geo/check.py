@@ -323,3 +323,17 @@ class UnknownNameError(KeyError):
 
 def _fmt(shape: Sequence[str | int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def parse_value(text: str):
+    """A ``key=value`` option's value: an int, a float, ``true``/``false`` (any case) as a bool, else the string.
+
+    >>> parse_value("3"), parse_value("0.5"), parse_value("False"), parse_value("v2")
+    (3, 0.5, False, 'v2')
+    """
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)

@@ -1,6 +1,9 @@
 """Load a trained model to evaluate: a checkpoint, a factory, or a factory plus a weights file.
 
-One function, :func:`load_model`, serves ``rbgeo eval``/``rbgeo attack``, sweeps and the Python API:
+:func:`load_evaluated` loads a model with the data it is evaluated on, for ``rbgeo eval``,
+``rbgeo attack``, ``rbgeo certify`` and a sweep's evaluated models; :func:`load_model` loads the model
+alone, and :func:`evaluation_data` the data alone (the Python API's named datasets, a sweep's trained
+models). A model is one of:
 
 * ``checkpoint="runs/cnn"``: ``runs/cnn.safetensors`` + ``runs/cnn.json`` written by training;
 * ``spec="my_models.py:trained_net"`` (or ``package.module:factory``): a factory that returns an
@@ -24,6 +27,7 @@ import inspect
 import os
 import pickle
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
 
@@ -32,8 +36,10 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from robustbench_geo.checkpoint import check_plugin_allowed, load_checkpoint, read_metadata, sha256_file
-from robustbench_geo.data import dataset_info
+from robustbench_geo.checkpoint import (
+    check_dataset_fit, check_plugin_allowed, load_checkpoint, read_metadata, sha256_file,
+)
+from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.models.preprocessing import Preprocessed, with_preprocessing
 from robustbench_geo.models.registry import UserCodeExit, check_model_output, get_model_entry, is_plugin_spec
 
@@ -149,6 +155,20 @@ def _factory_kwargs(spec: str, entry, data, params: dict) -> dict:
     return {**{k: v for k, v in base.items() if k in sig.parameters}, **params}
 
 
+def check_model_source(spec: str | None, weights=None) -> None:
+    """Refuse, before anything is read or built, a model that is not a trained model: no spec, a plug-in file
+    without its factory, or a registered architecture without ``weights`` (it would be untrained)."""
+    if spec is None:
+        raise ValueError("expected a checkpoint, or --model module:factory (optionally with --weights FILE), got neither"
+                         if weights is None else "--weights: expected --model naming the architecture to load them into")
+    if ":" not in spec and (spec.endswith(".py") or "/" in spec):
+        raise ValueError(f"model {spec!r}: expected a plug-in as FILE.py:FACTORY (the function that returns the "
+                         f"model, e.g. {spec}:build_model) or a registered name")
+    if weights is None and not is_plugin_spec(spec):
+        raise ValueError(f"model {spec!r} is a registered architecture and would be untrained: expected --weights FILE "
+                         f"(or a checkpoint, or a plug-in factory that returns a trained model)")
+
+
 def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = None,
                weights: str | os.PathLike | None = None, *, data=None, preprocessing=None,
                params: dict | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -185,15 +205,7 @@ def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = N
             raise ValueError("--preprocessing and model parameters apply to --model/--weights models; a checkpoint "
                              "trained here takes [0, 1] images and records its own parameters")
         return _from_checkpoint(checkpoint, spec, data, device)
-    if spec is None:
-        raise ValueError("expected a checkpoint, or --model module:factory (optionally with --weights FILE), got neither"
-                         if weights is None else "--weights: expected --model naming the architecture to load them into")
-    if ":" not in spec and (spec.endswith(".py") or "/" in spec):
-        raise ValueError(f"model {spec!r}: expected a plug-in as FILE.py:FACTORY (the function that returns the "
-                         f"model, e.g. {spec}:build_model) or a registered name")
-    if weights is None and not is_plugin_spec(spec):
-        raise ValueError(f"model {spec!r} is a registered architecture and would be untrained: expected --weights FILE "
-                         f"(or a checkpoint, or a plug-in factory that returns a trained model)")
+    check_model_source(spec, weights)
     if preprocessing is not None and data is not None and _task_of(data) == "graph":
         raise ValueError("--preprocessing applies to image models (mean/std per channel), got a graph dataset")
     state = read_weights(weights) if weights is not None else None  # bad files fail before any plug-in runs
@@ -255,3 +267,59 @@ def check_fits(meta: dict, data, what: str) -> None:
     for k, v in data_kwargs(data).items():
         if k in stored and stored[k] != v:
             raise ValueError(f"{what} was built for {k}={stored[k]} but dataset {name!r} has {k}={v}")
+
+
+def evaluation_data(dataset: str, *, n: int | None = None, seed: int = 0, root=None):
+    """The data a model is evaluated on: an image dataset's test split (a subset of ``n`` images drawn with
+    ``seed``; all with ``None``), or a whole graph dataset (evaluated on its test nodes; ``n`` is unused)."""
+    if dataset_info(dataset).task == "image":
+        return load_dataset(dataset, split="test", root=root, seed=seed, subset=n)
+    return load_dataset(dataset, root=root, seed=seed)
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluated:
+    """A model loaded for evaluation with its data.
+
+    Attributes:
+        model: in eval mode, on the requested device. meta: :func:`load_model`'s metadata.
+        data: the evaluation data (:func:`evaluation_data`).
+        differences: how ``data`` differs from what a checkpoint was trained on, accepted with ``force``.
+    """
+
+    model: nn.Module
+    meta: dict
+    data: object
+    differences: list[str] = field(default_factory=list)
+
+
+def load_evaluated(dataset: str, spec: str | None = None, checkpoint: str | os.PathLike | None = None,
+                   weights: str | os.PathLike | None = None, *, n: int | None = None, seed: int = 0, data_root=None,
+                   preprocessing=None, params: dict | None = None, device: str | torch.device = "cpu",
+                   force: bool = False) -> Evaluated:
+    """Load a model (a checkpoint, a factory, or a registered name or factory with ``weights``) and its data.
+
+    An image model is checked against the dataset's shape before any image is read; a graph model is
+    built after the graph is loaded (its factory may need ``in_features``). A checkpoint evaluated on
+    another dataset variant or split than it was trained on is refused unless ``force``.
+
+    Args:
+        dataset: the dataset spec; ``n`` and ``seed`` as in :func:`evaluation_data`.
+        spec, checkpoint, weights, preprocessing, params, device: as in :func:`load_model`.
+        data_root: where datasets live (default ``$RBGEO_DATA``).
+        force: record the differences from the training data instead of refusing.
+
+    Raises:
+        DatasetMismatchError: data the checkpoint was not trained on, unless ``force``; and everything
+            :func:`load_model` raises.
+    """
+    info = dataset_info(dataset)
+    if info.task == "image":
+        model, meta = load_model(spec, checkpoint, weights, data=info, preprocessing=preprocessing, params=params,
+                                 device=device)
+        data = evaluation_data(dataset, n=n, seed=seed, root=data_root)
+    else:
+        data = evaluation_data(dataset, seed=seed, root=data_root)
+        model, meta = load_model(spec, checkpoint, weights, data=data, preprocessing=preprocessing, params=params,
+                                 device=device)
+    return Evaluated(model, meta, data, check_dataset_fit(meta, data, spec=dataset, force=force))

@@ -1,17 +1,50 @@
-"""The results files' shared vocabulary: the schema version of the per-model JSON and its JSON encoding.
+"""The results files' one schema: version, kinds, key names, JSON encoding, and a reader for older files.
 
-The Python API's :meth:`~robustbench_geo.api.BenchmarkResult.to_json`, the report's
-``json/<model>.json`` and the attack runners' JSON artefacts encode with :func:`json_default` and
-write numbers through :func:`finite_or_none`, so a tensor, an array or a NaN is written the same
-way by every writer.
+Three kinds of file are written, every one through :func:`write_json`:
+
+* ``"model"``: the RobustBench-style per-model entry, written by the Python API
+  (:meth:`~robustbench_geo.api.BenchmarkResult.to_json`) and by the report (``json/<model>.json``);
+  built with :func:`model_entry` from rows of :func:`result_row`;
+* ``"attack"``: the records of ``rbgeo attack --out``'s ``outcome.json`` (a list, one per seed);
+* ``"certificate"``: ``rbgeo certify --out``'s ``outcome.json`` (one record; its ``metrics`` as a sweep's
+  certificate cells store them, intervals as ``<key>_low``/``<key>_high``).
+
+Every record carries ``schema_version`` and ``kind``. Accuracies are fractions in ``[0, 1]``; an
+interval ``*_ci`` is ``[low, high]``, the 95 % Wilson score interval of the ``n`` samples (pooled over
+seeds); ``*_std`` is the sample standard deviation over seeds. A NaN is written as ``null``.
+
+Versions: 1 had no ``n`` or intervals; 2 added them (the API named them ``*_ci95``, the report
+``*_ci``; ``outcome.json`` carried no version); 3 names them ``*_ci`` everywhere, stamps every
+record with its version and kind, and writes a certificate's metrics flat, as the sweep store keeps
+them. :func:`read_results` loads any of them in the current layout.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
-#: version of the per-model JSON layout (``<model>.json``, ``BenchmarkResult.to_dict``); 2 added ``n`` and the intervals
-JSON_SCHEMA_VERSION = 2
+#: version of every results file this package writes (see the module docstring for what each added)
+JSON_SCHEMA_VERSION = 3
+
+#: the kinds of results file
+KINDS = ("model", "attack", "certificate")
+
+#: the keys of one row of a per-model entry's ``results``, in the order they are written
+RESULT_KEYS = ("dataset", "attack", "attack_name", "setting", "seeds", "n", "clean_acc", "clean_acc_std", "clean_acc_ci",
+               "robust_acc", "robust_acc_std", "robust_acc_ci", "success_rate")
+
+#: what the numbers of a per-model entry mean, written into it
+UNITS = ("accuracies are fractions in [0, 1]; *_ci: 95 % Wilson score interval of the n samples pooled over seeds; "
+         "*_std: std over seeds")
+
+#: version-2 names of the API's intervals and their version-3 names
+_RENAMED_V2 = {"clean_acc_ci95": "clean_acc_ci", "robust_acc_ci95": "robust_acc_ci"}
+
+
+class SchemaError(ValueError):
+    """A results file that is not one of the kinds this schema describes, or from a newer package."""
 
 
 def json_default(o):
@@ -38,3 +71,174 @@ def finite_or_none(v) -> float | None:
         return None
     v = float(v)
     return None if math.isnan(v) else v
+
+
+def result_row(*, dataset, attack, attack_name, setting, seeds: int, n, clean_acc, clean_ci, robust_acc, robust_ci,
+               success_rate, clean_std=None, robust_std=None) -> dict:
+    """One row of a per-model entry's ``results``: accuracies as fractions (NaN -> ``None``), intervals as pairs.
+
+    >>> row = result_row(dataset="mnist", attack="grid", attack_name="grid", setting="-", seeds=1, n=100,
+    ...                  clean_acc=0.99, clean_ci=(0.95, 1.0), robust_acc=float("nan"), robust_ci=(None, None),
+    ...                  success_rate=0.5)
+    >>> row["robust_acc"], row["clean_acc_ci"], list(row) == list(RESULT_KEYS)
+    (None, [0.95, 1.0], True)
+    """
+    n = finite_or_none(n)
+    return {"dataset": dataset, "attack": attack, "attack_name": attack_name, "setting": setting, "seeds": int(seeds),
+            "n": int(n) if n is not None and n.is_integer() else n, "clean_acc": finite_or_none(clean_acc), "clean_acc_std": finite_or_none(clean_std),
+            "clean_acc_ci": [finite_or_none(v) for v in clean_ci], "robust_acc": finite_or_none(robust_acc),
+            "robust_acc_std": finite_or_none(robust_std), "robust_acc_ci": [finite_or_none(v) for v in robust_ci],
+            "success_rate": finite_or_none(success_rate)}
+
+
+def model_entry(*, name: str, model, clean_acc, results: list[dict], seeds: list, versions: dict, **extra) -> dict:
+    """The per-model entry (kind ``"model"``): ``robust_acc_worst`` is the lowest robust accuracy of ``results``.
+
+    ``extra`` holds the writer's own fields (the API's ``config``, the report's ``sweep`` and ``training``).
+    """
+    worst = min((r["robust_acc"] for r in results if r["robust_acc"] is not None), default=None)
+    return {"schema_version": JSON_SCHEMA_VERSION, "kind": "model", "name": name, "model": model,
+            "clean_acc": finite_or_none(clean_acc), "robust_acc_worst": worst, "results": results, "seeds": seeds,
+            "versions": versions, **extra, "units": UNITS}
+
+
+def stamped(kind: str, record: dict) -> dict:
+    """``record`` with this package's ``schema_version`` and its ``kind`` in front."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    return {"schema_version": JSON_SCHEMA_VERSION, "kind": kind, **record}
+
+
+def _without_nan(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_without_nan(v) for v in obj]
+    return obj
+
+
+def dumps(doc, indent: int = 2) -> str:
+    """The JSON text of a results document: tensors as lists (:func:`json_default`), NaN as ``null``.
+
+    >>> dumps({"acc": float("nan"), "ci": (0.1, 0.2)}, indent=None)
+    '{"acc": null, "ci": [0.1, 0.2]}'
+    """
+    return json.dumps(_without_nan(doc), indent=indent, default=json_default)
+
+
+def write_json(path: str | Path, doc, indent: int = 2) -> str:
+    """Check ``doc`` with :func:`validate`, write it to ``path`` and return its text."""
+    validate(doc)
+    text = dumps(doc, indent)
+    Path(path).write_text(text)
+    return text
+
+
+def _records(doc) -> list[dict]:
+    return doc if isinstance(doc, list) else [doc]
+
+
+def validate(doc) -> None:
+    """Raise :class:`SchemaError` unless ``doc`` is a current results document of a known kind."""
+    records = _records(doc)
+    if not records or not all(isinstance(r, dict) for r in records):
+        raise SchemaError(f"expected a results record (a JSON object) or a non-empty list of them, got {type(doc).__name__}")
+    for r in records:
+        if r.get("schema_version") != JSON_SCHEMA_VERSION or r.get("kind") not in KINDS:
+            raise SchemaError(f"expected schema_version {JSON_SCHEMA_VERSION} and a kind in {', '.join(KINDS)}, got "
+                              f"schema_version {r.get('schema_version')!r}, kind {r.get('kind')!r}")
+        need = {"model": ("name", "clean_acc", "robust_acc_worst", "results", "units"),
+                "attack": ("attack", "params", "seed", "metrics"), "certificate": ("transform", "metrics")}[r["kind"]]
+        missing = [k for k in need if k not in r]
+        if missing:
+            raise SchemaError(f"a {r['kind']!r} record without {', '.join(missing)}")
+        for row in r.get("results", []) if r["kind"] == "model" else []:
+            if set(row) != set(RESULT_KEYS):
+                raise SchemaError(f"a result row with keys {sorted(row)}, expected {list(RESULT_KEYS)}")
+            for key in ("clean_acc", "robust_acc"):
+                ci = row[f"{key}_ci"]
+                if not (isinstance(ci, list) and len(ci) == 2):
+                    raise SchemaError(f"{key}_ci: expected [low, high], got {ci!r}")
+
+
+def kind_of(record: dict) -> str:
+    """The kind of one record, stamped or (before version 3) told by its keys."""
+    if record.get("kind") in KINDS:
+        return record["kind"]
+    if "results" in record:
+        return "model"
+    if "transform" in record and "metrics" in record:
+        return "certificate"
+    if "attack" in record and "metrics" in record:
+        return "attack"
+    raise SchemaError(f"not a results record of this package (keys {sorted(record)[:6]}): expected a per-model entry "
+                      f"or an outcome.json of rbgeo attack or rbgeo certify")
+
+
+def _upgrade(record: dict) -> dict:
+    version = record.get("schema_version", 2 if "results" not in record else 1)
+    if not isinstance(version, int) or version > JSON_SCHEMA_VERSION:
+        raise SchemaError(f"schema_version {version!r} is newer than this package's {JSON_SCHEMA_VERSION}: "
+                          f"upgrade robustbench_geo to read it")
+    kind = kind_of(record)
+    out = {k: v for k, v in record.items() if k not in ("schema_version", "kind")}
+    if kind == "model":
+        rows = []
+        for row in out.get("results", []):
+            row = {_RENAMED_V2.get(k, k): v for k, v in row.items()}
+            rows.append({k: row.get(k, [None, None] if k.endswith("_ci") else None) for k in RESULT_KEYS})
+        out["results"] = rows
+        out.setdefault("units", UNITS)
+    elif kind == "certificate" and version < 3:
+        out["metrics"] = _flat_certificate_metrics(out.get("metrics", {}))
+    return stamped(kind, out)
+
+
+def _flat_certificate_metrics(metrics: dict) -> dict:
+    """Version-2 certificate metrics as version 3 writes them (and the sweep store keeps them): an interval
+    ``key: [low, high]`` becomes ``key_low``/``key_high``, and ``clean_accuracy`` / ``robust_accuracy`` are the
+    base classifier's clean accuracy and the certified accuracy."""
+    flat = {}
+    for k, v in metrics.items():
+        if isinstance(v, list) and len(v) == 2:
+            flat[f"{k}_low"], flat[f"{k}_high"] = v
+        else:
+            flat[k] = v
+    for key, source in (("clean_accuracy", "base_clean_accuracy"), ("robust_accuracy", "certified_accuracy")):
+        if source in flat:
+            flat.setdefault(key, flat[source])
+    return flat
+
+
+def read_results(source):
+    """Load a results file of any version in the current layout (:data:`JSON_SCHEMA_VERSION`).
+
+    Args:
+        source: a path, JSON text, or the already parsed document.
+
+    Returns:
+        The document as a writer of this version would write it: a per-model entry or a certificate
+        record (dicts), or ``rbgeo attack``'s list of records; version-2 ``*_ci95`` intervals
+        become ``*_ci``, and a version-1 row without ``n`` or intervals gets ``None`` for them.
+
+    Raises:
+        SchemaError: a document of no known kind, or one written by a newer package.
+
+    >>> doc = read_results('{"schema_version": 2, "name": "m", "clean_acc": 0.9, "robust_acc_worst": 0.5,'
+    ...                    ' "results": [{"robust_acc": 0.5, "robust_acc_ci95": [0.4, 0.6]}]}')
+    >>> doc["schema_version"], doc["kind"], doc["results"][0]["robust_acc_ci"], doc["results"][0]["clean_acc_ci"]
+    (3, 'model', [0.4, 0.6], [None, None])
+    """
+    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
+        doc = json.loads(Path(source).read_text())
+    elif isinstance(source, str):
+        doc = json.loads(source)
+    else:
+        doc = source
+    if isinstance(doc, list):
+        return [_upgrade(r) for r in doc]
+    if not isinstance(doc, dict):
+        raise SchemaError(f"expected a JSON object or list of records, got {type(doc).__name__}")
+    return _upgrade(doc)

@@ -1,7 +1,8 @@
 """The package's import graph: layers point one way and no module takes part in a cycle.
 
 Layers (lowest first): foundations -> geometry/ops -> data -> models -> checkpoint -> training (with
-train_defenses) -> attacks -> evaluation -> sweep -> report -> api -> cli. Every import counts, at module level or
+train_defenses) -> attacks -> evaluation (with smoothing and the composer, compose.py) -> sweep -> report -> api
+-> cli. Every import counts, at module level or
 inside a function: a function-level import is a way to defer a cost, never a way around the
 layering. Run as a script to print the graph's violations: ``python tests/test_layers.py``.
 """
@@ -25,7 +26,7 @@ LAYERS = {
     "checkpoint": 4, "loading": 4,
     "training": 5, "fewshot_training": 5, "train_defenses": 5,
     "attacks": 6,
-    "evaluation": 7, "smoothing": 7,
+    "evaluation": 7, "smoothing": 7, "compose": 7,
     "sweep": 8,
     "report": 9,
     "api": 10,

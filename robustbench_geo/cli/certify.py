@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from robustbench_geo.check import check_number
 from robustbench_geo.cli.options import (
-    check_seed_option, data_root_option, device_option, handle_errors, quiet_option,
+    check_seed_option, data_root_option, device_option, handle_errors, quiet_option, warn_differences,
 )
 
 
@@ -17,14 +16,6 @@ def family_kwargs(transform: str, max_angle_deg: float, min_scale: float, max_sc
     """The budget options that belong to ``transform``."""
     return {"rotation": {"max_angle_deg": max_angle_deg}, "scaling": {"min_scale": min_scale, "max_scale": max_scale},
             "translation": {"max_shift_px": max_shift_px}}.get(transform, {})
-
-
-def _checkpoint_sigma(meta: dict) -> float | None:
-    """The noise level the checkpoint was trained with (``...-noise:...,sigma=S`` augmentation), if any."""
-    from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
-
-    aug = get_augmentation(meta.get("train", {}).get("augment", "none"))
-    return aug.noise_sd if isinstance(aug, NoisyAugmentation) else None
 
 
 @click.command()
@@ -65,9 +56,11 @@ def certify(checkpoint, dataset, transform, max_angle_deg, min_scale, max_scale,
       rbgeo certify checkpoints/rot mnist --transform rotation --max-angle-deg 30 --n 500 --samples 1000
       rbgeo certify checkpoints/sc mnist --transform scaling --min-scale 0.8 --max-scale 1.2 --dry-run
     """
-    from robustbench_geo.checkpoint import load_checkpoint
-    from robustbench_geo.data import load_dataset
-    from robustbench_geo.smoothing import SmoothingConfig, estimate_cost, evaluate_certification
+    from robustbench_geo.checkpoint import read_metadata
+    from robustbench_geo.compose import evaluate_source
+    from robustbench_geo.loading import load_evaluated
+    from robustbench_geo.report.run_files import write_certificate_files
+    from robustbench_geo.smoothing import certificate_config, estimate_cost
 
     if n_images <= 0:
         raise ValueError(f"--n: expected a positive number of images, got {n_images}")
@@ -78,32 +71,34 @@ def certify(checkpoint, dataset, transform, max_angle_deg, min_scale, max_scale,
             check_number(value, option, integer=True, low=1)
     if sigma is not None:
         check_number(sigma, "--sigma", low=0.0, low_open=True)
-    model, meta = load_checkpoint(checkpoint, device=device)
-    if meta.get("task", "image") != "image":
-        raise ValueError(f"certification applies to image models; checkpoint {checkpoint} is a {meta.get('task')} model")
-    if sigma is None:
-        sigma = _checkpoint_sigma(meta) or 0.25
-    cfg = SmoothingConfig(sigma=sigma, n0=n0, n=samples, alpha=alpha, cells=cells, substeps=substeps,
-                          batch_size=batch_size, seed=seed)
+    task = read_metadata(checkpoint).get("task", "image")
+    if task != "image":
+        raise ValueError(f"certification applies to image models; checkpoint {checkpoint} is a {task} model")
     fam = family_kwargs(transform, max_angle_deg, min_scale, max_scale, max_shift_px)
-    ds = load_dataset(dataset, split="test", root=data_root, seed=seed, subset=n_images)
+    params = {"transform": transform, "family": fam, "sigma": sigma, "samples": samples, "n0": n0, "alpha": alpha,
+              "cells": cells, "substeps": substeps, "batch_size": batch_size,
+              "attack_points": attack_points if attack else 0}
+    source = {"checkpoint": checkpoint, "n": n_images, "seed": seed, "data_root": data_root, "device": device,
+              "force": True}
     if dry_run:
-        est = estimate_cost(model, ds.images[0], transform, config=cfg, images=len(ds), attack_points=attack_points,
-                            **fam)
+        loaded = load_evaluated(dataset, **source)
+        warn_differences(loaded, None)
+        est = estimate_cost(loaded.model, loaded.data.images[0], transform, images=len(loaded.data),
+                            config=certificate_config(params, loaded.meta, seed), attack_points=attack_points, **fam)
         click.echo(f"dry run: {est['images']} images x ({est['forward_passes_per_image']} forward passes + "
                    f"{est['warps_per_image']} warps) on {est['device']}; at most ~{est['seconds_per_image']:.1f} s per "
                    f"image ({est['seconds_per_forward'] * 1e6:.1f} us per forward, {est['seconds_interpolation_bound']:.2f} s "
                    f"per interpolation bound), ~{est['seconds_total'] / 60:.1f} min in all")
         return
-    o = evaluate_certification(model, ds, transform, config=cfg, attack=attack, attack_points=attack_points,
-                               progress=not quiet, **fam)
+    run = evaluate_source(dataset, certificate=params, progress=not quiet,
+                          on_loaded=lambda loaded: warn_differences(loaded, None), **source)
+    (o,) = run.outcomes
     m = o.metrics
 
     def pct(key):
-        lo, hi = m[key + "_ci95"]
-        return f"{100 * m[key]:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return f"{100 * m[key]:.1f} % [{100 * m[key + '_ci95_low']:.1f}, {100 * m[key + '_ci95_high']:.1f}]"
 
-    click.echo(f"{transform} {fam} sigma={cfg.sigma} n={m['n']} images, {cfg.n} samples/node, alpha={cfg.alpha} "
+    click.echo(f"{transform} {fam} sigma={o.params['sigma']} n={m['n']} images, {samples} samples/node, alpha={alpha} "
                f"({o.seconds:.1f} s)")
     click.echo(f"  certified accuracy      {pct('certified_accuracy')}  (lower bound; 95 % CI over images)")
     if attack:
@@ -111,11 +106,5 @@ def certify(checkpoint, dataset, transform, max_angle_deg, min_scale, max_scale,
         click.echo(f"  base, grid attack       {pct('base_attack_accuracy')}  (upper bound, base classifier)")
     click.echo(f"  smoothed clean accuracy {pct('smoothed_accuracy')}, abstained {pct('abstention_rate')}")
     if out:
-        import pandas as pd
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(o.rows).to_csv(out / "rows.csv", index=False)
-        summary = {**o.as_dict(), "checkpoint": str(checkpoint), "dataset": dataset, "seed": seed}
-        (out / "outcome.json").write_text(json.dumps(summary, indent=2, default=str))
-        click.echo(f"wrote {out / 'rows.csv'}, {out / 'outcome.json'}")
+        written = write_certificate_files(Path(out), o, checkpoint=checkpoint, dataset=dataset)
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")

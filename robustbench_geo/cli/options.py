@@ -144,9 +144,16 @@ def check_output_path(path, option: str, *, folder: bool) -> Path | None:
     return p
 
 
+def warn_differences(loaded, option: str | None = "--force") -> None:
+    """Print, on stderr, how the evaluation data differ from what the checkpoint was trained on (accepted by ``option``)."""
+    said = f" ({option})" if option else ""
+    for line in loaded.differences:
+        click.echo(f"warning{said}: checkpoint and dataset differ: {line}", err=True)
+
+
 def parse_params(items: tuple[str, ...], option: str = "--param") -> dict:
     """Parse repeated ``key=value`` options; values are read as int, float, bool, list or string."""
-    from robustbench_geo.data import _coerce
+    from robustbench_geo.check import parse_value
 
     out = {}
     for item in items:
@@ -155,9 +162,9 @@ def parse_params(items: tuple[str, ...], option: str = "--param") -> dict:
         key, value = item.split("=", 1)
         value = value.strip()
         if value.startswith("(") or value.startswith("["):
-            out[key.strip()] = [_coerce(v.strip()) for v in value.strip("()[]").split(",") if v.strip()]
+            out[key.strip()] = [parse_value(v.strip()) for v in value.strip("()[]").split(",") if v.strip()]
         else:
-            out[key.strip()] = _coerce(value)
+            out[key.strip()] = parse_value(value)
     return out
 
 

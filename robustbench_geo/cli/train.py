@@ -6,7 +6,7 @@ import click
 
 from robustbench_geo.cli.options import (
     check_output_path, data_root_option, deform_backend_option, device_option, handle_errors, model_source_options,
-    parse_params, quiet_option, seed_option, split_model_args,
+    parse_params, quiet_option, seed_option, split_model_args, warn_differences,
 )
 
 
@@ -93,27 +93,12 @@ def evaluate(args, model_spec, weights, preprocessing, subset, force, seed, devi
       rbgeo eval --model cnn --weights cnn.safetensors mnist
       rbgeo eval --model my_models.py:net --weights net.pt --preprocessing mean=0.1307,std=0.3081 mnist
     """
-    from robustbench_geo.checkpoint import check_dataset_fit
-    from robustbench_geo.data import dataset_info, load_dataset
-    from robustbench_geo.evaluation import accuracy
-    from robustbench_geo.models import set_deform_backend
-    from robustbench_geo.loading import load_model
+    from robustbench_geo.compose import evaluate_source
 
     checkpoint, dataset = split_model_args(args, model_spec, weights)
-    info = dataset_info(dataset)
-    if info.task == "image":  # the model is checked against the dataset's shape before images are loaded
-        model, meta = load_model(model_spec, checkpoint, weights, data=info, preprocessing=preprocessing, device=device)
-        ds = load_dataset(dataset, root=data_root, seed=seed, subset=subset, split="test")
-    else:
-        ds = load_dataset(dataset, root=data_root, seed=seed, subset=subset)
-        model, meta = load_model(model_spec, checkpoint, weights, data=ds, preprocessing=preprocessing, device=device)
-    set_deform_backend(model, deform_backend)
-    for line in check_dataset_fit(meta, ds, spec=dataset, force=force):
-        click.echo(f"warning (--force): checkpoint and dataset differ: {line}", err=True)
-    acc = accuracy(model, ds)
-    click.echo(f"{meta['model']} ({checkpoint or weights or 'factory'}) on {dataset}: clean accuracy {100 * acc:.2f} % "
-               f"(n={_size(ds)})")
-
-
-def _size(ds) -> int:
-    return len(ds.idx_test) if hasattr(ds, "idx_test") else len(ds)
+    run = evaluate_source(dataset, "none", spec=model_spec, checkpoint=checkpoint, weights=weights,
+                          preprocessing=preprocessing, n=subset, image_defaults=None, seed=seed, deform_backend=deform_backend,
+                          device=device, data_root=data_root, force=force, on_loaded=warn_differences)
+    (o,) = run.outcomes
+    click.echo(f"{run.meta['model']} ({checkpoint or weights or 'factory'}) on {dataset}: clean accuracy "
+               f"{100 * o.metrics['clean_accuracy']:.2f} % (n={o.metrics['n']:g})")

@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from robustbench_geo.check import check_like
+from robustbench_geo.check import check_like, parse_value
 from robustbench_geo.data.base import GraphDataset, ImageDataset, split_hash
 from robustbench_geo.data.cluttered import load_mnist_cluttered
 from robustbench_geo.data.geometric import load_mnist_rotated, load_mnist_scaled
@@ -101,7 +101,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     for part in filter(None, rest.split(",")):
         if "=" in part:
             k, v = part.split("=", 1)
-            opts[k.strip()] = _coerce(v.strip())
+            opts[k.strip()] = parse_value(v.strip())
         elif name in DATASETS and DATASETS.get(name).info.task == "graph":
             opts["split"] = part.strip()
         else:
@@ -166,15 +166,6 @@ def _loader_options(loader) -> dict:
     """The keyword options of an image loader (after ``split, root, download``) with their defaults."""
     params = list(inspect.signature(loader).parameters.values())[3:]
     return {p.name: p.default for p in params}
-
-
-def _coerce(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 __all__ = [

@@ -21,10 +21,8 @@ or other state the attack's own forward passes left behind is read) or a model i
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -38,7 +36,6 @@ from robustbench_geo.data.base import GraphDataset
 from robustbench_geo.evaluation.outcome import AttackOutcome, summarise
 from robustbench_geo.models.predict import fresh_copy, graph_logits, model_device, on_device
 from robustbench_geo.models.registry import create_model
-from robustbench_geo.results_schema import json_default
 from robustbench_geo.training import TrainConfig, default_config, seed_everything, train_graph_model
 
 MODES = ("evasion", "poisoning")
@@ -254,27 +251,3 @@ def _flips(graph: GraphDataset, results: list[GraphPerturbation], targeted: bool
                 [torch.full((getattr(r, kind).shape[1],), r.target) for r in results]).long() \
                 if results else torch.zeros(0, dtype=torch.long)
     return metrics, artefacts
-
-
-def write_artefacts(outcome: AttackOutcome, out_dir) -> list[Path]:
-    """Write ``flips.csv`` (one flip per line: i, j, kind, target) and ``degrees.csv`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    a = outcome.artefacts
-    lines = ["i,j,kind,target"]
-    for kind in ("insertions", "deletions"):
-        pairs = a.get(kind, torch.zeros(2, 0, dtype=torch.long))
-        tgt = a.get(f"{kind[:-1]}_targets")
-        for k in range(pairs.shape[1]):
-            t = "" if tgt is None else int(tgt[k])
-            lines.append(f"{int(pairs[0, k])},{int(pairs[1, k])},{kind[:-1]},{t}")
-    paths = [out / "flips.csv", out / "degrees.csv", out / "perturbation.json"]
-    paths[0].write_text("\n".join(lines) + "\n")
-    before, after = a.get("degree_before"), a.get("degree_after")
-    if before is not None:
-        rows = ["node,degree_before,degree_after"] + [f"{i},{int(b)},{int(c)}" for i, (b, c) in
-                                                      enumerate(zip(before.tolist(), after.tolist()))]
-        paths[1].write_text("\n".join(rows) + "\n")
-    paths[2].write_text(json.dumps({"attack": outcome.attack, "seed": outcome.seed, "metrics": outcome.metrics,
-                                    "config": outcome.config}, indent=2, default=json_default))
-    return [p for p in paths if p.exists()]

@@ -8,7 +8,6 @@ images, both in eval mode, batched independently of the attack.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -177,48 +176,3 @@ def _examples(images, adv, labels, clean_pred, adv_pred, success, flat) -> dict:
     return {"clean": images[order].clone(), "adversarial": adv[order].clone(), "label": [int(labels[i]) for i in idx],
             "clean_pred": [int(clean_pred[i]) for i in idx], "adv_pred": [int(adv_pred[i]) for i in idx],
             "params": [flat[i] for i in idx], "index": idx}
-
-
-def _fmt_params(p: dict) -> str:
-    short = {"angle_deg": "a", "tx_px": "tx", "ty_px": "ty", "scale_x": "sx", "scale_y": "sy", "shear_deg": "sh"}
-    parts = []
-    for k, v in p.items():
-        if k in ("scale_x", "scale_y") and abs(v - 1) < 1e-6 or k not in ("scale_x", "scale_y") and abs(v) < 1e-6:
-            continue
-        parts.append(f"{short.get(k, k)}={v:.3g}")
-    return " ".join(parts[:3]) or "identity"
-
-
-def write_artefacts(outcome: AttackOutcome, out_dir) -> list[Path]:
-    """Write ``examples.png``: clean (top row) vs adversarial (bottom row) with labels, predictions and parameters.
-
-    Returns:
-        The paths written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ex = outcome.artefacts.get("examples")
-    if not ex or ex["clean"].shape[0] == 0:
-        return []
-    k = ex["clean"].shape[0]
-    fig, axes = plt.subplots(2, k, figsize=(1.5 * k, 3.6), squeeze=False)
-    for j in range(k):
-        for r, (key, pred) in enumerate((("clean", ex["clean_pred"][j]), ("adversarial", ex["adv_pred"][j]))):
-            img = ex[key][j].permute(1, 2, 0).numpy()
-            ax = axes[r][j]
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            title = f"y={ex['label'][j]} p={pred}" if r == 0 else f"p={pred}\n{_fmt_params(ex['params'][j])}"
-            ax.set_title(title, fontsize=6, color="red" if pred != ex["label"][j] else "black")
-    fig.suptitle(f"{outcome.attack}: clean (top) vs adversarial (bottom); "
-                 f"robust acc {100 * outcome.metrics['robust_accuracy']:.1f} %", fontsize=8)
-    fig.tight_layout()
-    path = out_dir / "examples.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]

@@ -10,7 +10,6 @@ dataset and attack labels, parameters, errors) appears as text.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -25,6 +24,7 @@ from robustbench_geo.report.compare import compare, headline, lines, pivots, thr
 from robustbench_geo.report.tables import (
     cells_frame, fmt_metric, fmt_pct, model_json, summary_frame, summary_markdown, tidy_frame,
 )
+from robustbench_geo.results_schema import write_json
 
 #: at most this many galleries / sampling figures / graph figures in one report
 MAX_FIGURES = 24
@@ -194,7 +194,7 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
         while fname in names.values():
             fname += "_"
         names[m] = fname
-        (paths["json"] / f"{fname}.json").write_text(json.dumps(model_json(frame, summary, m, sweep), indent=2))
+        write_json(paths["json"] / f"{fname}.json", model_json(frame, summary, m, sweep))
     rows = [{**r, "clean": fmt_metric(r, "clean_accuracy"), "robust": fmt_metric(r, "robust_accuracy"),
              "success": fmt_metric(r, "success_rate"), "n": "n/a" if r["n"] is None else f"{r['n']:g}"}
             for r in summary.to_dict("records")]

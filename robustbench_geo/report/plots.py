@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from robustbench_geo.attacks.image.search import IDENTITY  # noqa: E402
 from robustbench_geo.evaluation.image import budget_curve  # noqa: E402
 from robustbench_geo.report.compare import Line, ThreatModel  # noqa: E402
 
@@ -147,20 +148,26 @@ def _show(ax, img) -> None:
     ax.set_yticks([])
 
 
-_IDENTITY = {"angle_deg": 0.0, "tx_px": 0.0, "ty_px": 0.0, "shear_deg": 0.0, "scale_x": 1.0, "scale_y": 1.0}
+#: short names of the transformation parameters, for figure titles
+SHORT_NAMES = {"angle_deg": "a", "tx_px": "tx", "ty_px": "ty", "scale_x": "sx", "scale_y": "sy", "shear_deg": "sh"}
 
 
-def _params_text(p: dict) -> str:
-    """The transformation found, without the parameters left at the identity."""
+def params_text(p: dict, *, sep: str = "\n", limit: int = 4, short: bool = False) -> str:
+    """The transformation found, without the parameters left at the identity (``"identity"`` when all are).
+
+    >>> params_text({"angle_deg": 12.5, "tx_px": 0.0, "scale_x": 1.0}, sep=" ", short=True)
+    'a=12.5'
+    """
     parts = []
     for k, v in sorted(p.items()):
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v - _IDENTITY.get(k, float("nan"))) < 1e-6:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v - IDENTITY.get(k, float("nan"))) < 1e-6:
             continue
+        name = SHORT_NAMES.get(k, k) if short else k
         if isinstance(v, float):
-            parts.append(f"{k}={v:.3g}")
+            parts.append(f"{name}={v:.3g}")
         elif isinstance(v, (int, str, bool)):
-            parts.append(f"{k}={v}")
-    return "\n".join(parts[:4]) or "identity"
+            parts.append(f"{name}={v}")
+    return sep.join(parts[:limit]) or "identity"
 
 
 def gallery(examples: dict, max_cols: int = 8) -> str:
@@ -176,7 +183,7 @@ def gallery(examples: dict, max_cols: int = 8) -> str:
         ok = examples["adv_pred"][i] != examples["label"][i]
         axes[1][i].set_title(f"pred={examples['adv_pred'][i]}", fontsize=7,
                              color="crimson" if ok else "black")
-        axes[1][i].set_xlabel(_params_text(params[i] if i < len(params) else {}), fontsize=6)
+        axes[1][i].set_xlabel(params_text(params[i] if i < len(params) else {}), fontsize=6)
     axes[0][0].set_ylabel("clean", fontsize=8)
     axes[1][0].set_ylabel("adversarial", fontsize=8)
     return to_data_uri(fig)

@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 
-from robustbench_geo.results_schema import JSON_SCHEMA_VERSION, finite_or_none
+from robustbench_geo.results_schema import model_entry, result_row
 from robustbench_geo.stats import accuracy_interval, estimate
 from robustbench_geo.train_defenses import get_defense
 
@@ -210,27 +210,18 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
     first = cells.iloc[0] if len(cells) else None
     rows = summary[summary["model"] == model]
     clean = [r for r in rows.to_dict("records") if r["attack_name"] == "none"]
-    results = []
-    for r in rows.to_dict("records"):
-        results.append({"dataset": r["dataset"], "attack": r["attack"], "attack_name": r["attack_name"],
-                        "setting": r["setting"], "seeds": int(r["seeds"]),
-                        "n": finite_or_none(r["n"]),
-                        "clean_acc": finite_or_none(r["clean_accuracy"]), "clean_acc_std": finite_or_none(r["clean_accuracy_std"]),
-                        "clean_acc_ci": [finite_or_none(r["clean_accuracy_ci_low"]), finite_or_none(r["clean_accuracy_ci_high"])],
-                        "robust_acc": finite_or_none(r["robust_accuracy"]), "robust_acc_std": finite_or_none(r["robust_accuracy_std"]),
-                        "robust_acc_ci": [finite_or_none(r["robust_accuracy_ci_low"]), finite_or_none(r["robust_accuracy_ci_high"])],
-                        "success_rate": finite_or_none(r["success_rate"])})
+    results = [result_row(dataset=r["dataset"], attack=r["attack"], attack_name=r["attack_name"], setting=r["setting"],
+                          seeds=r["seeds"], n=r["n"], clean_acc=r["clean_accuracy"], clean_std=r["clean_accuracy_std"],
+                          clean_ci=(r["clean_accuracy_ci_low"], r["clean_accuracy_ci_high"]),
+                          robust_acc=r["robust_accuracy"], robust_std=r["robust_accuracy_std"],
+                          robust_ci=(r["robust_accuracy_ci_low"], r["robust_accuracy_ci_high"]),
+                          success_rate=r["success_rate"])
+               for r in rows.to_dict("records")]
     info = first["info"] if first is not None else {}
-    return {
-        "schema_version": JSON_SCHEMA_VERSION, "sweep": sweep, "name": model,
-        "model": first["model_name"] if first is not None else None,
-        "trained_as": first["trained_as"] if first is not None else None,
-        "model_params": first["config"]["model"]["params"] if first is not None else {},
-        "training": first["config"]["training"] if first is not None else {},
-        "clean_acc": finite_or_none(clean[0]["clean_accuracy"]) if clean else (finite_or_none(rows["clean_accuracy"].iloc[0]) if len(rows) else None),
-        "robust_acc_worst": finite_or_none(min((r["robust_acc"] for r in results if r["robust_acc"] is not None), default=None)),
-        "results": results, "seeds": sorted(int(s) for s in cells["seed"].unique()) if len(cells) else [],
-        "deform_backend": info.get("deform_backend"), "versions": info.get("versions", {}),
-        "units": "accuracies are fractions in [0, 1]; *_ci: 95 % Wilson interval of the n samples pooled over seeds; "
-                 "*_std: std over seeds",
-    }
+    clean_acc = clean[0]["clean_accuracy"] if clean else (rows["clean_accuracy"].iloc[0] if len(rows) else None)
+    return model_entry(
+        name=model, model=first["model_name"] if first is not None else None, clean_acc=clean_acc, results=results,
+        seeds=sorted(int(s) for s in cells["seed"].unique()) if len(cells) else [], versions=info.get("versions", {}),
+        sweep=sweep, trained_as=first["trained_as"] if first is not None else None,
+        model_params=first["config"]["model"]["params"] if first is not None else {},
+        training=first["config"]["training"] if first is not None else {}, deform_backend=info.get("deform_backend"))

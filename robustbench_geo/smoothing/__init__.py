@@ -9,9 +9,11 @@ over every rotation in the interval, the certified radius and the abstentions. S
 from robustbench_geo.smoothing.families import FAMILIES, Family, Rotation, Scaling, Translation, make_family
 from robustbench_geo.smoothing.binomial import ABSTAIN, clopper_pearson_lower
 from robustbench_geo.smoothing.attack import GridAttackResult, grid_attack
-from robustbench_geo.smoothing.certification import CertifyOutcome, certify_outcome, estimate_cost, evaluate_certification
+from robustbench_geo.smoothing.certification import (
+    CertifyOutcome, certificate_config, certify_outcome, estimate_cost, evaluate_certification,
+)
 from robustbench_geo.smoothing.tss import Certificate, SmoothingConfig, certify, sample_counts
 
 __all__ = ["ABSTAIN", "Certificate", "CertifyOutcome", "FAMILIES", "Family", "GridAttackResult", "Rotation", "Scaling",
-           "SmoothingConfig", "Translation", "certify", "certify_outcome", "clopper_pearson_lower", "estimate_cost", "evaluate_certification",
+           "SmoothingConfig", "Translation", "certificate_config", "certify", "certify_outcome", "clopper_pearson_lower", "estimate_cost", "evaluate_certification",
            "grid_attack", "make_family", "sample_counts"]

@@ -126,6 +126,18 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
             "seconds_total": per_image * images, "device": str(dev)}
 
 
+def certificate_config(params: dict, checkpoint_meta: dict | None = None, seed: int = 0) -> SmoothingConfig:
+    """The smoothing settings of a certificate's ``params``; without ``sigma``, the noise the checkpoint was
+    trained with (a ``...-noise:...,sigma=S`` augmentation), else 0.25."""
+    sigma = params.get("sigma")
+    if sigma is None:
+        aug = get_augmentation((checkpoint_meta or {}).get("train", {}).get("augment", "none"))
+        sigma = aug.noise_sd if isinstance(aug, NoisyAugmentation) and aug.noise_sd > 0 else 0.25
+    return SmoothingConfig(sigma=sigma, n0=params.get("n0", 100), n=params.get("samples", 1000),
+                           alpha=params.get("alpha", 0.001), cells=params.get("cells"), substeps=params.get("substeps"),
+                           batch_size=params.get("batch_size", 1000), seed=seed)
+
+
 def certify_outcome(model: nn.Module, dataset: ImageDataset, params: dict, *, checkpoint_meta: dict | None = None,
                     seed: int = 0, progress: bool = False):
     """A sweep cell of a ``[certify.LABEL]`` table, as an :class:`~robustbench_geo.evaluation.outcome.AttackOutcome`.
@@ -137,12 +149,8 @@ def certify_outcome(model: nn.Module, dataset: ImageDataset, params: dict, *, ch
     ``clean_accuracy`` the base classifier's clean accuracy.
     """
     p = dict(params)
-    sigma = p.get("sigma")
-    if sigma is None:
-        aug = get_augmentation((checkpoint_meta or {}).get("train", {}).get("augment", "none"))
-        sigma = aug.noise_sd if isinstance(aug, NoisyAugmentation) and aug.noise_sd > 0 else 0.25
-    cfg = SmoothingConfig(sigma=sigma, n0=p.get("n0", 100), n=p.get("samples", 1000), alpha=p.get("alpha", 0.001),
-                          cells=p.get("cells"), substeps=p.get("substeps"), batch_size=p.get("batch_size", 1000), seed=seed)
+    cfg = certificate_config(p, checkpoint_meta, seed)
+    sigma = cfg.sigma
     points = int(p.get("attack_points", 61))
     o = evaluate_certification(model, dataset, p["transform"], config=cfg, attack=points > 0, attack_points=max(points, 1),
                                attack_samples=int(p.get("attack_samples", 100)), progress=progress, **p.get("family", {}))

@@ -5,7 +5,8 @@ processes and Ray tasks all call the same code: it trains the cell's model or re
 checkpoint (keyed by the training hash, guarded by a file lock so parallel workers train a model
 once), or, for a ``checkpoint =`` or pretrained ``factory =`` model, loads it as given (never
 training it, and refusing weights that changed since the cell was keyed), loads the evaluation
-data, calls :func:`robustbench_geo.evaluation.evaluate_attack`, and for
+data (:func:`robustbench_geo.loading.load_evaluated`), attacks or certifies it through the composer
+(:func:`robustbench_geo.compose.evaluate_model`, as ``rbgeo attack`` does), and for
 deformable models records where the deformable layers sample on a clean and an attacked image.
 It returns plain data; only the driver writes files and the store (:func:`write_artefacts`).
 """
@@ -24,13 +25,12 @@ import torch
 
 from robustbench_geo._version import versions
 from robustbench_geo.checkpoint import CheckpointError, check_dataset_fit, load_checkpoint, weights_sha256
-from robustbench_geo.data import dataset_info, load_dataset
+from robustbench_geo.compose import evaluate_model
+from robustbench_geo.data import dataset_info
 from robustbench_geo.data.root import CacheError, folder_writable, writable_cache
-from robustbench_geo.evaluation import evaluate_attack
-from robustbench_geo.smoothing import certify_outcome
 from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
-from robustbench_geo.loading import load_model
+from robustbench_geo.loading import Evaluated, evaluation_data, load_evaluated
 from robustbench_geo.training import fit
 
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
@@ -90,26 +90,26 @@ def trained_model(cell_config: dict, train_hash: str, *, cache_dir: str | Path, 
         return res.model.to(device).eval(), res.meta, stem, res.meta["train_seconds"]
 
 
-def evaluated_model(cell_config: dict, dataset, *, device: str = "cpu"):
-    """The model of a ``checkpoint =`` or ``factory = ... pretrained = true`` cell, loaded as given (never trained).
+def evaluated_model(cell_config: dict, *, data_root=None, device: str = "cpu") -> tuple[Evaluated, str]:
+    """The model of a ``checkpoint =`` or ``factory = ... pretrained = true`` cell with its evaluation data,
+    loaded as given (never trained), and where its weights came from.
 
     Its weights must still be the ones the cell was keyed by: changed weights are another cell.
-
-    Returns:
-        ``(model, metadata, where the weights came from)``.
     """
-    m = cell_config["model"]
+    m, seed, spec = cell_config["model"], cell_config["seed"], cell_config["dataset"]["spec"]
+    n = cell_config["attack"]["runner"].get("n")
     if m["source"] == "checkpoint":
-        model, meta = load_model(m["plugin"], checkpoint=m["checkpoint"], data=dataset, device=device)
+        loaded = load_evaluated(spec, m["plugin"], checkpoint=m["checkpoint"], n=n, seed=seed, data_root=data_root,
+                                device=device)
         sha, where = weights_sha256(m["checkpoint"]), m["checkpoint"]
     else:
-        model, meta = load_model(m["name"], weights=m["weights"], data=dataset, preprocessing=m["preprocessing"],
-                                 params=m["params"], device=device)
-        sha, where = meta["weights_sha256"], m["weights"] or m["name"]
+        loaded = load_evaluated(spec, m["name"], weights=m["weights"], n=n, seed=seed, data_root=data_root,
+                                preprocessing=m["preprocessing"], params=m["params"], device=device)
+        sha, where = loaded.meta["weights_sha256"], m["weights"] or m["name"]
     if sha != m["weights_sha256"]:
         raise ValueError(f"model {m['label']!r}: its weights changed since the sweep was expanded (sha256 "
                          f"{sha[:12]}... != {m['weights_sha256'][:12]}...): run the sweep again for new cells")
-    return model, meta, where
+    return loaded, where
 
 
 def _is_image(spec: str) -> bool:
@@ -136,23 +136,20 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         if cell_config["model"].get("source", "train") == "train":
             model, meta, stem, train_s = trained_model(cell_config, train_hash, cache_dir=cache_dir, data_root=data_root,
                                                        device=device, progress=progress)
-            ds = _evaluation_data(ds_cfg["spec"], meta.get("task"), runner, data_root, seed)
+            ds = evaluation_data(ds_cfg["spec"], n=runner.get("n"), seed=seed, root=data_root)
+            check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         else:
-            ds = _evaluation_data(ds_cfg["spec"], cell_config["model"]["task"], runner, data_root, seed)
-            model, meta, stem = evaluated_model(cell_config, ds, device=device)
-            train_s = 0.0
+            loaded, stem = evaluated_model(cell_config, data_root=data_root, device=device)
+            model, meta, ds, train_s = loaded.model, loaded.meta, loaded.data, 0.0
         backend = set_deform_backend(model, deform_backend, device=device)
         if meta.get("task") == "image":
             runner["n"] = len(ds)
-            kwargs = {**runner, "device": device, "progress": progress}
-        else:
-            kwargs = {**runner, "checkpoint_meta": meta, "device": device, "progress": progress}
-        check_dataset_fit(meta, ds, spec=ds_cfg["spec"])
         ta, ca = time.perf_counter(), time.process_time()
         if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
-            outcome = certify_outcome(model, ds, dict(att["params"]), checkpoint_meta=meta, seed=seed, progress=progress)
+            outcome = evaluate_model(model, ds, certificate=att["params"], meta=meta, seed=seed, progress=progress)
         else:
-            outcome = evaluate_attack(model, ds, att["name"], dict(att["params"]), seed=seed, **kwargs)
+            outcome = evaluate_model(model, ds, att["name"], att["params"], meta=meta, seed=seed, progress=progress,
+                                     device=device, **runner)
         attack_s, attack_cpu = time.perf_counter() - ta, time.process_time() - ca
         metrics = dict(outcome.metrics)
         metrics.setdefault("n", float(len(outcome.rows)))  # samples behind the accuracies (one row per sample/node/target)
@@ -177,12 +174,6 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         }
     except (Exception, SystemExit):  # noqa: BLE001 - a failed cell is recorded (sys.exit in a factory too), the sweep goes on
         return {"ok": False, "error": traceback.format_exc(), "seconds": time.perf_counter() - t0}
-
-
-def _evaluation_data(spec: str, task: str | None, runner: dict, data_root, seed: int):
-    if task == "image":
-        return load_dataset(spec, split="test", root=data_root, seed=seed, subset=runner.get("n"))
-    return load_dataset(spec, root=data_root, seed=seed)
 
 
 def _cpu(obj):

@@ -32,6 +32,20 @@ def test_attack_cli_writes_rows_and_png(checkpoint, mnist_root, tmp_path):
     assert (out / "examples.png").stat().st_size > 1000 and (out / "outcome.json").exists()
 
 
+
+def test_attack_outcome_follows_the_results_schema(checkpoint, mnist_root, tmp_path):
+    import json
+
+    from robustbench_geo.results_schema import read_results, validate
+
+    out = tmp_path / "run"
+    r = run("attack", checkpoint, "mnist", "--attack", "grid", "--param", "angle_steps=3", "--param", "shift_steps=1",
+            "--n", 4, "--seeds", 2, "--out", out, "--data-root", mnist_root, "--quiet")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "outcome.json").read_text())
+    validate(doc)
+    assert [(d["kind"], d["seed"]) for d in doc] == [("attack", 0), ("attack", 1)] and read_results(out / "outcome.json") == doc
+
 @pytest.mark.parametrize("args, message", [
     (["--param", "max_angle=3"], "unknown parameter(s) ['max_angle']"),
     (["--param", "max_shift_px=-1"], "max_shift_px: expected a number in [0.0, 10000.0], got -1"),

@@ -67,6 +67,18 @@ def test_certify_cli_writes_rows_and_outcome(checkpoint, mnist_root, tmp_path):
     assert bad.exit_code == 2 and "expected a positive number of images" in bad.output
 
 
+
+def test_certify_outcome_follows_the_results_schema(checkpoint, mnist_root, tmp_path):
+    from robustbench_geo.results_schema import read_results, validate
+
+    out = tmp_path / "cert"
+    r = run("certify", checkpoint, "mnist", "--max-angle-deg", 5, "--n", 2, "--samples", 10, "--n0", 10, "--cells", 2,
+            "--substeps", 2, "--no-attack", "--out", out, "--quiet", "--data-root", mnist_root)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "outcome.json").read_text())
+    validate(doc)
+    assert doc["kind"] == "certificate" and doc["metrics"]["n"] == 2 and read_results(out / "outcome.json") == doc
+
 SWEEP = """
 [sweep]
 name = "cert"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from robustbench_geo.evaluation import evaluate_attack
-from robustbench_geo.evaluation.graph import select_targets, write_artefacts
+from robustbench_geo.evaluation.graph import select_targets
+from robustbench_geo.report.run_files import perturbation_files as write_artefacts
 from robustbench_geo.evaluation import graph_accuracy
 
 METRICS = {"clean_accuracy", "robust_accuracy", "success_rate", "flips", "insertions", "deletions", "budget"}

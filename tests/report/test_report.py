@@ -29,7 +29,7 @@ def test_files_and_numbers(report_dir, quick_sweep):
     files = sorted(p.name for p in (report_dir / "json").iterdir())
     assert files == ["deform_cnn.json", "gcn.json", "script_alert_1_script.json"]
     doc = json.loads((report_dir / "json" / "gcn.json").read_text())
-    assert doc["schema_version"] == 2 and doc["name"] == "gcn" and doc["model"] == "gcn"
+    assert doc["schema_version"] == 3 and doc["name"] == "gcn" and doc["model"] == "gcn"
     assert isinstance(doc["clean_acc"], float) and 0.2 < doc["clean_acc"] <= 1
     assert all(isinstance(r["robust_acc"], float) for r in doc["results"])
     assert {r["attack"] for r in doc["results"]} >= {"clean", "pgd", "prbcd", "metattack", "nettack"}
@@ -37,6 +37,17 @@ def test_files_and_numbers(report_dir, quick_sweep):
     md = (report_dir / "summary.md").read_text()
     assert "| gcn | cora | clean |" in md and "| deform_cnn | mnist | grid | max_angle_deg=30 |" in md
 
+
+
+def test_model_files_follow_the_results_schema(report_dir):
+    from robustbench_geo.results_schema import JSON_SCHEMA_VERSION, read_results, validate
+
+    for path in sorted((report_dir / "json").iterdir()):
+        doc = json.loads(path.read_text())
+        validate(doc)
+        assert doc["kind"] == "model" and doc["schema_version"] == JSON_SCHEMA_VERSION and read_results(path) == doc
+        assert all(r["clean_acc_ci"][0] <= r["clean_acc"] <= r["clean_acc_ci"][1] for r in doc["results"]
+                   if r["clean_acc"] is not None and r["clean_acc_ci"][0] is not None)
 
 def test_report_sections(report_dir):
     html = (report_dir / "report.html").read_text()
