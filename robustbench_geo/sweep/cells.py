@@ -17,7 +17,10 @@ from typing import Iterator
 
 from robustbench_geo._version import __version__
 from robustbench_geo.attacks.base import get_attack
-from robustbench_geo.sweep.config import AttackCfg, DatasetCfg, ModelCfg, SweepConfig, _applies
+from robustbench_geo.checkpoint import sha256_file, weights_sha256
+from robustbench_geo.data import dataset_info
+from robustbench_geo.loading import load_model, state_sha256
+from robustbench_geo.sweep.config import AttackCfg, DatasetCfg, ModelCfg, SweepConfig, SweepConfigError, _applies
 from robustbench_geo.training import default_config
 
 
@@ -69,21 +72,45 @@ def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
             "train": tc, "deform_backend": cfg.deform_backend, "package_version": __version__}
 
 
-def model_config(m: ModelCfg) -> dict:
-    """The model part of a cell's stored config; evaluated models also say where their weights are."""
+def weights_key(cfg: SweepConfig, m: ModelCfg) -> str | None:
+    """The SHA-256 that keys an evaluated model's cells (``None`` for trained models), computed once per sweep.
+
+    A checkpoint's or a weights file's bytes, or, for a factory that returns a trained model, the state
+    dict of the model it builds (on the model's dataset).
+    """
+    if not m.evaluated:
+        return None
+    if m.label not in cfg.weights_keys:
+        if m.source == "checkpoint":
+            sha = weights_sha256(m.checkpoint)
+        elif m.weights is not None:
+            sha = sha256_file(m.weights)
+        else:
+            try:
+                model, _ = load_model(m.model, data=dataset_info(cfg.datasets[m.dataset].spec), params=m.params)
+            except (ValueError, TypeError) as e:
+                raise SweepConfigError(f"models.{m.label}.factory: cannot build the pretrained model to hash its "
+                                       f"weights: {e}") from e
+            sha = state_sha256(model)
+        cfg.weights_keys[m.label] = sha
+    return cfg.weights_keys[m.label]
+
+
+def model_config(m: ModelCfg, sha: str | None = None) -> dict:
+    """The model part of a cell's stored config; evaluated models also say where their weights are and their ``sha``."""
     out = {"label": m.label, "name": m.model, "params": m.params}
     if m.evaluated:
         out.update({"source": m.source, "task": m.task, "checkpoint": m.checkpoint, "plugin": m.plugin,
-                    "weights": m.weights, "preprocessing": m.preprocessing, "weights_sha256": m.weights_sha256})
+                    "weights": m.weights, "preprocessing": m.preprocessing, "weights_sha256": sha})
     return out
 
 
-def _model_key(m: ModelCfg) -> dict:
+def _model_key(m: ModelCfg, sha: str | None) -> dict:
     """The model part of the cell hash: name and kwargs; for evaluated models also the weights' SHA-256
     (not their path: moved files keep their cells, changed weights are new cells)."""
     key = {"name": m.model, "params": m.params}
     if m.evaluated:
-        key.update({"source": m.source, "weights_sha256": m.weights_sha256, "preprocessing": m.preprocessing})
+        key.update({"source": m.source, "weights_sha256": sha, "preprocessing": m.preprocessing})
     return key
 
 
@@ -107,9 +134,9 @@ def _attack_points(a: AttackCfg, d: DatasetCfg, task: str) -> Iterator[tuple[dic
 def _cell(cfg: SweepConfig, m: ModelCfg, a: AttackCfg, d: DatasetCfg, point: dict, params: dict, runner: dict,
           seed: int) -> Cell:
     """One cell: its stored config, and the hash of everything in it that can change the result."""
-    tcfg = train_config(cfg, m, seed)
+    tcfg, sha = train_config(cfg, m, seed), weights_key(cfg, m)
     config = {
-        "model": model_config(m),
+        "model": model_config(m, sha),
         "training": tcfg,
         "dataset": {"label": d.label, "spec": d.spec, "test_subset": d.test_subset},
         "attack": {"label": a.label, "name": a.attack, "params": params, "runner": runner, "grid_point": point},
@@ -117,10 +144,10 @@ def _cell(cfg: SweepConfig, m: ModelCfg, a: AttackCfg, d: DatasetCfg, point: dic
     }
     config = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
     hashed = {k: v for k, v in config.items() if k != "model"}
-    hashed["model"] = _model_key(m)
+    hashed["model"] = _model_key(m, sha)
     hashed["attack"] = {k: v for k, v in config["attack"].items() if k not in ("label", "grid_point")}
     hashed["dataset"] = {k: v for k, v in config["dataset"].items() if k != "label"}
-    train_hash = config_hash(tcfg) if tcfg is not None else config_hash(_model_key(m))
+    train_hash = config_hash(tcfg) if tcfg is not None else config_hash(_model_key(m, sha))
     return Cell(config_hash(hashed), train_hash, m.label, a.label, d.label, seed, config)
 
 

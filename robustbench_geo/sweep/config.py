@@ -57,9 +57,9 @@ from pathlib import Path
 
 from robustbench_geo.attacks.base import check_params, get_attack
 from robustbench_geo.check import DeviceUnavailableError, check_device, check_number, check_seed, unknown_name_error
-from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, read_metadata, sha256_file, weights_sha256
+from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, read_metadata
 from robustbench_geo.data import dataset_info
-from robustbench_geo.loading import check_fits, load_model, read_weights, state_sha256
+from robustbench_geo.loading import check_fits, check_model_source, read_weights
 from robustbench_geo.models.preprocessing import parse_preprocessing
 from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
 from robustbench_geo.ops.deform_conv import resolve_backend
@@ -104,7 +104,6 @@ class ModelCfg:
     plugin: str | None = None  # the plug-in the sweep file allows a checkpoint to import (its ``model`` key)
     weights: str | None = None  # weights file of a pretrained factory
     preprocessing: dict | None = None  # {"mean": [...], "std": [...]} of a pretrained factory
-    weights_sha256: str | None = None  # evaluated models: the weights' hash, part of the cell key
 
     @property
     def evaluated(self) -> bool:
@@ -138,6 +137,8 @@ class SweepConfig:
     source: str = ""  # file path or preset name
     description: str = ""
     jobs: int = 1  # local worker processes unless the command line says otherwise (``--jobs``)
+    #: evaluated models' weight hashes (label -> SHA-256), filled when the cells are first expanded
+    weights_keys: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _line_of(text: str, path: str) -> str:
@@ -199,8 +200,9 @@ def parse_config(text: str, source: str = "<string>", *, output: str | Path | No
     """Parse and validate a sweep file's text; nothing is trained or attacked.
 
     Stages: TOML -> ``[sweep]`` -> ``[datasets]`` -> ``[models]`` -> ``[attacks]`` -> cross checks.
-    Evaluated models (``checkpoint =``, or ``factory =`` with ``pretrained = true``) are hashed here:
-    their weights files are read (never unpickled) and a factory without weights is built once.
+    Evaluated models (``checkpoint =``, or ``factory =`` with ``pretrained = true``) are checked here
+    (a weights file is read, never unpickled; a checkpoint's metadata is read), and hashed, a factory
+    without weights built, when the cells are expanded (:func:`robustbench_geo.sweep.cells.weights_key`).
 
     Raises:
         SweepConfigError: malformed TOML (with its line), unknown keys, models, datasets, attacks or
@@ -366,14 +368,13 @@ def _parse_checkpoint_model(label: str, m: dict, p: str, c: _Checker, datasets: 
     try:
         meta = read_metadata(path)
         check_plugin_allowed(meta, plugin, f"checkpoint {path}")  # nothing named by the file is imported before this
-        sha = weights_sha256(path)
         check_fits(meta, dataset_info(d.spec), f"checkpoint {path}")
     except (CheckpointError, ValueError) as e:
         c.fail(f"{p}.checkpoint", str(e))
     if plugin is not None and plugin != meta["model"] and not is_plugin_spec(meta["model"]):  # plug-ins: checked above
         c.fail(f"{p}.model", f"checkpoint {path} is a {meta['model']!r}; with a checkpoint, model may only name its plug-in")
     return ModelCfg(label, meta["model"], d.label, meta.get("task", "image"), dict(meta["model_kwargs"]), {},
-                    source="checkpoint", checkpoint=path, plugin=plugin, weights_sha256=sha)
+                    source="checkpoint", checkpoint=path, plugin=plugin)
 
 
 def _parse_pretrained_model(label: str, m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]) -> ModelCfg:
@@ -406,20 +407,12 @@ def _parse_pretrained_model(label: str, m: dict, p: str, c: _Checker, datasets: 
             read_weights(weights)  # a bad file fails here, before any cell runs
         except ValueError as e:
             c.fail(f"{p}.weights", str(e))
-        sha = sha256_file(weights)
     else:
-        sha = _factory_state_sha256(spec, params, info, p, c)
-    return ModelCfg(label, spec, d.label, task, params, {}, source="pretrained", weights=weights,
-                    preprocessing=prep, weights_sha256=sha)
-
-
-def _factory_state_sha256(spec: str, params: dict, info, p: str, c: _Checker) -> str:
-    """A factory without a weights file is built once; its state dict's hash keys its cells."""
-    try:
-        model, _ = load_model(spec, data=info, params=params)
-    except (ValueError, TypeError) as e:
-        c.fail(f"{p}.factory", f"cannot build the pretrained model to hash its weights: {e}")
-    return state_sha256(model)
+        try:
+            check_model_source(spec)  # built (and its weights hashed) when the cells are expanded
+        except ValueError as e:
+            c.fail(f"{p}.factory", str(e))
+    return ModelCfg(label, spec, d.label, task, params, {}, source="pretrained", weights=weights, preprocessing=prep)
 
 
 def _parse_attacks(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg],
