@@ -280,10 +280,14 @@ def _gnnguard_authors_reference(model, x, a):
 
 def test_gnnguard_authors_formulation_matches_att_coef_and_the_authors_propagation():
     x, ei, a = _graph()
-    model = _model(GNNGuard, 8, formulation="authors")
-    expected = _gnnguard_authors_reference(model, x, a)
+    x[4] = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.1, 3.0], dtype=torch.float64)
     cos = F.normalize(x, dim=1) @ F.normalize(x, dim=1).T
-    assert ((a > 0) & (cos < 0.1)).any() and ((a > 0) & (cos >= 0.1)).any()  # some edges dropped, some kept
+    assert ((a > 0) & (cos > 0) & (cos < 0.1)).any() and ((a > 0) & (cos >= 0.1)).any()  # edges under and over 0.1
+    model = _model(GNNGuard, 8, formulation="authors")
+    with torch.no_grad():  # non-zero biases: featureless nodes get alike hidden rows, so the second layer's
+        model.lin1.bias.uniform_(0.1, 0.5)  # similarity of the edge 6-7 the first layer dropped is 1
+        model.lin2.bias.uniform_(-0.5, 0.5)
+    expected = _gnnguard_authors_reference(model, x, a)
     with torch.no_grad():
         assert torch.allclose(model(x, ei), expected, atol=1e-10)
         assert torch.allclose(model.dense_forward(x, a), expected, atol=1e-10)
