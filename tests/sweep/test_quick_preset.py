@@ -25,24 +25,7 @@ def test_quick_preset_end_to_end(quick_sweep):
     image = [r for r in rows if "n" in r["config"]["attack"]["runner"]]
     graph = [r for r in rows if r["config"]["attack"]["runner"].get("mode")]
     assert image and graph and any(r["config"]["attack"]["name"] == "none" for r in image)
-    clean_by_model: dict = {}
-    for r in image:  # the stored metrics are what the stored per-image rows say
-        m, per_image = r["metrics"], pd.read_csv(out / r["artefact_dir"] / "rows.csv")
-        correct = per_image["clean_pred"] == per_image["label"]
-        assert len(per_image) == m["n"] == cfg.datasets[r["config"]["dataset"]["label"]].test_subset
-        assert m["clean_accuracy"] == pytest.approx(correct.mean())
-        if r["config"]["attack"]["name"] != "none":
-            held = per_image["adv_pred"] == per_image["label"]
-            assert m["robust_accuracy"] == pytest.approx((correct & held).mean()) and m["verification_mismatches"] == 0
-        key = (r["config"]["model"]["label"], r["config"]["dataset"]["label"], r["seed"])
-        clean_by_model.setdefault(key, set()).add(tuple(per_image["clean_pred"]))
-    assert all(len(v) == 1 for v in clean_by_model.values())  # one model, one test subset: one set of clean predictions
-    for r in graph:
-        m = r["metrics"]
-        assert m["flips"] == m["insertions"] + m["deletions"] <= m["budget"]
-        if r["config"]["attack"]["runner"]["mode"] == "evasion":  # the same trained GCN: the same clean accuracy
-            clean_by_model.setdefault((r["config"]["model"]["label"], r["seed"]), set()).add(m["clean_accuracy"])
-    assert all(len(v) == 1 for v in clean_by_model.values())
+    # the stored numbers are recomputed from the checkpoints in test_quick_preset_recomputed.py
     for name in ("report.html", "results.csv", "summary.md"):
         assert (out / name).stat().st_size > 0
     tidy = pd.read_csv(out / "results.csv")  # one row per cell x metric, with the stored values
