@@ -51,18 +51,19 @@ def _num(v):
 
 
 def trained_as(config: dict, info: dict | None = None) -> str:
-    """The architecture and its training defense, ``cnn+wo10`` (``cnn`` without one).
+    """The architecture, its training defense and test-time vote: ``cnn+wo10``, ``cnn+vote10`` (``cnn`` without).
 
     The defense comes from the checkpoint the cell used (``info["defense"]``, so evaluated checkpoints are
     labelled too), else from the cell's training settings.
     """
     name = config["model"]["name"]
+    vote = f"+vote{config['model']['vote']}" if config["model"].get("vote") else ""
     d = (info or {}).get("defense")
     if isinstance(d, dict) and d.get("label"):
-        return f"{name}+{d['label']}"
+        return f"{name}+{d['label']}{vote}"
     train = (config.get("training") or {}).get("train") or {}
     label = get_defense(train["defense"]).label if train.get("defense") else ""
-    return f"{name}+{label}" if label else name
+    return (f"{name}+{label}" if label else name) + vote
 
 
 def cells_frame(cells: list[dict]) -> pd.DataFrame:

@@ -99,6 +99,8 @@ def weights_key(cfg: SweepConfig, m: ModelCfg) -> str | None:
 def model_config(m: ModelCfg, sha: str | None = None) -> dict:
     """The model part of a cell's stored config; evaluated models also say where their weights are and their ``sha``."""
     out = {"label": m.label, "name": m.model, "params": m.params}
+    if m.vote:
+        out["vote"] = m.vote
     if m.evaluated:
         out.update({"source": m.source, "task": m.task, "checkpoint": m.checkpoint, "plugin": m.plugin,
                     "weights": m.weights, "preprocessing": m.preprocessing, "weights_sha256": sha})
@@ -109,6 +111,8 @@ def _model_key(m: ModelCfg, sha: str | None) -> dict:
     """The model part of the cell hash: name and kwargs; for evaluated models also the weights' SHA-256
     (not their path: moved files keep their cells, changed weights are new cells)."""
     key = {"name": m.model, "params": m.params}
+    if m.vote:  # absent without a vote: cells of models without one keep their hashes
+        key["vote"] = m.vote
     if m.evaluated:
         key.update({"source": m.source, "weights_sha256": sha, "preprocessing": m.preprocessing})
     return key

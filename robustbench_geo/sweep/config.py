@@ -22,6 +22,7 @@ A sweep file has four kinds of tables (every key is optional unless marked *requ
     epochs = 2                     # also lr, batch_size, augment, trainable, schedule (see training.py)
     defense = "worst_of_k:k=10"    # images: spatial defense while training (see train_defenses.py)
     params = { num_deform = 3 }    # model factory kwargs
+    vote = 10                      # images: attack the test-time majority vote over 10 random transforms
 
     [models.theirs]                # a trained model, evaluated as given (never trained):
     checkpoint = "checkpoints/cnn" # a checkpoint of rbgeo train (+ model = "f.py:fn" to allow its plug-in)
@@ -50,6 +51,7 @@ their path: changed weights are new cells (see docs/own-models.md).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -73,7 +75,7 @@ _SWEEP_KEYS = {"name", "output", "seeds", "device", "deform_backend", "checkpoin
 _DATASET_KEYS = {"spec", "train_subset", "test_subset"}
 _TRAIN_KEYS = {"epochs", "lr", "batch_size", "augment", "trainable", "schedule", "defense"}
 _EVALUATED_KEYS = {"checkpoint", "factory", "pretrained", "weights", "preprocessing"}
-_MODEL_KEYS = {"model", "dataset", "params"} | _TRAIN_KEYS | _EVALUATED_KEYS
+_MODEL_KEYS = {"model", "dataset", "params", "vote"} | _TRAIN_KEYS | _EVALUATED_KEYS
 _ATTACK_KEYS = {"attack", "datasets", "models", "params", "grid", "budget", "mode", "batch_size"}
 _TOP_KEYS = {"sweep", "datasets", "models", "attacks", "certify"}
 
@@ -104,6 +106,7 @@ class ModelCfg:
     plugin: str | None = None  # the plug-in the sweep file allows a checkpoint to import (its ``model`` key)
     weights: str | None = None  # weights file of a pretrained factory
     preprocessing: dict | None = None  # {"mean": [...], "std": [...]} of a pretrained factory
+    vote: int | None = None  # images: evaluated as a majority vote over this many random transforms (models/vote.py)
 
     @property
     def evaluated(self) -> bool:
@@ -302,10 +305,23 @@ def _parse_models(tables: dict, c: _Checker, datasets: dict[str, DatasetCfg]) ->
             c.fail(f"{p}.factory", "expected checkpoint = ... or factory = ..., got both")
         parse = (_parse_checkpoint_model if "checkpoint" in m else _parse_pretrained_model if "factory" in m
                  else _parse_trained_model)
-        models[label] = parse(label, m, p, c, datasets)
+        models[label] = _with_vote(parse(label, {k: v for k, v in m.items() if k != "vote"}, p, c, datasets), m, p, c)
     if not models:
         c.fail("models", "expected at least one [models.LABEL] table")
     return models
+
+
+def _with_vote(cfg: ModelCfg, m: dict, p: str, c: _Checker) -> ModelCfg:
+    """``vote = K``: the model is attacked as deployed behind a majority vote of K random transforms (fresh
+    draws on every call, seeded by the cell's seed); its training, and so its cached checkpoint, is unchanged."""
+    if "vote" not in m:
+        return cfg
+    k = c.typed(m["vote"], int, f"{p}.vote", "a positive number of votes (an integer)")
+    if k < 1:
+        c.fail(f"{p}.vote", f"expected a positive number of votes, got {k}")
+    if cfg.task != "image":
+        c.fail(f"{p}.vote", "the majority vote over random transforms applies to image models only")
+    return dataclasses.replace(cfg, vote=k)
 
 
 def _model_dataset(m: dict, p: str, c: _Checker, datasets: dict[str, DatasetCfg]) -> DatasetCfg:

@@ -30,6 +30,7 @@ from robustbench_geo.data import dataset_info
 from robustbench_geo.data.root import CacheError, folder_writable, writable_cache
 from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
+from robustbench_geo.models.vote import MajorityVote
 from robustbench_geo.loading import Evaluated, evaluation_data, load_evaluated
 from robustbench_geo.training import fit
 
@@ -142,6 +143,10 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             loaded, stem = evaluated_model(cell_config, data_root=data_root, device=device)
             model, meta, ds, train_s = loaded.model, loaded.meta, loaded.data, 0.0
         backend = set_deform_backend(model, deform_backend, device=device)
+        vote = None
+        if cell_config["model"].get("vote"):  # attacked as deployed: fresh draws on every call, seeded by the cell
+            model = MajorityVote(model, votes=int(cell_config["model"]["vote"]), seed=seed, randomness="fresh")
+            vote = model.describe()
         if meta.get("task") == "image":
             runner["n"] = len(ds)
         ta, ca = time.perf_counter(), time.process_time()
@@ -157,7 +162,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
             metrics.setdefault("clean_n", float(ds.idx_test.numel()))
         artefacts = dict(outcome.artefacts)
         examples = artefacts.get("examples")
-        if backend is not None and isinstance(examples, dict) and "clean" in examples:
+        if backend is not None and vote is None and isinstance(examples, dict) and "clean" in examples:
             artefacts["sampling"] = sampling_locations(model, examples["clean"][:1], examples["adversarial"][:1])
         return {
             "ok": True, "metrics": metrics, "rows": list(outcome.rows), "artefacts": _cpu(artefacts),
@@ -168,6 +173,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
                      "epochs_run": meta.get("epochs_run"), "model_cached": train_s == 0.0,
                      "model_source": meta.get("source", "train"), "weights_sha256": meta.get("weights_sha256"),
                      "defense": meta.get("defense"),  # the training defense the checkpoint records (None: none)
+                     "vote": vote,  # the test-time majority vote the cell attacked (None: the model itself)
                      "num_parameters": meta.get("num_parameters"), "dataset_meta": getattr(ds, "meta", {}),
                      # CPU seconds of this process (all torch threads): comparable across machine loads
                      "cpu_seconds": time.process_time() - c0, "attack_cpu_seconds": attack_cpu},

@@ -124,13 +124,13 @@ def _estimate_evaluated(c, row: dict, history: dict, steps: dict) -> None:
     """Attack time of a ``checkpoint =`` / pretrained ``factory =`` cell: history, or its timed forward pass."""
     m, a = c.config["model"], c.config["attack"]
     n = a["runner"].get("n")
-    hist = history.get((a["name"], m["name"]))
+    hist = history.get((a["name"], m["name"], m.get("vote")))
     if hist:
         row["attack_s"], row["source"] = sum(hist) / len(hist) * (n or 1), "history"
     elif "n" in a["runner"]:
         if m["label"] not in steps:
             steps[m["label"]] = _forward_seconds(m, c.config["dataset"]["spec"])
-        row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * steps[m["label"]]
+        row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * steps[m["label"]] * (m.get("vote") or 1)
         row["source"] = "calibrated"
     else:
         row["attack_s"] = 0.1 if a["name"] == "none" else GRAPH_ATTACK_GUESS_S
@@ -175,7 +175,8 @@ def estimate_sweep(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
                     info = r["info"] or {}
                     cpu = info.get("attack_cpu_seconds")  # load-independent when recorded (per thread)
                     secs = cpu / max(int(info.get("threads") or 1), 1) if cpu is not None else r["attack_seconds"]
-                    history.setdefault((a["name"], r["config"]["model"]["name"]), []).append(secs / n)
+                    history.setdefault((a["name"], r["config"]["model"]["name"], r["config"]["model"].get("vote")),
+                                      []).append(secs / n)
     cache = Path(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
     steps: dict = {}
     graph_memo: dict = {}
@@ -207,13 +208,14 @@ def estimate_sweep(cfg, cells, *, jobs: int = 1) -> tuple[list[dict], float]:
                 row["train_s"] = min(t["train"]["epochs"], 300) * step * 2  # early stopping usually ends sooner
         a = c.config["attack"]
         n = a["runner"].get("n")
-        hist = history.get((a["name"], c.config["model"]["name"]))
+        hist = history.get((a["name"], c.config["model"]["name"], c.config["model"].get("vote")))
         if hist:
             row["attack_s"] = sum(hist) / len(hist) * (n or 1)
             row["source"] = "history"
         elif "n" in a["runner"]:
             per_forward = step / 3 / t["train"]["batch_size"]  # a training step is ~3 forward passes
-            row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * per_forward
+            votes = c.config["model"].get("vote") or 1  # a majority vote runs the model once per vote
+            row["attack_s"] = forward_passes(a["name"], a["params"]) * (n or 10000) * per_forward * votes
             row["source"] = "calibrated"
         elif a["name"] == "none":
             row["attack_s"], row["source"] = 0.1, "calibrated"
