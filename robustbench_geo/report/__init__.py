@@ -21,6 +21,7 @@ from robustbench_geo._version import __version__
 from robustbench_geo.report import plots
 from robustbench_geo.report.certify import certification_html, certification_markdown, certification_rows
 from robustbench_geo.report.compare import compare, headline, lines, pivots, threat_models
+from robustbench_geo.report.study import study_headline
 from robustbench_geo.report.tables import (
     cells_frame, fmt_metric, fmt_pct, model_json, summary_frame, summary_markdown, tidy_frame,
 )
@@ -136,7 +137,8 @@ def _read_store(folder: Path) -> tuple[list[dict], str, dict[str, int], str]:
 def report_headline(folder: str | Path) -> list[str]:
     """The headline of the sweep in ``folder`` (what the report and ``rbgeo sweep`` print); see :func:`compare.headline`."""
     cells, _, counts, _ = _read_store(Path(folder))
-    lines_ = headline(cells_frame(cells))
+    frame = cells_frame(cells)
+    lines_ = study_headline(frame, folder) + headline(frame)
     if not counts.get("done"):
         lines_ = [status_message(counts)]
     return lines_
@@ -210,7 +212,8 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
     html = _env().get_template("report.html").render(
         title=title or f"robustbench_geo sweep: {sweep}", sweep=sweep, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         package_version=__version__, summary=rows, cells=cells_table, failed=failed,
-        headline=headline(frame) if counts.get("done") else [status_message(counts)], pivots=pivots(frame),
+        headline=study_headline(frame, folder) + headline(frame) if counts.get("done") else [status_message(counts)],
+        pivots=pivots(frame),
         counts=counts,
         figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,
         json_files=[f"json/{names[m]}.json" for m in models])
