@@ -63,8 +63,10 @@ class Score:
         if math.isnan(self.mean):
             return "n/a"
         if self.kind == "invariance":
-            return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}] (invariance, n={self.n:g})"
-        return f"{100 * self.mean:.1f} % [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n:g})"
+            interval = "no interval" if math.isnan(self.low) else f"[{self.low:.4f}, {self.high:.4f}]"
+            return f"{self.mean:.4f} {interval} (invariance, n={self.n:g})"
+        interval = "no interval" if math.isnan(self.low) else f"[{100 * self.low:.1f}, {100 * self.high:.1f}]"
+        return f"{100 * self.mean:.1f} % {interval} (n={self.n:g})"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,10 @@ class Diff:
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
     def text(self) -> str:
-        if self.score_a.kind == "invariance":
+        if math.isnan(self.low):
+            diff = f"{self.value:+.4f}, no interval" if self.score_a.kind == "invariance" else \
+                f"{100 * self.value:+.1f} points, no interval"
+        elif self.score_a.kind == "invariance":
             diff = f"{self.value:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
         else:
             diff = f"{100 * self.value:+.1f} points [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
