@@ -122,7 +122,7 @@ def _invariance(folder: Path | None, artefact_dirs: list[str]) -> Score | None:
         return None
     values = []
     for rel in artefact_dirs:
-        bc = read_artefacts(folder / rel).get("budget_curve") if rel else None
+        bc = read_artefacts(folder / rel).get("budget_curve") if isinstance(rel, str) and rel else None
         if not isinstance(bc, dict) or "min_fooling_budget" not in bc:
             return None
         b, correct = bc["min_fooling_budget"].double(), bc["correct"].bool()

@@ -37,13 +37,12 @@ def fill_store(folder, accuracy, *, clean=lambda arch, t: 0.99, distances=None, 
             n = c.config["attack"]["runner"]["n"]
             ca = clean(arch, t) if spec == "mnist" else 0.6
             ra = ca if attack == "none" else accuracy(arch, t, attack, spec)
-            rel = None
+            rel, artefacts = f"cells/{c.hash[:16]}", {}  # every finished cell has its artefact folder, as the driver writes
             if attack == "manifool" and distances is not None:
                 d = torch.tensor(distances(arch, t), dtype=torch.float64)
-                rel = f"cells/{c.hash[:16]}"
-                write_artefacts(folder / rel, {"artefacts": {"budget_curve": {
-                    "unit": "normalised geodesic distance", "min_fooling_budget": d,
-                    "correct": torch.ones(len(d), dtype=torch.bool)}}})
+                artefacts = {"budget_curve": {"unit": "normalised geodesic distance", "min_fooling_budget": d,
+                                              "correct": torch.ones(len(d), dtype=torch.bool)}}
+            write_artefacts(folder / rel, {"artefacts": artefacts})
             info = {"defense": {"label": t} if t else None, "deform_backend": "native" if arch == "deform_cnn" else None}
             assert store.claim(c.hash)
             store.finish(c.hash, {"clean_accuracy": ca, "robust_accuracy": ra, "n": float(n)}, seconds=1.0,
