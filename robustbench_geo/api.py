@@ -7,8 +7,9 @@ rotation-translation (grid) on 1000 images: clean 98.9 % [98.1, 99.4], robust 31
 
 Conventions: images are ``(N, C, H, W)`` float tensors in ``[0, 1]`` (pixel space; a model that
 expects normalised inputs gets ``preprocessing``, applied inside a wrapper so that attacks and the
-re-verification stay in pixel space); labels are ``(N,)`` int64. The model stays where it is and is
-left in the train/eval mode it came in; the data moves to the model's device (``device=None``).
+re-verification stay in pixel space); labels are ``(N,)`` int64. The model stays where it is, is
+evaluated in eval mode and left in the mode it came in (a result says when that was train mode); the
+data moves to the model's device (``device=None``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.nn as nn
 
 from robustbench_geo._version import versions
 from robustbench_geo.attacks import list_attacks
-from robustbench_geo.check import check_device, check_images, check_labels, check_number
+from robustbench_geo.check import check_device, check_images, check_labels, check_materialised, check_number
 from robustbench_geo.checkpoint import load_checkpoint
 from robustbench_geo.compose import evaluate_model
 from robustbench_geo.data import load_dataset
@@ -113,8 +114,10 @@ class BenchmarkResult:
 
     def __str__(self) -> str:
         name = self.threat_model if self.threat_model == self.attack else f"{self.threat_model} ({self.attack})"
+        mode = ("; evaluated in eval mode, the model came in train mode and was put back"
+                if self.config["model"].get("given_in_train_mode") else "")
         return (f"{name} on {self.config['data']['description']}: "
-                f"clean {self.clean_accuracy}, robust {self.robust_accuracy} (95 % Wilson intervals)")
+                f"clean {self.clean_accuracy}, robust {self.robust_accuracy} (95 % Wilson intervals{mode})")
 
     def to_dict(self) -> dict:
         """RobustBench-style entry (:mod:`robustbench_geo.results_schema`, kind ``"model"``, shared with the
@@ -132,8 +135,17 @@ class BenchmarkResult:
         return dumps(doc, indent) if path is None else write_json(path, doc, indent)
 
 
+class AtMost(int):
+    """The default ``n_examples``: this many images, or all of the given ones when there are fewer (an
+    explicit ``n_examples`` larger than the data given is an error, never cut down to the data)."""
+
+    def __repr__(self) -> str:
+        return f"AtMost({int(self)})"
+
+
 @checked_kwargs
-def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-translation", *, n_examples: int | None = 1000,
+def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-translation", *,
+              n_examples: int | None = AtMost(1000),
               device=None, batch_size: int | None = None, seed: int = 0, preprocessing=None, params: dict | None = None,
               data_root=None, progress: bool = False) -> BenchmarkResult:
     """Evaluate ``model`` under a named threat model (or any registered attack) and summarise.
@@ -146,7 +158,8 @@ def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-tran
             ``torch.utils.data.Dataset`` of ``(image, label)`` (the first ``n_examples``), a PyG
             ``Data`` with ``train/val/test_mask`` or a loaded dataset.
         threat_model: a name of :func:`list_threat_models` or a registered attack (:func:`list_attacks`).
-        n_examples: images evaluated (``None``: all); graphs use their test nodes.
+        n_examples: images evaluated (``None``: all); graphs use their test nodes. The default is 1000,
+            or all of the images given when there are fewer; a number larger than the images given is an error.
         device: where the model runs; ``None``: where it is (a model elsewhere runs as a copy).
         batch_size: images per attack call (default 256; compute only).
         seed: the attack seed (and the subset seed for named image datasets).
@@ -178,6 +191,7 @@ def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-tran
                          f"{domain} threat models: {', '.join(list_threat_models(domain))}")
     net = _wrap(model, preprocessing, domain)
     num_classes = _check_model(net, ds)
+    given_in_train_mode = net.training  # evaluated in eval mode (dropout off, batch-norm statistics fixed)
     options: dict = {"progress": progress, "device": device, **tm.options}
     if domain == "image":
         if batch_size is not None:
@@ -188,7 +202,9 @@ def benchmark(model: nn.Module, data="mnist", threat_model: str = "rotation-tran
         if options.get("mode") == "poisoning":
             options["fresh_model"] = functools.partial(_reinitialised, net)
     outcome = evaluate_model(net, ds, tm.attack, {**tm.params, **(params or {})}, seed=seed, **options)
-    return _result(tm, outcome, net, ds, described, num_classes, seed, device, batch_size, preprocessing, n_examples)
+    result = _result(tm, outcome, net, ds, described, num_classes, seed, device, batch_size, preprocessing, n_examples)
+    result.config["model"].update(evaluated_in="eval mode", given_in_train_mode=given_in_train_mode)
+    return result
 
 
 @checked_kwargs
@@ -204,6 +220,7 @@ def evaluate(model: nn.Module, data, attack: str = "none", *, seed: int = 0, dev
 
 def _dataset(data, n_examples, seed, data_root):
     """The data as an ``ImageDataset``/``GraphDataset`` and a JSON-ready description."""
+    at_most = isinstance(n_examples, AtMost)
     if n_examples is not None:
         n_examples = check_number(n_examples, "n_examples (images; None: all)", integer=True, low=1)
     if isinstance(data, str):
@@ -220,15 +237,28 @@ def _dataset(data, n_examples, seed, data_root):
         name = "tensors"
         images, labels = _as_tensor(data[0]), _as_tensor(data[1])
     elif isinstance(data, torch.utils.data.Dataset):
+        _check_count(n_examples, len(data), at_most)
         (images, labels), name = _stack(data, n_examples), type(data).__name__
+    elif isinstance(data, (tuple, list)) and len(data) == 2:  # e.g. two nested lists: which dtype is not ours to guess
+        raise TypeError(f"data: expected an (x, y) pair of tensors or numpy arrays, got a {type(data).__name__} of "
+                        f"({type(data[0]).__name__}, {type(data[1]).__name__}); pass (torch.tensor(x, dtype=torch.float32), "
+                        "torch.tensor(y)): images (N, C, H, W) in [0, 1], labels (N,) class ids")
     else:
         raise TypeError("data: expected a dataset name, an (x, y) pair of tensors, a torch.utils.data.Dataset, "
                         f"or a PyG Data with masks, got {type(data).__name__}")
     _check_images(images, labels)
+    _check_count(n_examples, len(labels), at_most)
     images, labels = images[:n_examples], labels[:n_examples]
     ds = ImageDataset(name, images.detach().float(), labels.detach().long(), [str(i) for i in range(int(labels.max()) + 1)]
                       if labels.numel() else [], {"source": name, "first": len(labels)})
     return ds, {"name": name, "kind": type(data).__name__, "description": _describe(ds)}
+
+
+def _check_count(n_examples, available: int, at_most: bool) -> None:
+    """An explicit ``n_examples`` must not exceed the samples given (it would be cut down to them in silence)."""
+    if n_examples is not None and not at_most and available:
+        check_number(n_examples, f"n_examples (images; None: all; {available} given)", integer=True, low=1,
+                     high=available)
 
 
 def _stack(dataset, n_examples):
@@ -268,6 +298,7 @@ def _describe(ds) -> str:
 def _wrap(model: nn.Module, preprocessing, domain: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_materialised(model)
     if preprocessing is None:
         return model
     if domain != "image":

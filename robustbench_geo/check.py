@@ -194,6 +194,17 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+def check_materialised(model, name: str = "model") -> None:
+    """Refuse a module whose parameters or buffers are on the ``meta`` device: they hold no values, so no
+    accuracy can be computed (torch would fail deep inside with "cannot be called on meta tensors")."""
+    tensors = [*model.parameters(), *model.buffers()]
+    meta = sum(t.numel() for t in tensors if t.is_meta)
+    if meta:
+        raise ValueError(f"{name}: expected a model with values, got {meta} of its {sum(t.numel() for t in tensors)} "
+                         "parameter/buffer values on the meta device (load its weights, e.g. "
+                         "model.to_empty(device='cpu') then load_state_dict, first)")
+
+
 class NonFiniteError(ValueError):
     """A computed result (logits, loss, images) holds NaN or infinite values."""
 

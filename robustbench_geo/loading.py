@@ -36,6 +36,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from robustbench_geo.check import check_materialised
 from robustbench_geo.checkpoint import (
     check_dataset_fit, check_plugin_allowed, load_checkpoint, read_metadata, sha256_file,
 )
@@ -222,6 +223,7 @@ def load_model(spec: str | None = None, checkpoint: str | os.PathLike | None = N
         raise TypeError(f"model {spec!r}: the factory must return a torch.nn.Module, got {type(model).__name__}")
     if state is not None:
         load_state(model, state, str(weights), spec)
+    check_materialised(model, f"model {spec!r}")
     meta = {"model": spec, "model_kwargs": kwargs, "source": "weights" if weights is not None else "factory",
             "weights_sha256": sha256_file(weights) if weights is not None else state_sha256(model)}
     if weights is not None:

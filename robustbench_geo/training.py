@@ -72,7 +72,7 @@ class TrainConfig:
     defense: str = "none"  # images: spatial defense spec, stored canonical (every parameter written out)
 
     def __post_init__(self):
-        self.epochs = check_number(self.epochs, "epochs", integer=True, low=0)
+        self.epochs = check_number(self.epochs, "epochs", integer=True, low=1)  # 0 would save an untrained model
         self.lr = check_number(self.lr, "lr", low=0.0, low_open=True, high=MAX_LR)
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
         self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0.0)
@@ -283,6 +283,8 @@ def fit(model: str, dataset: str, *, epochs: int | None = None, lr: float | None
     check_task(model, info)  # fails before loading data on a task mismatch
     cfg = default_config(info.task, model, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=augment,
                          trainable=trainable, schedule=schedule, defense=defense)
+    if info.task == "graph" and (subset is not None or test_subset is not None):
+        raise ValueError("subset, test_subset: apply to image datasets only; graphs train full-batch on their whole split")
     if info.task == "graph" and augment != "none":
         raise ValueError("augment: geometric augmentation applies to image datasets only")
     if info.task == "graph" and cfg.defense != "none":

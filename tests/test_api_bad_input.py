@@ -55,6 +55,19 @@ def graph():
     return sbm_graph()
 
 
+class _Pairs(torch.utils.data.Dataset):
+    """A plain torch Dataset of (image, label) pairs."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
 def _nan_pixel(x):
     x = x.clone()
     x[3, 0, 5, 5] = float("nan")
@@ -89,6 +102,8 @@ CASES = [
     Case("uint8-images", lambda x, y, g: rbg.evaluate(M(), ((x * 255).byte(), y)), ValueError, ("images", "uint8", "255")),
     Case("3d-images", lambda x, y, g: rbg.evaluate(M(), (x[:, 0], y)), ValueError, ("images", "(N, C, H, W)", "(40, 28, 28)")),
     Case("list-images", lambda x, y, g: rbg.evaluate(M(), (x.tolist(), y)), TypeError, ("images", "torch.Tensor", "list")),
+    Case("list-pair", lambda x, y, g: rbg.evaluate(M(), (x.tolist(), y.tolist())), TypeError,
+         ("data", "(list, list)", "torch.tensor")),
     Case("empty-images", lambda x, y, g: rbg.evaluate(M(), (x[:0], y[:0])), ValueError, ("images", "at least one")),
     Case("bool-labels", lambda x, y, g: rbg.evaluate(M(), (x, y > 4)), ValueError, ("labels", "torch.bool")),
     Case("float-labels", lambda x, y, g: rbg.evaluate(M(), (x, y.float())), ValueError, ("labels", "float32")),
@@ -99,6 +114,12 @@ CASES = [
     Case("n-examples-nan", lambda x, y, g: rbg.benchmark(M(), (x, y), "none", n_examples=float("nan")), ValueError,
          ("n_examples", "finite")),
     Case("n-examples-zero", lambda x, y, g: rbg.benchmark(M(), (x, y), "none", n_examples=0), ValueError, ("n_examples",)),
+    Case("n-examples-beyond-tensors", lambda x, y, g: rbg.benchmark(M(), (x, y), "none", n_examples=100), ValueError,
+         ("n_examples", "40 given", "[1, 40]", "got 100")),
+    Case("n-examples-beyond-dataset", lambda x, y, g: rbg.benchmark(M(), _Pairs(x, y), "none", n_examples=100),
+         ValueError, ("n_examples", "40 given", "got 100")),
+    Case("meta-device-model", lambda x, y, g: rbg.evaluate(M().to("meta"), (x, y)), ValueError,
+         ("model", "meta device", "7850")),
     Case("params-list", lambda x, y, g: rbg.benchmark(M(), (x, y), "grid", params=[1, 2]), TypeError, ("params", "dict")),
     Case("device-typo", lambda x, y, g: rbg.benchmark(M(), (x, y), "none", device="cdua"), ValueError, ("device", "cdua")),
     Case("graph-empty-test-mask", lambda x, y, g: rbg.evaluate(GraphLinear(g.num_features, 3),
@@ -138,3 +159,27 @@ def test_bad_api_input(case: Case, images, graph):
     for word in case.words:
         assert word in message, f"{word!r} not in {message!r}"
     assert "\n" not in message
+
+
+def test_the_default_n_examples_takes_all_of_fewer_images(images):
+    """The default (1000) is "at most": 40 tensors give n=40; only an explicit larger number is an error."""
+    x, y = images
+    r = rbg.benchmark(M(), (x, y), "none")
+    assert r.clean_accuracy.n == 40 and r.config["n_examples"] == 1000
+
+
+def test_numpy_arrays_are_converted(images):
+    x, y = images
+    r = rbg.evaluate(M(), (x.numpy(), y.numpy()))
+    assert r.clean_accuracy.n == 40
+
+
+def test_a_model_in_train_mode_is_evaluated_in_eval_mode_and_the_result_says_so(images):
+    x, y = images
+    m = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(784, 10)).train()
+    r = rbg.evaluate(m, (x, y))
+    assert m.training  # put back
+    assert r.config["model"]["given_in_train_mode"] is True and r.config["model"]["evaluated_in"] == "eval mode"
+    assert "the model came in train mode" in str(r)
+    assert rbg.evaluate(m.eval(), (x, y)).clean_accuracy.value == r.clean_accuracy.value  # dropout was off
+    assert "train mode" not in str(rbg.evaluate(m.eval(), (x, y)))

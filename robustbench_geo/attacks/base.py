@@ -13,10 +13,11 @@ Running an attack over a dataset and summarising it is the evaluation layer's jo
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
-from robustbench_geo.check import check_like
+from robustbench_geo.check import check_like, check_number
 from robustbench_geo.registry import Registry
 
 #: ``image`` and ``graph`` attacks apply to one kind of data; ``any`` to both (the ``none`` attack)
@@ -31,6 +32,7 @@ class AttackEntry:
     description: str
     params: dict  # name -> default (inspect.Parameter.empty when required)
     param_docs: dict
+    numeric_words: frozenset = frozenset()  # parameters with a word default that also take a number (``float | str``)
 
     def describe_params(self) -> list[str]:
         out = []
@@ -69,10 +71,17 @@ def register_attack(name: str, *, domain: str, description: str = ""):
 
 def make_entry(name: str, cls, domain: str, description: str = "") -> AttackEntry:
     sig = inspect.signature(cls.__init__ if inspect.isclass(cls) else cls)
-    params = {p.name: p.default for p in sig.parameters.values()
-              if p.kind == inspect.Parameter.KEYWORD_ONLY}
+    keyword = [p for p in sig.parameters.values() if p.kind == inspect.Parameter.KEYWORD_ONLY]
+    params = {p.name: p.default for p in keyword}
+    numeric_words = frozenset(p.name for p in keyword if isinstance(p.default, str) and _takes_number(p.annotation))
     doc = description or (inspect.getdoc(cls) or "").split("\n")[0]
-    return AttackEntry(name, cls, domain, doc, params, dict(getattr(cls, "param_docs", {})))
+    return AttackEntry(name, cls, domain, doc, params, dict(getattr(cls, "param_docs", {})), numeric_words)
+
+
+def _takes_number(annotation) -> bool:
+    """Whether a parameter annotation (a string under ``from __future__ import annotations``) admits a number."""
+    text = annotation if isinstance(annotation, str) else str(annotation)
+    return any(part.strip() in ("float", "int") for part in text.split("|"))
 
 
 def register_resolver(prefix: str, resolver: Callable[[str], AttackEntry]) -> None:
@@ -101,7 +110,13 @@ def check_params(entry: AttackEntry, params: dict) -> dict:
     if unknown and not getattr(entry.cls, "accepts_any_params", False):
         raise ValueError(f"attack {entry.name!r}: unknown parameter(s) {unknown}; valid parameters: "
                          f"{', '.join(entry.describe_params()) or '(none)'}")
-    return {k: check_like(v, entry.params.get(k), f"attack {entry.name!r}: {k}") for k, v in params.items()}
+    out = {}
+    for k, v in params.items():
+        if k in entry.numeric_words and isinstance(v, numbers.Real) and not isinstance(v, bool):
+            out[k] = check_number(v, f"attack {entry.name!r}: {k}")  # stop_accuracy=0.5 as well as "chance"
+        else:
+            out[k] = check_like(v, entry.params.get(k), f"attack {entry.name!r}: {k}")
+    return out
 
 
 def create_attack(name: str, model, **params):

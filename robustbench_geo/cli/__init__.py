@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 import warnings
 
 import click
@@ -11,6 +12,7 @@ from robustbench_geo._version import __version__
 from robustbench_geo.cli.attack import attack
 from robustbench_geo.cli.certify import certify
 from robustbench_geo.cli.listing import list_group
+from robustbench_geo.cli.options import as_click_error
 from robustbench_geo.cli.report import report
 from robustbench_geo.cli.results import results_group
 from robustbench_geo.cli.sweep import sweep
@@ -19,7 +21,8 @@ from robustbench_geo.cli.train import evaluate, train
 
 class OneLineErrors(click.Group):
     """The ``rbgeo`` group: a usage error (``--n abc``, an unknown command or choice, a missing argument) prints
-    one ``Error:`` line that points at ``--help``, like every other error, instead of click's usage block."""
+    one ``Error:`` line that points at ``--help``, like every other error, instead of click's usage block. An error
+    that ``--debug`` lets through prints its traceback and keeps the exit code of its message (2 or 1)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -39,6 +42,10 @@ class OneLineErrors(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - an error --debug let through
+            # the traceback, and the exit code its one-line message would have had (2: bad input, 1: environment)
+            traceback.print_exc()
+            sys.exit(as_click_error(e).exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)  # click.exceptions.Exit comes back as its code
 
 

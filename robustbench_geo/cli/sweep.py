@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from robustbench_geo.cli.options import check_device, check_output_path, data_root_option, handle_errors, quiet_option
@@ -36,7 +38,7 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     from robustbench_geo.check import check_number
     from robustbench_geo.report import write_report
     from robustbench_geo.sweep import estimate_sweep, expand, list_presets, load_config, run_sweep
-    from robustbench_geo.sweep.driver import unique_cells
+    from robustbench_geo.sweep.driver import check_datasets_present, unique_cells
 
     if (config is None) == (preset is None):
         raise ValueError(f"expected a sweep file CONFIG or --preset NAME (presets: {', '.join(list_presets())}), "
@@ -53,8 +55,16 @@ def sweep(config, preset, output, dry_run, executor, jobs, address, threads, lim
     cfg = load_config(preset or config, output=output)
     jobs = 1 if executor == "ray" else jobs or cfg.jobs
     if dry_run:
+        check_datasets_present(cfg, data_root, sizes_only=True)  # test_subset = 100000 fails here, not in the run
         cells = unique_cells(expand(cfg))
-        rows, total = estimate_sweep(cfg, cells, jobs=jobs)
+        timed_on = cfg
+        try:
+            check_device(None, None, cfg.device)
+        except click.ClickException:  # a GPU sweep listed on a machine without one: timed on this CPU instead
+            timed_on = dataclasses.replace(cfg, device="cpu")
+            click.echo(f"note: sweep.device {cfg.device!r} is not available on this machine: times below are estimated "
+                       "on its CPU, and running the sweep here would fail", err=True)
+        rows, total = estimate_sweep(timed_on, cells, jobs=jobs)
         click.echo(f"sweep {cfg.name!r} ({cfg.source}): {len(cells)} cells, output {cfg.output}")
         for r in rows:
             c = r["cell"]

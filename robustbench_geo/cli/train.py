@@ -50,9 +50,15 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
       rbgeo train gcn cora --seed 1
       rbgeo train my_models.py:make_net mnist --epochs 1
     """
+    from robustbench_geo.data import dataset_info
     from robustbench_geo.train_defenses import get_defense
     from robustbench_geo.training import fit
 
+    image_only = [k for k, v in (("--subset", subset), ("--test-subset", test_subset), ("--batch-size", batch_size))
+                  if v is not None]
+    if image_only and dataset_info(dataset).task == "graph":  # they would be ignored
+        raise ValueError(f"{', '.join(image_only)} {'applies' if len(image_only) == 1 else 'apply'} to image datasets "
+                         f"only; graphs train full-batch on their whole split")
     model_kwargs = parse_params(params)
     if deform:
         model_kwargs["deform"] = deform

@@ -61,6 +61,8 @@ def writable_cache(*parts: str) -> Path:
     path = root.joinpath(*parts)
     if root.exists() and not root.is_dir():
         raise CacheError(f"{where} is a file, expected a folder; point RBGEO_CACHE at a writable folder")
+    if not folder_writable(path):  # before mkdir: root may create folders inside a read-only one
+        raise CacheError(f"{where} is not writable; point RBGEO_CACHE at a writable folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -93,7 +93,11 @@ def resolve_params(entry, params: dict, budget) -> dict:
     """The attack's parameters with defaults filled in and ``budget`` mapped to its budget parameter."""
     full = entry.fill(params)
     if budget is not None:
-        full[entry.cls.budget_param] = budget
+        name = entry.cls.budget_param
+        if name in params:  # two settings of one budget: neither may win in silence
+            raise ValueError(f"budget={budget} and the attack parameter {name}={params[name]} both set the budget of "
+                             f"attack {entry.name!r}; give only one (--budget or --param {name})")
+        full[name] = budget
     return full
 
 

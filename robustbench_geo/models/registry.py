@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from robustbench_geo.check import check_finite
+from robustbench_geo.check import check_finite, check_materialised
 from robustbench_geo.data import list_datasets
 from robustbench_geo.registry import Registry
 
@@ -80,7 +80,16 @@ def get_model_entry(name: str) -> ModelEntry:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model (or a ``module:factory`` plug-in) with ``kwargs``."""
     entry = get_model_entry(name)
-    params = inspect.signature(entry.factory).parameters.values()
+    check_parameter_names(name, kwargs)
+    model = entry.factory(**{**entry.defaults, **kwargs})
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r}: the factory must return a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_parameter_names(name: str, kwargs: dict) -> None:
+    """Raise ``TypeError`` for a keyword the factory of ``name`` does not take, naming close matches and the valid ones."""
+    params = inspect.signature(get_model_entry(name).factory).parameters.values()
     if not any(p.kind == p.VAR_KEYWORD for p in params):
         valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         unknown = sorted(set(kwargs) - set(valid))
@@ -88,10 +97,6 @@ def create_model(name: str, **kwargs) -> nn.Module:
             close = [c for u in unknown for c in difflib.get_close_matches(u, valid, n=1)]
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise TypeError(f"model {name!r}: unknown parameter(s) {unknown}.{hint} Valid parameters: {', '.join(valid)}")
-    model = entry.factory(**{**entry.defaults, **kwargs})
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model {name!r}: the factory must return a torch.nn.Module, got {type(model).__name__}")
-    return model
 
 
 def check_task(name: str, info) -> str:
@@ -133,6 +138,7 @@ def check_model_output(model: nn.Module, name: str, task: str, kwargs: dict, gra
     ``graph`` (a loaded graph dataset): graph models are probed on it instead of on a 3-node graph; a
     trained model that holds per-node state (Pro-GNN's learned ``N x N`` graph) runs only on its own.
     """
+    check_materialised(model, f"model {name!r}")
     was_training = model.training
     model.eval()
     try:

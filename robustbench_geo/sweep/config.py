@@ -63,7 +63,9 @@ from robustbench_geo.checkpoint import CheckpointError, check_plugin_allowed, re
 from robustbench_geo.data import dataset_info
 from robustbench_geo.loading import check_fits, check_model_source, read_weights
 from robustbench_geo.models.preprocessing import parse_preprocessing
-from robustbench_geo.models.registry import check_task, get_model_entry, is_plugin_spec
+from robustbench_geo.models.registry import (
+    check_parameter_names, check_task, get_model_entry, is_plugin_spec, model_kwargs_for,
+)
 from robustbench_geo.ops.deform_conv import resolve_backend
 from robustbench_geo.sweep.certify_table import parse_certify_tables
 from robustbench_geo.train_defenses import get_defense
@@ -372,6 +374,12 @@ def _parse_trained_model(label: str, m: dict, p: str, c: _Checker, datasets: dic
     if task == "graph" and train.get("defense", "none") != "none":
         c.fail(f"{p}.defense", "spatial defenses apply to image datasets only")
     params = c.typed(m.get("params", {}), dict, f"{p}.params", "a table of model kwargs")
+    try:  # names the factory does not take, and values the data set (in_channels = 3 on MNIST), fail here, not in a cell
+        check_parameter_names(model, params)
+        if task == "image":
+            model_kwargs_for(model, dataset_info(d.spec), **params)
+    except (TypeError, ValueError) as e:
+        c.fail(f"{p}.params", str(e))
     return ModelCfg(label, model, d.label, task, dict(params), train)
 
 
@@ -453,6 +461,10 @@ def _parse_attack(label: str, a: dict, c: _Checker, datasets: dict[str, DatasetC
     name, entry = c.lookup(a, "attack", label, p, "an attack name", get_attack, hint=" (or 'none' for clean accuracy)")
     params, grid = _attack_params(a, p, c, entry)
     runner = _attack_runner(a, p, c, entry, name)
+    budget_param = getattr(entry.cls, "budget_param", None)
+    if "budget" in a and budget_param in {**params, **grid}:
+        c.fail(f"{p}.budget", f"budget and {budget_param} (in {'grid' if budget_param in grid else 'params'}) both set "
+                              f"the budget of {name!r}; give only one")
     sel = _attack_selection(a, p, c, entry, name, datasets, models)
     return AttackCfg(label, name, entry.domain, sel.get("datasets"), sel.get("models"), dict(params), grid, runner)
 

@@ -23,7 +23,7 @@ from robustbench_geo.check import check_number
 from robustbench_geo.evaluation.outcome import check_metrics
 from robustbench_geo.stats import accuracy_interval
 from robustbench_geo.sweep.cells import Cell, expand
-from robustbench_geo.sweep.config import SweepConfig
+from robustbench_geo.sweep.config import SweepConfig, SweepConfigError
 from robustbench_geo.sweep.executors import make_executor, sigterm_as_interrupt
 from robustbench_geo.sweep.runner import checked_checkpoint_cache, default_checkpoint_cache, run_cell, write_artefacts
 from robustbench_geo.sweep.store import ResultStore, owner_id
@@ -144,37 +144,63 @@ def _logger(folder: Path) -> tuple[logging.Logger, Path]:
     return log, path
 
 
-def check_datasets_present(cfg: SweepConfig, data_root=None) -> None:
-    """Before the first cell: every dataset the sweep reads is on disk or can be downloaded now.
+def check_datasets_present(cfg: SweepConfig, data_root=None, *, sizes_only: bool = False) -> None:
+    """Before the first cell: every dataset the sweep reads is on disk or can be downloaded now, and holds
+    the ``test_subset``/``train_subset`` it asks for.
 
     Each dataset's test split (and the training split of models the sweep trains) is opened once, which
     checks (and fetches) its raw files. Missing ones raise one :class:`DataMissingError` line naming
-    them all, the data root and how to point at a mirror, instead of every cell failing with it.
+    them all, the data root and how to point at a mirror, instead of every cell failing with it; a
+    subset larger than its split raises :class:`SweepConfigError` naming the key. ``sizes_only`` (a dry
+    run) opens only the splits a subset is asked of, and data not on disk are not an error there.
     """
     from robustbench_geo.data import load_dataset
-    from robustbench_geo.data.root import DataMissingError, resolve_data_root
+    from robustbench_geo.data.root import ChecksumError, DataMissingError, resolve_data_root
 
-    need = {(d.spec, "test" if d.task == "image" else None) for d in cfg.datasets.values()}
-    need |= {(cfg.datasets[m.dataset].spec, "train") for m in cfg.models.values()
-             if m.source == "train" and cfg.datasets[m.dataset].task == "image"}
+    need: dict[tuple, list] = {}  # (spec, split) -> [(subset, its key)]
+    for d in cfg.datasets.values():
+        need.setdefault((d.spec, "test" if d.task == "image" else None), []).append(
+            (d.test_subset, f"datasets.{d.label}.test_subset"))
+    for m in cfg.models.values():
+        d = cfg.datasets[m.dataset]
+        if m.source == "train" and d.task == "image":
+            need.setdefault((d.spec, "train"), []).append((d.train_subset, f"datasets.{d.label}.train_subset"))
     missing: dict[str, None] = {}
     names: dict[str, None] = {}
     root = resolve_data_root(data_root)
-    for spec, split in sorted(need, key=str):
+    for (spec, split), subsets in sorted(need.items(), key=str):
+        n, key = max(((n, k) for n, k in subsets if n is not None), default=(1, None))
+        if sizes_only and key is None:
+            continue
         try:
             if split is None:
-                load_dataset(spec, root=data_root)
+                load_dataset(spec, root=data_root, download=not sizes_only)
             else:
-                load_dataset(spec, split=split, root=data_root, subset=1)
+                load_dataset(spec, split=split, root=data_root, subset=n, download=not sizes_only)
         except DataMissingError as e:
             root = getattr(e, "root", root)
             missing.update(dict.fromkeys(getattr(e, "missing", [spec])))
             names[spec] = None
-    if missing:
+        except ChecksumError:
+            raise
+        except ValueError as e:  # a subset larger than the split would fail every cell
+            if key is None:
+                raise
+            raise SweepConfigError(f"{cfg.source}: {key}: {e}") from None
+    if missing and not sizes_only:
         raise DataMissingError(
             f"the sweep needs {len(missing)} file(s) missing under the data root {root} (datasets "
             f"{', '.join(names)}): {', '.join(missing)}; point RBGEO_DATA or --data-root at a mirror that has them, "
             "or run once with network access so they can be downloaded. No cell was run")
+
+
+def runs_user_code(cfg: SweepConfig) -> bool:
+    """Whether a cell builds a model from the user's code (a plug-in ``file.py:factory``): such a sweep runs its
+    cells in a worker process even with one job, so that a crash there (a segfault) fails the cell with its
+    reason and the sweep goes on, instead of ending the driver."""
+    from robustbench_geo.models.registry import is_plugin_spec
+
+    return any(is_plugin_spec(m.model) for m in cfg.models.values())
 
 
 def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = None, address: str | None = None,
@@ -226,7 +252,8 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
                  cfg.name, cfg.source, len(cells), len(todo), cfg.output, cache, executor, jobs)
         if limit is not None:
             todo = todo[:limit]
-        ex = make_executor(executor, jobs=jobs, address=address, device=cfg.device, threads=threads)
+        ex = make_executor(executor, jobs=jobs, address=address, device=cfg.device, threads=threads,
+                           isolate=runs_user_code(cfg))
         if ex.slots > 1:
             todo = _interleave(todo)
         owner = owner_id()

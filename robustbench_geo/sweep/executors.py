@@ -6,7 +6,8 @@ result; only the driver writes the store, so the choice of executor never change
 * :class:`LocalExecutor`: in the driver process, one cell after the other (progress bars for
   epochs and attack iterations are shown);
 * :class:`ProcessExecutor`: ``--jobs N`` worker processes (spawned, each with
-  ``cpu_count // N`` torch threads);
+  ``cpu_count // N`` torch threads), also for one job when a cell runs the user's code (a plug-in
+  model or factory), so that a crash there fails the cell, not the sweep;
 * :class:`RayExecutor`: Ray tasks on a local Ray instance or a cluster (``--address``), one CPU per
   task (or ``threads``) and one GPU per task when the sweep's device is CUDA. Ray is the optional
   extra ``pip install 'robustbench_geo[ray]'``; the checkpoint cache should be on storage every
@@ -23,6 +24,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 
@@ -81,13 +83,27 @@ _PR_SET_PDEATHSIG = 1
 
 
 def start_worker(parent_pid: int, warning_filters: list) -> None:
-    """Worker initializer: :func:`die_with_parent`, and the driver's warning filters (spawned workers start bare)."""
+    """Worker initializer: :func:`die_with_parent`, and the driver's warning filters (spawned workers start bare).
+
+    tqdm gets a thread lock: its default is a multiprocessing semaphore, which a worker that dies inside a
+    cell (a segfault) can never release, so Python's resource tracker would warn of it at the sweep's end.
+    Workers draw no bars, so no lock is shared across processes.
+    """
+    from tqdm import tqdm
+
     warnings.filters[:] = warning_filters
+    tqdm.set_lock(threading.RLock())
     die_with_parent(parent_pid)
 
 
 class ProcessExecutor:
-    """``jobs`` spawned worker processes (no inner progress bars: they would interleave)."""
+    """``jobs`` spawned worker processes (no inner progress bars: they would interleave).
+
+    Each worker has a pool of its own: a worker that dies inside a cell (a segfault or ``os.abort`` in a
+    model or plug-in, the out-of-memory killer) fails that one cell with the reason and is replaced for the
+    next one, while the other workers' cells go on (a shared pool would fail every cell in flight and
+    refuse new ones).
+    """
 
     name = "process"
 
@@ -97,38 +113,78 @@ class ProcessExecutor:
         if jobs < 1:
             raise ValueError(f"--jobs: expected at least 1 worker process, got {jobs}")
         self.slots = jobs
-        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                        initializer=start_worker, initargs=(os.getpid(), list(warnings.filters)))
-        self.futures: dict = {}
+        # one worker (a sweep isolated for its user code) keeps torch's own default, as in the driver
+        self.threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
+        self._context = mp.get_context("spawn")
+        self.pools: list[ProcessPoolExecutor | None] = [None] * jobs
+        self.futures: dict = {}  # future -> (key, slot, its worker processes, start time)
+
+    def _pool(self, slot: int) -> ProcessPoolExecutor:
+        if self.pools[slot] is None:
+            self.pools[slot] = ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=start_worker,
+                                                   initargs=(os.getpid(), list(warnings.filters)))
+        return self.pools[slot]
 
     def submit(self, key, fn, kwargs: dict) -> None:
-        self.futures[self.pool.submit(fn, **{**kwargs, "threads": self.threads, "progress": False})] = key
+        busy = {slot for _, slot, _, _ in self.futures.values()}
+        slot = next(i for i in range(self.slots) if i not in busy)
+        pool = self._pool(slot)
+        try:
+            fut = pool.submit(fn, **{**kwargs, "threads": self.threads, "progress": False})
+        except BrokenProcessPool:  # its worker died between cells: start another
+            self.pools[slot] = None
+            pool = self._pool(slot)
+            fut = pool.submit(fn, **{**kwargs, "threads": self.threads, "progress": False})
+        self.futures[fut] = (key, slot, list((getattr(pool, "_processes", None) or {}).values()), time.perf_counter())
 
     def next_result(self):
         done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
         fut = next(iter(done))
-        key = self.futures.pop(fut)
+        key, slot, workers, started = self.futures.pop(fut)
         try:
             return key, fut.result()
-        except Exception as e:  # noqa: BLE001 - a worker that died (e.g. out of memory)
-            return key, {"ok": False, "error": f"worker process failed: {type(e).__name__}: {e}", "seconds": 0.0}
+        except BrokenProcessPool:  # the worker died inside the cell: only this slot's pool is broken
+            broken, self.pools[slot] = self.pools[slot], None
+            broken.shutdown(wait=True, cancel_futures=True)  # its manager thread has reaped the dead worker then
+            error = f"the worker process running this cell {_death(workers)} (a crash in the model's or a plug-in's code?)"
+        except Exception as e:  # noqa: BLE001 - the result could not be sent back (e.g. it does not pickle)
+            error = f"worker process failed: {type(e).__name__}: {e}"
+        return key, {"ok": False, "error": error, "seconds": time.perf_counter() - started}
 
     def pending(self) -> int:
         return len(self.futures)
 
     def shutdown(self) -> None:
-        """Stop the pool; workers still inside a cell (an interrupted sweep) are killed, not waited for: a cell
+        """Stop the workers; those still inside a cell (an interrupted sweep) are killed, not waited for: a cell
         stuck in user code (a sleeping plug-in) would otherwise keep the driver alive at exit."""
-        abandoned = [f for f in self.futures if not f.done()]
-        workers = list((getattr(self.pool, "_processes", None) or {}).values())
-        if abandoned:
-            for w in workers:
-                w.kill()
-            for w in workers:
-                w.join(5)
-        self.pool.shutdown(wait=not abandoned, cancel_futures=True)
+        abandoned = {slot for f, (_, slot, _, _) in self.futures.items() if not f.done()}
+        for slot, pool in enumerate(self.pools):
+            if pool is None:
+                continue
+            if slot in abandoned:
+                workers = list((getattr(pool, "_processes", None) or {}).values())
+                for w in workers:
+                    w.kill()
+                for w in workers:
+                    w.join(5)
+            pool.shutdown(wait=slot not in abandoned, cancel_futures=True)
+        self.pools = [None] * self.slots
         self.futures.clear()
+
+
+def _death(workers: list) -> str:
+    """How a worker process ended: ``died of signal SIGSEGV (Segmentation fault)``, ``exited with status 3``."""
+    codes = [w.exitcode for w in workers if w.exitcode is not None]
+    if not codes:
+        return "died"
+    code = codes[0]
+    if code < 0:
+        try:
+            sig = signal.Signals(-code)
+            return f"died of signal {sig.name} ({signal.strsignal(sig) or sig.name})"
+        except ValueError:
+            return f"died of signal {-code}"
+    return f"exited with status {code}"
 
 
 def sigterm_as_interrupt() -> Callable[[], None]:
@@ -212,10 +268,14 @@ class RayExecutor:
 
 
 def make_executor(kind: str = "local", *, jobs: int = 1, address: str | None = None, device: str = "cpu",
-                  threads: int | None = None):
-    """``local`` (``jobs`` > 1 means worker processes) or ``ray``."""
+                  threads: int | None = None, isolate: bool = False):
+    """``local`` (``jobs`` > 1, or ``isolate``, means worker processes) or ``ray``.
+
+    ``isolate`` runs even a single job in a worker process: for cells that run the user's code, whose crash
+    (a segfault) would otherwise end the driver instead of failing the cell.
+    """
     if kind == "local":
-        return LocalExecutor(threads) if jobs == 1 else ProcessExecutor(jobs, threads)
+        return LocalExecutor(threads) if jobs == 1 and not isolate else ProcessExecutor(jobs, threads)
     if kind == "ray":
         return RayExecutor(address, device=device, threads=threads)
     raise ValueError(f"--executor: expected 'local' or 'ray', got {kind!r}")

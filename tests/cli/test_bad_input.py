@@ -47,6 +47,10 @@ def exits(**kwargs):
     raise SystemExit(0)
 
 
+def meta_model(num_classes=10, **kwargs):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes, device="meta"))  # parameters without values
+
+
 def exits_os(**kwargs):
     import os
 
@@ -205,12 +209,21 @@ CASES = [
     Case("mode-on-image", f"{ATTACK} grid --mode poisoning", 2, ("--mode", "graph attacks only")),
     Case("n-on-graph", f"{GRAPH_ATTACK} --n 10", 2, ("--n", "applies to image attacks only", "a graph attack")),
     Case("batch-size-on-graph", f"{GRAPH_ATTACK} --batch-size 8", 2, ("--batch-size", "image attacks only")),
+    Case("budget-twice", f"{GRAPH_ATTACK} --budget 0.1 --param budget_edge_fraction=0.05", 2,
+         ("budget=0.1", "budget_edge_fraction=0.05", "give only one")),
+    Case("auto-stop-accuracy-above-1", "attack {ck}/gcn cora --quiet --attack auto --param stop_accuracy=1.5", 2,
+         ("stop_accuracy", "[0, 1]", "1.5")),
     Case("backend-bogus", f"{ATTACK} grid --deform-backend bogus", 2, ("--deform-backend", "bogus", "native")),
     # training and dataset options
     Case("lr-inf", f"{TRAIN} --lr inf", 2, ("lr", "finite")),
     Case("lr-zero", f"{TRAIN} --lr 0", 2, ("lr", "(0.0")),
     Case("subset-zero", f"{TRAIN.replace('--subset 64', '--subset 0')}", 2, ("subset", "[1, 60000]", "got 0")),
     Case("batch-size-zero", f"{TRAIN} --batch-size 0", 2, ("batch_size",)),
+    Case("epochs-zero", f"{TRAIN} --epochs 0", 2, ("epochs", ">= 1", "got 0")),
+    Case("graph-train-subset", "train gcn cora --quiet --epochs 2 --subset 10 --out {w}/new", 2,
+         ("--subset", "image datasets only")),
+    Case("graph-train-batch-size", "train gcn cora --quiet --epochs 2 --batch-size 7 --out {w}/new", 2,
+         ("--batch-size", "image datasets only")),
     Case("num-classes", f"{TRAIN} --param num_classes=5", 2, ("num_classes", "10", "got 5")),
     Case("in-channels", f"{TRAIN} --param in_channels=3", 2, ("in_channels", "got 3")),
     Case("rotated-inf", "eval {ck}/madry mnist-rotated:max_angle_deg=inf --subset 10", 2, ("max_angle_deg", "finite")),
@@ -236,6 +249,24 @@ CASES = [
     Case("sweep-checkpoint-cache-read-only", "sweep {w}/s.toml --quiet", 1, ("checkpoint_cache", "not writable"),
          lambda w: (_toml(tiny_toml("OUT", cache="CACHE").replace("CACHE", str(w / "rocache")))(w),
                     _read_only("rocache")(w))),
+    Case("sweep-cache-read-only", "sweep {w}/s.toml --quiet", 1, ("RBGEO_CACHE", "not writable"),
+         lambda w: (_toml(tiny_toml("OUT"))(w), _read_only("rocache")(w)), {"RBGEO_CACHE": "{w}/rocache"}),
+    Case("sweep-test-subset-too-large", "sweep {w}/s.toml --quiet", 2,
+         ("datasets.mnist.test_subset", "[1, 10000]", "got 100000"),
+         _toml(tiny_toml("OUT").replace("test_subset = 60", "test_subset = 100000"))),
+    Case("sweep-test-subset-too-large-dry-run", "sweep {w}/s.toml --dry-run", 2,
+         ("datasets.mnist.test_subset", "got 100000"),
+         _toml(tiny_toml("OUT").replace("test_subset = 60", "test_subset = 100000"))),
+    Case("sweep-model-params-in-channels", "sweep {w}/s.toml --quiet", 2,
+         ("models.cnn.params", "line", "in_channels", "set by the data"),
+         _toml(tiny_toml("OUT").replace("epochs = 1", "epochs = 1\nparams = { in_channels = 3 }"))),
+    Case("sweep-model-params-typo", "sweep {w}/s.toml --quiet", 2, ("models.cnn.params", "hiddn", "Valid parameters"),
+         _toml(tiny_toml("OUT").replace("epochs = 1", "epochs = 1\nparams = { hiddn = 3 }"))),
+    Case("sweep-budget-twice", "sweep {w}/s.toml --quiet", 2, ("attacks.d.budget", "budget_edge_fraction", "only one"),
+         _toml(tiny_toml("OUT", graph=True, attacks='\n[attacks.d]\nattack = "dice"\nbudget = [0.1]\n'
+                                                     'params = { budget_edge_fraction = 0.05 }\n'))),
+    Case("sweep-epochs-zero", "sweep {w}/s.toml --quiet", 2, ("models.cnn.epochs", ">= 1", "got 0"),
+         _toml(tiny_toml("OUT").replace("epochs = 1", "epochs = 0"))),
     Case("limit-negative", "sweep {w}/s.toml --quiet --limit -1", 2, ("--limit", "got -1"), _toml(tiny_toml("OUT"))),
     Case("threads-negative", "sweep {w}/s.toml --quiet --threads -3", 2, ("--threads", "got -3"), _toml(tiny_toml("OUT"))),
     # dataset variant and split of a checkpoint
@@ -252,6 +283,7 @@ CASES = [
          process=True),
     Case("plugin-raises-on-import", "train {ck}/badimport.py:f mnist --out {w}/new", 2,
          ("badimport.py", "RuntimeError", "broken at import")),
+    Case("plugin-meta-model", "eval --model {ck}/plug.py:meta_model mnist --subset 10", 2, ("meta_model", "meta device")),
     Case("plugin-without-factory", "eval --model {ck}/plug.py mnist --subset 10", 2, ("plug.py", "FILE.py:FACTORY")),
     Case("model-param-typo", f"{TRAIN} --param num_clases=10", 2, ("num_clases", "Did you mean 'num_classes'", "in_channels")),
     Case("plugin-file-missing", "train {w}/nothere.py:f mnist --out {w}/new", 2, ("nothere.py", "not found")),
@@ -331,17 +363,33 @@ def test_bad_input(case: Case, ck, tmp_path, monkeypatch):
                 p.chmod(0o755)
 
 
-def test_debug_shows_the_traceback(ck):
-    result = CliRunner().invoke(main, ["--debug", "attack", f"{ck}/madry", "mnist", "--attack", "grid",
-                                       "--param", "max_angle_deg=inf"])
-    assert result.exit_code != 0 and isinstance(result.exception, ValueError)
-    assert "max_angle_deg" in str(result.exception)
+def test_debug_shows_the_traceback_with_the_same_exit_code(ck, tmp_path):
+    """``--debug`` prints the traceback instead of the one line, and keeps the exit code (it used to turn 2 into 1)."""
+    bad = CliRunner().invoke(main, ["--debug", "attack", f"{ck}/madry", "mnist", "--attack", "grid",
+                                    "--param", "max_angle_deg=inf"])
+    assert bad.exit_code == 2, bad.output
+    assert "Traceback" in bad.output and "ValueError" in bad.output and "max_angle_deg" in bad.output
+    missing = CliRunner().invoke(main, ["--debug", "eval", str(tmp_path / "nope"), "mnist"])
+    assert missing.exit_code == 1, missing.output
+    assert "Traceback" in missing.output and "CheckpointError" in missing.output
 
 
 def test_force_evaluates_another_split_with_a_warning(ck):
     result = CliRunner().invoke(main, ["eval", f"{ck}/gcn", "cora:nettack", "--force"])
     assert result.exit_code == 0, result.output
     assert "warning (--force)" in result.output and "clean accuracy" in result.output
+
+
+def test_auto_takes_a_stop_accuracy_fraction_from_the_command_line(ck, tmp_path):
+    """``stop_accuracy`` defaults to the word 'chance' but takes a fraction: ``--param stop_accuracy=1.0`` used to be
+    refused ("expected a string"). At 1.0 the portfolio stops after its first member; the rest are skipped."""
+    result = CliRunner().invoke(main, ["attack", f"{ck}/gcn", "cora", "--quiet", "--attack", "auto", "--budget", "0.01",
+                                       "--param", "stop_accuracy=1.0", "--param", "steps=2", "--param", "refine_steps=1",
+                                       "--param", "chain=false", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    outcome = json.loads((tmp_path / "out" / "outcome.json").read_text())[0]
+    assert outcome["params"]["stop_accuracy"] == 1.0
+    assert "robust accuracy" in result.output
 
 
 def test_checkpoint_records_what_it_was_trained_on(ck):

@@ -91,3 +91,46 @@ def test_worker_processes_inherit_the_drivers_warning_filters():
             ex.shutdown()
     assert key == "k" and all(f in got for f in expected)  # libraries the worker imports may add their own
     assert ("ignore", "FutureWarning", "some_library") in got
+
+
+def _segfault(**_):
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: the process dies of SIGSEGV
+
+
+def _sleep_then_answer(seconds: float = 2.0, **_):
+    import time
+
+    time.sleep(seconds)
+    return {"ok": True, "pid": __import__("os").getpid()}
+
+
+def test_a_worker_that_segfaults_fails_only_its_own_cell():
+    """Each worker has its own pool: the cell beside a segfault finishes, and the dead worker is replaced."""
+    from robustbench_geo.sweep.executors import ProcessExecutor
+
+    ex = ProcessExecutor(2, threads=1)
+    try:
+        ex.submit("crash", _segfault, {})
+        ex.submit("fine", _sleep_then_answer, {"seconds": 3.0})
+        results = dict(ex.next_result() for _ in range(2))
+        ex.submit("after", _sleep_then_answer, {"seconds": 0.0})  # the crashed slot takes new cells
+        key, after = ex.next_result()
+    finally:
+        ex.shutdown()
+    assert not results["crash"]["ok"] and "SIGSEGV" in results["crash"]["error"], results["crash"]
+    assert results["fine"]["ok"], results["fine"]
+    assert key == "after" and after["ok"]
+
+
+def test_one_job_runs_in_a_worker_when_cells_run_user_code():
+    from robustbench_geo.sweep.executors import LocalExecutor, ProcessExecutor, make_executor
+
+    assert isinstance(make_executor("local", jobs=1), LocalExecutor)
+    isolated = make_executor("local", jobs=1, isolate=True)
+    try:
+        assert isinstance(isolated, ProcessExecutor) and isolated.slots == 1
+        assert isolated.threads is None  # torch's default in the worker, as in the driver
+    finally:
+        isolated.shutdown()

@@ -177,6 +177,12 @@ def exits_os(**kwargs):
     os._exit(0)  # ends the process at once, with exit status 0
 
 
+def segfaults(**kwargs):
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: the process dies of SIGSEGV
+
+
 def sleeps(num_classes=10, **kwargs):
     """Sleeps while RBGEO_TEST_SLEEP is set (a cell stuck in user code), else builds a small model."""
     if os.environ.get("RBGEO_TEST_SLEEP"):
@@ -254,3 +260,22 @@ def test_a_signal_ends_a_sweep_stuck_in_user_code(tmp_path, sig, jobs):
     with ResultStore(tmp_path / "out") as store:
         cells = store.cells()
         assert store.status_counts() == {"done": 2} and len({c["hash"] for c in cells}) == 2
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_segfault_in_a_plugin_fails_its_cell_and_the_sweep_goes_on(tmp_path, jobs):
+    """A factory that segfaults fails its cell with the signal named (under ``--jobs 1`` it used to end the driver
+    with the cell left ``running``); the other model's cell is done, and the sweep exits 1."""
+    from robustbench_geo.sweep.store import ResultStore
+
+    ok = f'\n[models.ok]\nmodel = "{tmp_path}/user.py:sleeps"\ndataset = "mnist"\nepochs = 1\n'
+    args = _sweep_with(tmp_path, "segfaults")
+    (tmp_path / "s.toml").write_text((tmp_path / "s.toml").read_text() + ok)
+    run = subprocess.run(args + ["--jobs", str(jobs)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 cell(s) failed" in run.stdout + run.stderr and "SIGSEGV" in run.stdout
+    with ResultStore(tmp_path / "out") as store:
+        assert store.status_counts() == {"done": 1, "failed": 1}
+        failed = [c for c in store.cells() if c["status"] == "failed"]
+        assert "died of signal SIGSEGV" in failed[0]["error"]
