@@ -135,6 +135,16 @@ def _attack_points(a: AttackCfg, d: DatasetCfg, task: str) -> Iterator[tuple[dic
         yield point, params, runner
 
 
+def call_params(name: str, params: dict, runner: dict) -> dict:
+    """The parameters a cell passes to its attack: the stored ``params`` have every default filled in (they
+    key the cell), so where the runner's ``budget`` sets the budget, the budget parameter's filled-in default
+    is dropped; the parser refuses a sweep that sets both explicitly."""
+    budget_param = getattr(get_attack(name).cls, "budget_param", None)
+    if runner.get("budget") is None or budget_param is None:
+        return dict(params)
+    return {k: v for k, v in params.items() if k != budget_param}
+
+
 def _cell(cfg: SweepConfig, m: ModelCfg, a: AttackCfg, d: DatasetCfg, point: dict, params: dict, runner: dict,
           seed: int) -> Cell:
     """One cell: its stored config, and the hash of everything in it that can change the result."""

@@ -32,6 +32,7 @@ from robustbench_geo.models import set_deform_backend
 from robustbench_geo.models.deformable import deformable_layers
 from robustbench_geo.models.vote import MajorityVote
 from robustbench_geo.loading import Evaluated, evaluation_data, load_evaluated
+from robustbench_geo.sweep.cells import call_params
 from robustbench_geo.training import fit
 
 #: test images used for the clean accuracy recorded in a cached checkpoint's metadata
@@ -153,7 +154,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
             outcome = evaluate_model(model, ds, certificate=att["params"], meta=meta, seed=seed, progress=progress)
         else:
-            outcome = evaluate_model(model, ds, att["name"], att["params"], meta=meta, seed=seed, progress=progress,
+            outcome = evaluate_model(model, ds, att["name"], call_params(att["name"], att["params"], runner), meta=meta, seed=seed, progress=progress,
                                      device=device, **runner)
         attack_s, attack_cpu = time.perf_counter() - ta, time.process_time() - ca
         metrics = dict(outcome.metrics)

@@ -32,6 +32,7 @@ from robustbench_geo.data import dataset_info, load_dataset
 from robustbench_geo.evaluation.graph import resolve_params
 from robustbench_geo.loading import load_model
 from robustbench_geo.models import build_model
+from robustbench_geo.sweep.cells import call_params
 from robustbench_geo.train_defenses import get_defense
 
 
@@ -109,7 +110,7 @@ def graph_attack_seconds(attack: str, params: dict, runner: dict, model: str, mo
     if not hasattr(entry.cls, "estimate_seconds"):
         return GRAPH_ATTACK_GUESS_S, "guess"
     memo = {} if memo is None else memo
-    full = resolve_params(entry, dict(params), runner.get("budget"))
+    full = resolve_params(entry, call_params(attack, params, runner), runner.get("budget"))
     key = (attack, repr(sorted(full.items())), model, repr(sorted(model_params.items())), spec)
     if key not in memo:
         if ("graph", spec) not in memo:
