@@ -218,6 +218,10 @@ def test_a_factory_calling_os_exit_fails_its_cell_and_the_sweep_goes_on(tmp_path
         assert all("os._exit(0)" in c["error"] for c in store.cells())
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig,jobs", [(signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
                          ids=["int-jobs1", "int-jobs2", "term-jobs1", "term-jobs2"])
@@ -227,8 +231,10 @@ def test_a_signal_ends_a_sweep_stuck_in_user_code(tmp_path, sig, jobs):
     from robustbench_geo.sweep.store import ResultStore
 
     args = _sweep_with(tmp_path, "sleeps", seeds=(0, 1)) + ["--jobs", str(jobs)]
+    # a shell starts background jobs with SIGINT ignored and Python then installs no handler: give the driver
+    # the disposition an interactive user's sweep has, or a suite run with '&' or nohup cannot test SIGINT
     driver = subprocess.Popen(args, cwd=tmp_path, env=_env(RBGEO_TEST_SLEEP="1"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.DEVNULL, preexec_fn=_default_sigint)
     everyone: list[int] = []
     try:
         deadline = time.time() + 120
