@@ -42,6 +42,7 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -182,6 +183,45 @@ def _fmt_table(rows, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def table_rows(rows, names: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The docs table of :func:`_fmt_table`: one row per shape and mode, milliseconds and the two ratios."""
+    ours = names[0]
+    columns = ["shape (B, Cin, HxW -> Cout, stride)", "mode", *(f"{n} ms" for n in names), f"tv/{ours}", f"{ours}/conv2d"]
+    out = []
+    for r in rows:
+        b, c, h, w, co, s = r["shape"]
+        for mode in ("fwd", "fwd_bwd"):
+            m = r[mode]
+            tv = f"{m['torchvision_ms'] / m[ours + '_ms']:.2f}x" if "torchvision_ms" in m else "-"
+            cv = f"{m[ours + '_ms'] / m['conv2d_ms']:.2f}x" if "conv2d_ms" in m else "-"
+            out.append([f"{r['source']}: {b}, {c}, {h}x{w} -> {co}, s{s}", mode.replace("_", "+"),
+                        *(f"{m[n + '_ms']:.2f}" for n in names), tv, cv])
+    return columns, out
+
+
+def write_stored(path: str, results: str, date: str | None = None) -> int:
+    """Render a stored ``--json`` output (a GPU session's) as a docs results file, with the measuring
+    machine, date and versions taken from the stored output rather than from this machine."""
+    from results_file import markdown, write_results
+
+    res = json.loads(Path(path).read_text())
+    meta = res["meta"]
+    names = meta["ops"]
+    columns, rows = table_rows(res["shapes"], names)
+    where = meta.get("gpu", f"{meta['threads']} CPU threads")
+    what = (f"Deformable convolution (float32, 3x3, padding 1, with mask), milliseconds per call, median of "
+            f"{meta['reps']} interleaved runs ({meta.get('timing', 'wall clock')}), on {where}; ops: {', '.join(names)}; "
+            f"TF32 in GEMMs {'on' if meta.get('matmul_tf32') else 'off'}, cuDNN TF32 {'on' if meta.get('cudnn_tf32') else 'off'} "
+            f"(conv2d's baseline); tv/{names[0]} > 1 means {names[0]} is faster")
+    if not (meta.get("date") or date):
+        raise SystemExit(f"{path} records no date (written before --json stored one): pass --measured-on 'YYYY-MM-DD HH:MM UTC'")
+    measured = {"date": meta.get("date") or date, "machine": {"device": meta["device"], "gpu": meta.get("gpu"),
+                "threads": meta["threads"], "load_average": meta["load_average"]}, "versions": meta["versions"]}
+    write_results(results, what, columns, rows, data=res, measured=measured)
+    print(markdown(columns, rows))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=sorted(DEVICE_OPS), default="cpu", help="where the ops run (see above)")
@@ -199,7 +239,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--from-json", default=None, metavar="FILE", help="render a stored --json output (with --results)")
+    p.add_argument("--results", default=None, help="with --from-json: write benchmarks/results/<topic>/<name>.json")
+    p.add_argument("--measured-on", default=None, help="with --from-json: the date of a stored output that records none")
     args = p.parse_args(argv)
+    if args.from_json or args.results:
+        if not (args.from_json and args.results):
+            p.error("--from-json and --results go together: the stored --json output and the results file to write")
+        return write_stored(args.from_json, args.results, args.measured_on)
     if args.reps < 1:
         p.error(f"--reps: expected a positive number, got {args.reps}")
     if args.threads is not None:
@@ -237,6 +284,7 @@ def main(argv=None) -> int:
     meta = {"device": args.device, "ops": ops, "tiles": args.tiles, "reps": args.reps, "threads": torch.get_num_threads(),
             "dtype": "float32", "kernel": "3x3, padding 1, mask", "native_impl": native_impl,
             "auto_backend": resolve_backend("auto", args.device), "load_average": list(os.getloadavg()),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "versions": versions()}
     if args.device == "cuda":
         meta.update(gpu=torch.cuda.get_device_name(), timing="CUDA events after one warm-up call per op",

@@ -75,7 +75,8 @@ PY
         cp /tmp/quick_cuda/results.csv "$OUT/quick_cuda_results.csv" 2>/dev/null || true
         ;;
     scaled)
-        step scaled 600 sh -c "python3 benchmarks/scaled_mnist.py --device cuda --json > '$OUT/scaled_mnist.json'"
+        # SCALED_ARGS, e.g. "--seeds 0,1,2 --jobs 3": the full protocol's three seeds side by side on one GPU
+        step scaled 600 sh -c "python3 benchmarks/scaled_mnist.py --device cuda --json ${SCALED_ARGS:-} > '$OUT/scaled_mnist.json'"
         ;;
     *)
         echo "unknown step '$s'; expected some of: env tests bench sweep tune scaled"

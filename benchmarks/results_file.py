@@ -34,6 +34,10 @@ def command_line() -> str:
     return " ".join(["python", shlex.quote(str(script)), *(shlex.quote(a) for a in sys.argv[1:])])
 
 
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def machine() -> dict:
     """The machine and its load when the file is written."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -42,7 +46,7 @@ def machine() -> dict:
 
 
 def write_results(path, what: str, columns: list[str], rows: list[list], *, data=None, command: str | None = None,
-                  notes: str | None = None) -> Path:
+                  notes: str | None = None, measured: dict | None = None) -> Path:
     """Write ``{"schema", "what", "command", "measured", "table", "data"}`` to ``path`` (created atomically).
 
     Args:
@@ -52,6 +56,8 @@ def write_results(path, what: str, columns: list[str], rows: list[list], *, data
         data: the raw numbers the cells are computed from (per seed, per run, ...), JSON-ready.
         command: the command to record (default: this process's own command line).
         notes: anything a reader needs to reproduce or judge the numbers (load, deviations).
+        measured: ``{"date", "machine", "versions"}`` of a measurement taken elsewhere (a GPU session's
+            stored output rendered here); default: now, this machine, these versions.
     """
     from robustbench_geo._version import versions
 
@@ -59,8 +65,7 @@ def write_results(path, what: str, columns: list[str], rows: list[list], *, data
     if any(len(r) != len(columns) for r in cells):
         raise ValueError(f"rows: expected {len(columns)} cells per row (the columns), got {[len(r) for r in cells]}")
     record = {"schema": SCHEMA, "what": what, "command": command or command_line(),
-              "measured": {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                           "machine": machine(), "versions": versions()},
+              "measured": measured or {"date": now_utc(), "machine": machine(), "versions": versions()},
               "table": {"columns": [str(c) for c in columns], "rows": cells}, "data": data, "notes": notes}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

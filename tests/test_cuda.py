@@ -187,8 +187,7 @@ def test_deform_cnn_trains_with_the_triton_backend(mnist_root, tmp_path):
 def test_tiny_sweep_with_image_and_graph_cells_on_cuda(tmp_path, mnist_root, cora_root):
     import dataclasses
 
-    from robustbench_geo.sweep import load_config, run_sweep
-    from robustbench_geo.sweep.config import expand
+    from robustbench_geo.sweep import expand, load_config, run_sweep
     from tests.sweep.quick_fixture import shrink
 
     cfg = shrink(load_config("quick", output=tmp_path / "quick"), train_subset=256, test_subset=16)

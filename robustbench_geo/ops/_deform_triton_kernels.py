@@ -132,7 +132,7 @@ def deform_fwd_kernel(x_ptr, off_ptr, msk_ptr, w_ptr, bias_ptr, out_ptr,
                 a = _gather_blend(x_ptr, p00, ok00, ok01, ok10, ok11, w00, w01, w10, w11, ch, ch_ok, W, C)
                 wrow = (gi * K + k) * CPG + (ch - c_lo)
                 wtile = tl.load(w_ptr + wrow[:, None] * COG + ns[None, :], mask=ch_ok[:, None] & n_ok[None, :], other=0.0)
-                acc = tl.dot(a, wtile, acc, input_precision=PRECISION)
+                acc = tl.dot(a, wtile, acc, input_precision=PRECISION, out_dtype=acc.dtype)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + gi * COG + ns, mask=n_ok, other=0.0)[None, :]
     optr = out_ptr + (b * CO * L + l)[:, None] + ((gi * COG + ns) * L)[None, :]
@@ -186,7 +186,7 @@ def deform_bwd_data_kernel(x_ptr, off_ptr, msk_ptr, wt_ptr, go_ptr, gx_ptr, goff
                 go = tl.load(go_ptr + go_rows[:, None] + ((gi * COG + ns) * L)[None, :],
                              mask=row_ok[:, None] & n_ok[None, :], other=0.0)
                 wtile = tl.load(wt_ptr + wcol[None, :] + (ns * CPG)[:, None], mask=n_ok[:, None] & ch_ok[None, :], other=0.0)
-                gcol = tl.dot(go, wtile, gcol, input_precision=PRECISION)
+                gcol = tl.dot(go, wtile, gcol, input_precision=PRECISION, out_dtype=gcol.dtype)
             if NEED_INPUT:
                 cm = ch_ok[None, :]
                 dst = gx_ptr + p00[:, None] + ch[None, :]
@@ -251,6 +251,6 @@ def deform_bwd_weight_kernel(x_ptr, off_ptr, msk_ptr, go_ptr, gw_ptr,
                                WO, KW, SH, SW, PH, PW, DH, DW, HAS_MASK)
         go = tl.load(go_ptr + (b * CO * L + l)[:, None] + ((gi * COG + ns) * L)[None, :],
                      mask=row_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = tl.dot(tl.trans(a), go, acc, input_precision=PRECISION)
+        acc = tl.dot(tl.trans(a), go, acc, input_precision=PRECISION, out_dtype=acc.dtype)
     dst = gw_ptr + ((gi * K + k) * CPG + cl)[:, None] * COG + ns[None, :]
     tl.atomic_add(dst, acc, mask=ch_ok[:, None] & n_ok[None, :], sem="relaxed")

@@ -40,17 +40,32 @@ def test_kernels_in_triton_interpreter():
 
 
 @pytest.mark.skipif(interpreter_enabled(), reason="this process runs Triton's interpreter")
-def test_kernels_compile_for_a_gpu_without_one():
+@pytest.mark.parametrize("dtype, block", [("fp32", (64, 32, 32)), ("fp64", (32, 32, 16))])
+def test_kernels_compile_for_a_gpu_without_one(dtype, block):
     """Ahead-of-time compilation to an sm_90 cubin (Triton bundles ptxas): catches what the interpreter
-    does not check (types of loop-carried values, dot shapes and precisions, shared memory)."""
-    tiles = dict(PRECISION="ieee", BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, HAS_MASK=True)
+    does not check (types of loop-carried values, dot shapes, precisions and accumulator dtypes, shared
+    memory), for both dtypes the backend takes, with each dtype's default tiles. The first H200 session
+    (triton 3.6) refused every float64 kernel: tl.dot's result dtype defaulted to float32 against a float64
+    accumulator, which the interpreter and triton 3.8 accept."""
+    tiles = dict(PRECISION="ieee", BLOCK_M=block[0], BLOCK_N=block[1], BLOCK_K=block[2], HAS_MASK=True)
     for fn, flags in ((kernels.deform_fwd_kernel, dict(HAS_BIAS=True)),
                       (kernels.deform_bwd_data_kernel, dict(NEED_INPUT=True, NEED_POINT=True)),
                       (kernels.deform_bwd_weight_kernel, {})):
         consts = {**tiles, **flags}
-        sig = {a: "constexpr" if a in consts else "*fp32" if a.endswith("_ptr") else "i32" for a in fn.arg_names}
+        sig = {a: "constexpr" if a in consts else f"*{dtype}" if a.endswith("_ptr") else "i32" for a in fn.arg_names}
         compiled = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32))
         assert compiled.metadata.shared <= 228 * 1024, (fn.__name__, compiled.metadata.shared)  # H100/H200 limit
+
+
+def test_every_dot_states_its_accumulator_dtype():
+    """triton 3.6 (the GPU machine's) asserts that tl.dot's out_dtype, float32 unless given, equals the
+    accumulator's; the installed triton may not, so the source is checked: every tl.dot names out_dtype."""
+    import inspect
+    import re
+
+    src = inspect.getsource(kernels)
+    dots = re.findall(r"tl\.dot\(([^\n]*)\)", src)
+    assert dots and all("out_dtype=" in d for d in dots), dots
 
 
 @pytest.mark.skipif(interpreter_enabled(), reason="this process runs Triton's interpreter")
