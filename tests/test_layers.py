@@ -148,7 +148,7 @@ def test_root_imports_only_the_version():
 
 TESTS = Path(__file__).resolve().parent
 #: top-level test files that check the whole house rather than one module
-WHOLE_HOUSE_TESTS = {"test_layers.py", "test_docs_results.py", "test_cuda.py", "test_doctests.py"}
+WHOLE_HOUSE_TESTS = {"test_layers.py", "test_docs_results.py", "test_cuda.py", "test_cuda_imports.py", "test_doctests.py"}
 
 
 def misplaced_tests(tests: Path = TESTS, package: Path = ROOT) -> list[str]:
