@@ -19,7 +19,7 @@ import jinja2
 
 from robustbench_geo._version import __version__
 from robustbench_geo.report import plots
-from robustbench_geo.report.certify import certification_html, certification_markdown, certification_rows
+from robustbench_geo.report.certify import certification_markdown, certification_rows, certification_table
 from robustbench_geo.report.compare import compare, headline, lines, pivots, threat_models
 from robustbench_geo.report.study import study_headline
 from robustbench_geo.report.tables import (
@@ -216,9 +216,7 @@ def write_report(folder: str | Path, *, title: str | None = None) -> dict[str, P
         pivots=pivots(frame),
         counts=counts,
         figures=_figures(frame, folder), meta=_metadata(frame, store_meta), durations=durations,
-        json_files=[f"json/{names[m]}.json" for m in models])
-    if cert_rows:  # the certification bracket, as its own section
-        html = html.replace("</body>", certification_html(cert_rows) + "</body>", 1)
+        json_files=[f"json/{names[m]}.json" for m in models], certification=certification_table(cert_rows))
     tmp = paths["html"].with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(paths["html"])

@@ -9,7 +9,6 @@ Clopper-Pearson interval over the test images (first seed) and ``n``.
 
 from __future__ import annotations
 
-import html
 
 import pandas as pd
 
@@ -62,18 +61,13 @@ def certification_markdown(rows: list[dict]) -> str:
                           for r in rows)
 
 
-def certification_html(rows: list[dict]) -> str:
-    """A self-contained ``<section>`` (every value escaped); empty when there are no rows."""
+def certification_table(rows: list[dict]) -> dict | None:
+    """The certification section of the HTML report (``report.html`` renders and escapes it): column
+    names and one list of cells per row; None when the store holds no certificate cells."""
     if not rows:
-        return ""
+        return None
     cols = ["model", "dataset", "transform", "sigma", "n", "certified", "smoothed_attack", "base_attack",
             "smoothed_clean", "abstained"]
     names = ["model", "dataset", "transform", "sigma", "n", "certified (lower bound)", "grid attack on smoothed",
              "grid attack on base", "smoothed clean", "abstained"]
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in rows)
-    return ('<section id="certification"><h2>Certified robustness (TSS randomized smoothing)</h2>'
-            "<p>Certified accuracy of the smoothed classifier is a lower bound on its robust accuracy over the whole "
-            "transformation range; the grid attacks on the same smoothed classifier and on the base classifier are "
-            "upper bounds. 95 % Clopper-Pearson intervals over the n test images.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>")
+    return {"columns": names, "rows": [[str(r[c]) for c in cols] for r in rows]}
