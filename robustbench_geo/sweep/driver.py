@@ -225,14 +225,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
     Raises:
         StoreError: the output folder holds another sweep's or an incompatible store (before any work).
     """
-    if report is not None and report is not False and not callable(report):
-        raise TypeError("report: expected a function of the output folder such as robustbench_geo.report.write_report, "
-                        f"or None, got {report!r}")
-    if limit is not None:
-        check_number(limit, "limit (cells to run)", integer=True, low=0)
-    if threads is not None:
-        check_number(threads, "threads", integer=True, low=1)
-    jobs = check_number(cfg.jobs if jobs is None else jobs, "jobs", integer=True, low=1) if executor == "local" else 1
+    jobs = _checked_run_args(cfg, executor, jobs, threads, limit, report)
     t0 = time.perf_counter()
     cells = unique_cells(expand(cfg))
     cache = checked_checkpoint_cache(cfg.checkpoint_cache) if cfg.checkpoint_cache else default_checkpoint_cache()
@@ -256,54 +249,9 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
                            isolate=runs_user_code(cfg))
         if ex.slots > 1:
             todo = _interleave(todo)
-        owner = owner_id()
-        style = progress_style(progress)
-        bar = tqdm(total=len(todo), desc=f"sweep {cfg.name}", unit="cell", disable=style != "bars")
-        finished = 0
-        queue = list(todo)
-
-        trained: set[str] = set()  # training hashes whose checkpoint exists (a cell of theirs finished)
-
-        def fill():
-            while queue and len(in_flight) < ex.slots:
-                c = queue.pop(_next_ready(queue, in_flight.values(), trained))
-                if not store.claim(c.hash, owner):
-                    summary.skipped_running += store.get(c.hash)["status"] == "running"
-                    summary.skipped_done += store.get(c.hash)["status"] == "done"
-                    bar.update(1)
-                    continue
-                log.info("start %s %s", c.short, c.describe())
-                in_flight[c.hash] = c
-                ex.submit(c.hash, run_cell, {"cell_config": c.config, "train_hash": c.train_hash, "cache_dir": str(cache),
-                                             "data_root": None if data_root is None else str(data_root),
-                                             "device": cfg.device, "deform_backend": cfg.deform_backend,
-                                             "progress": style == "bars"})
-
-        fill()
-        while in_flight:
-            key, res = ex.next_result()
-            c = in_flight[key]
-            trained.add(c.train_hash)
-            res = finite_or_failed(res)
-            _record(store, cfg.output, c, res)
-            del in_flight[key]
-            entry = {"cell": c, "ok": res["ok"], "seconds": res["seconds"]}
-            if res["ok"]:
-                entry["metrics"] = res["metrics"]
-                log.info("done %s in %.1f s: %s", c.short, res["seconds"],
-                         {k: v for k, v in res["metrics"].items() if k in ("clean_accuracy", "robust_accuracy", "success_rate")})
-            else:
-                entry["error"] = res["error"]
-                log.error("failed %s after %.1f s:\n%s", c.short, res["seconds"], res["error"])
-            summary.ran.append(entry)
-            finished += 1
-            if style == "lines":
-                print(f"[{finished}/{len(todo)}] {cell_line(c, entry)}", file=sys.stderr, flush=True)
-            bar.update(1)
-            bar.set_postfix_str(f"{c.model_label} x {c.attack_label}: " + (
-                _pct(res["metrics"].get("robust_accuracy")) if res["ok"] else "failed"))
-            fill()
-        bar.close()
+        cell_kwargs = {"cache_dir": str(cache), "data_root": None if data_root is None else str(data_root),
+                       "device": cfg.device, "deform_backend": cfg.deform_backend}
+        _CellLoop(cfg.name, store, ex, todo, summary, log, in_flight, cell_kwargs, progress_style(progress)).run()
     except BaseException as e:  # Ctrl-C, or a failure of the driver itself: no cell is left "running"
         summary.interrupted = isinstance(e, KeyboardInterrupt)
         for h in in_flight:
@@ -323,6 +271,78 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: int | None = N
         h.close()
         log.removeHandler(h)
     return summary
+
+
+def _checked_run_args(cfg: SweepConfig, executor: str, jobs, threads, limit, report) -> int:
+    """Refuse bad arguments of :func:`run_sweep` before any work; the number of local worker processes."""
+    if report is not None and report is not False and not callable(report):
+        raise TypeError("report: expected a function of the output folder such as robustbench_geo.report.write_report, "
+                        f"or None, got {report!r}")
+    if limit is not None:
+        check_number(limit, "limit (cells to run)", integer=True, low=0)
+    if threads is not None:
+        check_number(threads, "threads", integer=True, low=1)
+    return check_number(cfg.jobs if jobs is None else jobs, "jobs", integer=True, low=1) if executor == "local" else 1
+
+
+class _CellLoop:
+    """The driver's loop: keeps the executor's slots busy with claimed cells (a cell whose model another
+    cell is training waits, see :func:`_next_ready`), records every result in the store and the log, and
+    shows progress (a bar, or one line per finished cell). ``in_flight`` is the caller's: on an
+    interruption the caller gives its cells back to the store."""
+
+    def __init__(self, name: str, store: ResultStore, ex, todo: list[Cell], summary: SweepSummary, log,
+                 in_flight: dict[str, Cell], cell_kwargs: dict, style: str):
+        self.store, self.ex, self.summary, self.log, self.in_flight = store, ex, summary, log, in_flight
+        self.queue, self.total, self.finished = list(todo), len(todo), 0
+        self.cell_kwargs, self.style, self.owner = {**cell_kwargs, "progress": style == "bars"}, style, owner_id()
+        self.trained: set[str] = set()  # training hashes whose checkpoint exists (a cell of theirs finished)
+        self.bar = tqdm(total=len(todo), desc=f"sweep {name}", unit="cell", disable=style != "bars")
+
+    def run(self) -> None:
+        self.fill()
+        while self.in_flight:
+            self.collect()
+            self.fill()
+        self.bar.close()
+
+    def fill(self) -> None:
+        """Claim and submit cells until every slot is busy or the queue is empty."""
+        while self.queue and len(self.in_flight) < self.ex.slots:
+            c = self.queue.pop(_next_ready(self.queue, self.in_flight.values(), self.trained))
+            if not self.store.claim(c.hash, self.owner):  # another driver has it, or finished it meanwhile
+                status = self.store.get(c.hash)["status"]
+                self.summary.skipped_running += status == "running"
+                self.summary.skipped_done += status == "done"
+                self.bar.update(1)
+                continue
+            self.log.info("start %s %s", c.short, c.describe())
+            self.in_flight[c.hash] = c
+            self.ex.submit(c.hash, run_cell, {"cell_config": c.config, "train_hash": c.train_hash, **self.cell_kwargs})
+
+    def collect(self) -> None:
+        """Wait for one result, record it (a non-finite metric fails the cell) and report it."""
+        key, res = self.ex.next_result()
+        c = self.in_flight[key]
+        self.trained.add(c.train_hash)
+        res = finite_or_failed(res)
+        _record(self.store, self.summary.output, c, res)
+        del self.in_flight[key]
+        entry = {"cell": c, "ok": res["ok"], "seconds": res["seconds"]}
+        if res["ok"]:
+            entry["metrics"] = res["metrics"]
+            self.log.info("done %s in %.1f s: %s", c.short, res["seconds"],
+                          {k: v for k, v in res["metrics"].items() if k in ("clean_accuracy", "robust_accuracy", "success_rate")})
+        else:
+            entry["error"] = res["error"]
+            self.log.error("failed %s after %.1f s:\n%s", c.short, res["seconds"], res["error"])
+        self.summary.ran.append(entry)
+        self.finished += 1
+        if self.style == "lines":
+            print(f"[{self.finished}/{self.total}] {cell_line(c, entry)}", file=sys.stderr, flush=True)
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{c.model_label} x {c.attack_label}: " + (
+            _pct(res["metrics"].get("robust_accuracy")) if res["ok"] else "failed"))
 
 
 def finite_or_failed(res: dict) -> dict:
