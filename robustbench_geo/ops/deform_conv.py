@@ -15,7 +15,8 @@ Backends (``BACKENDS``):
 * ``torchvision``: :func:`torchvision.ops.deform_conv2d`, the reference.
 * ``triton``: implicit-GEMM Triton kernels (:mod:`robustbench_geo.ops._deform_triton`) for CUDA
   tensors; no column buffer in global memory. Tested against the other two in Triton's CPU
-  interpreter (``TRITON_INTERPRET=1``); not yet measured on a GPU, so ``auto`` never picks it.
+  interpreter (``TRITON_INTERPRET=1``) and, in float32, on an H200; slower than torchvision there on
+  large shapes (``docs/gpu.md``), so ``auto`` never picks it.
 
 ``backend="auto"`` picks the fastest correct one for the tensors' device: ``native`` on CPU when its
 compiled kernel is available (several times faster than torchvision there, see
@@ -61,8 +62,8 @@ def _triton(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, m
 BACKENDS = {"native": _native, "torchvision": _torchvision, "triton": _triton}
 
 #: preferred backends per device type, fastest first (``auto`` takes the first registered);
-#: on CUDA torchvision's kernel stays the default until the triton kernel is measured on a GPU
-#: (``benchmarks/deform_conv.py``, ``docs/gpu.md``)
+#: on CUDA torchvision's kernel stays the default: on an H200 the triton kernel was 0.56-0.76x its speed
+#: on the two large shapes and 0.9-1.4x on the small ones (``benchmarks/deform_conv.py``, ``docs/gpu.md``)
 _AUTO_ORDER = {"cpu": ["native", "torchvision"], "cuda": ["torchvision"]}
 
 
