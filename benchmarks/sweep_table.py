@@ -24,11 +24,35 @@ from robustbench_geo.sweep.store import ResultStore  # noqa: E402
 COLUMNS = ["model", "dataset", "attack", "setting", "seeds", "n", "clean", "robust"]
 
 
+def pivot(frame, summary, store: str) -> tuple[list[str], list[list[str]]]:
+    """One row per model, one column per attack x dataset (first-seen order): robust accuracy in % with its
+    95 % Wilson interval (clean cells: clean accuracy); ManiFool cells: the invariance score (mean
+    normalised geodesic distance of the fooling transforms of correctly classified images) with its 95 %
+    normal interval, from the per-image distances stored with the cell."""
+    from robustbench_geo.report.study import _invariance
+
+    conds = list(dict.fromkeys((r["attack"], r["dataset"]) for r in summary.to_dict("records")))
+    models = list(dict.fromkeys(model_text(r) for r in summary.to_dict("records")))
+    cells = {}
+    for r in summary.to_dict("records"):
+        if r["attack"] == "manifool":
+            dirs = [d for d in frame[(frame["model"] == r["model"]) & (frame["attack"] == "manifool")
+                                     & (frame["dataset"] == r["dataset"]) & (frame["status"] == "done")]["artefact_dir"]]
+            sc = _invariance(Path(store), dirs)
+            text = "n/a" if sc is None else f"inv {sc.mean:.2f} [{sc.low:.2f}, {sc.high:.2f}]"
+        else:
+            text = fmt_metric(r, "clean_accuracy" if r["attack"] == "clean" else "robust_accuracy")
+        cells[(model_text(r), (r["attack"], r["dataset"]))] = text
+    columns = ["model"] + [f"{a} ({d})" for a, d in conds]
+    return columns, [[m] + [cells.get((m, c), "") for c in conds] for m in models]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--store", required=True, help="the sweep's output folder (holds results.sqlite)")
     p.add_argument("--results", default=None, help="write benchmarks/results/<topic>/<name>.json")
     p.add_argument("--notes", default=None, help="load, what else ran, deviations (stored with --results)")
+    p.add_argument("--pivot", action="store_true", help="one row per model, one column per attack x dataset")
     args = p.parse_args(argv)
     with ResultStore(args.store, create=False) as store:
         cells, sweep, counts = store.cells(), store.sweep, store.status_counts()
@@ -38,7 +62,10 @@ def main(argv=None) -> int:
              "n/a" if r.get("n") is None else f"{r['n']:g}", fmt_metric(r, "clean_accuracy"), fmt_metric(r, "robust_accuracy")]
             for r in summary.to_dict("records")]
     headline = report_headline(args.store)
-    print(markdown(COLUMNS, rows))
+    columns = COLUMNS
+    if args.pivot:
+        columns, rows = pivot(frame, summary, args.store)
+    print(markdown(columns, rows))
     print("\n".join(headline))
     if args.results:
         per_cell = [{"hash": c["hash"], "model": c["model"], "attack": c["attack"], "dataset": c["dataset"],
@@ -48,7 +75,7 @@ def main(argv=None) -> int:
         done = int(counts.get("done", 0))
         write_results(args.results, f"Sweep '{sweep}' ({done} of {sum(counts.values())} cells done): clean and robust "
                       "accuracy in %, mean over seeds, [95 % Wilson interval] of the n attacked samples pooled over seeds",
-                      COLUMNS, rows, data={"counts": counts, "headline": headline, "cells": per_cell}, notes=args.notes)
+                      columns, rows, data={"counts": counts, "headline": headline, "cells": per_cell}, notes=args.notes)
     return 0
 
 
