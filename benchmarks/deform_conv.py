@@ -165,21 +165,14 @@ def epoch_timings(subset: int, seed: int, data_root=None, progress: bool = True)
 
 
 def _fmt_table(rows, names: list[str]) -> str:
-    """One line per shape and mode: milliseconds of each op, torchvision / ours and ours / conv2d."""
-    ours = names[0]
-    head = (f"{'shape (B, Cin, HxW -> Cout, stride)':36s} | {'mode':7s} | " + " ".join(f"{n + ' ms':>14s}" for n in names)
-            + f" | {'tv/' + ours:>14s} {ours + '/conv2d':>16s}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        b, c, h, w, co, s = r["shape"]
-        label = f"{r['source']}: {b}, {c}, {h}x{w} -> {co}, s{s}"
-        for mode in ("fwd", "fwd_bwd"):
-            m = r[mode]
-            cells = " ".join(f"{m[n + '_ms']:14.2f}" for n in names)
-            tv = f"{m['torchvision_ms'] / m[ours + '_ms']:13.2f}x" if "torchvision_ms" in m else f"{'-':>14s}"
-            cv = f"{m[ours + '_ms'] / m['conv2d_ms']:15.2f}x" if "conv2d_ms" in m else f"{'-':>16s}"
-            lines.append(f"{label:36s} | {mode.replace('_', '+'):7s} | {cells} | {tv} {cv}")
-            label = ""
+    """:func:`table_rows` as aligned plain text: one line per shape and mode, the shape named once."""
+    columns, cells = table_rows(rows, names)
+    widths = [max(len(c), *(len(r[k]) for r in cells)) for k, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(columns, widths)))]
+    lines.append("-" * len(lines[0]))
+    for i, r in enumerate(cells):
+        r = ["" if i % 2 else r[0], *r[1:]]
+        lines.append(" | ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
     return "\n".join(lines)
 
 
@@ -209,7 +202,7 @@ def write_stored(path: str, results: str, date: str | None = None) -> int:
     names = meta["ops"]
     columns, rows = table_rows(res["shapes"], names)
     where = meta.get("gpu", f"{meta['threads']} CPU threads")
-    what = (f"Deformable convolution (float32, 3x3, padding 1, with mask), milliseconds per call, median of "
+    what = (f"Deformable convolution ({meta['dtype']}, {meta['kernel']}), milliseconds per call, median of "
             f"{meta['reps']} interleaved runs ({meta.get('timing', 'wall clock')}), on {where}; ops: {', '.join(names)}; "
             f"TF32 in GEMMs {'on' if meta.get('matmul_tf32') else 'off'}, cuDNN TF32 {'on' if meta.get('cudnn_tf32') else 'off'} "
             f"(conv2d's baseline); tv/{names[0]} > 1 means {names[0]} is faster")

@@ -29,7 +29,7 @@ def pivot(frame, summary, store: str) -> tuple[list[str], list[list[str]]]:
     95 % Wilson interval (clean cells: clean accuracy); ManiFool cells: the invariance score (mean
     normalised geodesic distance of the fooling transforms of correctly classified images) with its 95 %
     normal interval, from the per-image distances stored with the cell."""
-    from robustbench_geo.report.study import _invariance
+    from robustbench_geo.report.study import invariance_score
 
     conds = list(dict.fromkeys((r["attack"], r["dataset"]) for r in summary.to_dict("records")))
     models = list(dict.fromkeys(model_text(r) for r in summary.to_dict("records")))
@@ -38,7 +38,7 @@ def pivot(frame, summary, store: str) -> tuple[list[str], list[list[str]]]:
         if r["attack"] == "manifool":
             dirs = [d for d in frame[(frame["model"] == r["model"]) & (frame["attack"] == "manifool")
                                      & (frame["dataset"] == r["dataset"]) & (frame["status"] == "done")]["artefact_dir"]]
-            sc = _invariance(Path(store), dirs)
+            sc = invariance_score(Path(store), dirs)
             text = "n/a" if sc is None else f"inv {sc.mean:.2f} [{sc.low:.2f}, {sc.high:.2f}]"
         else:
             text = fmt_metric(r, "clean_accuracy" if r["attack"] == "clean" else "robust_accuracy")
@@ -58,13 +58,14 @@ def main(argv=None) -> int:
         cells, sweep, counts = store.cells(), store.sweep, store.status_counts()
     frame = cells_frame(cells)
     summary = summary_frame(frame)
-    rows = [[model_text(r), r["dataset"], r["attack"], r["setting"], str(r["seeds"]),
-             "n/a" if r.get("n") is None else f"{r['n']:g}", fmt_metric(r, "clean_accuracy"), fmt_metric(r, "robust_accuracy")]
-            for r in summary.to_dict("records")]
-    headline = report_headline(args.store)
-    columns = COLUMNS
     if args.pivot:
         columns, rows = pivot(frame, summary, args.store)
+    else:
+        columns = COLUMNS
+        rows = [[model_text(r), r["dataset"], r["attack"], r["setting"], str(r["seeds"]),
+                 "n/a" if r.get("n") is None else f"{r['n']:g}", fmt_metric(r, "clean_accuracy"),
+                 fmt_metric(r, "robust_accuracy")] for r in summary.to_dict("records")]
+    headline = report_headline(args.store)
     print(markdown(columns, rows))
     print("\n".join(headline))
     if args.results:

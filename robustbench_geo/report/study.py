@@ -114,7 +114,7 @@ def _diff(condition: str, a: str, b: str, sa: Score, sb: Score) -> Diff:
     return Diff(condition, a, b, sa, sb, lo, hi)
 
 
-def _invariance(folder: Path | None, artefact_dirs: list[str]) -> Score | None:
+def invariance_score(folder: Path | None, artefact_dirs: list[str]) -> Score | None:
     """The invariance score of ManiFool cells (seeds pooled) from their stored per-image distances."""
     from robustbench_geo.sweep.runner import read_artefacts
 
@@ -161,7 +161,7 @@ def _conditions(done, folder: Path | None) -> dict[str, dict[str, Score]]:
                 where = f"{tm.label} at {_budget_text(tm, x)}"
             if name == "manifool":
                 g = image[(image["attack"] == tm.attack) & (image["dataset"] == tm.dataset) & (image["model"] == ln.model)]
-                s = _invariance(folder, [d for d in g["artefact_dir"]])
+                s = invariance_score(folder, [d for d in g["artefact_dir"]])
                 if s is None:
                     s = Score(float("nan"), float("nan"), float("nan"), est.n, "invariance")
             else:
