@@ -25,6 +25,10 @@ Usage::
     python benchmarks/scaled_mnist.py --json > scaled_mnist.json
     python benchmarks/scaled_mnist.py --device cuda --json    # on a GPU (benchmarks/gpu_session.sh)
 
+    # one seed at a time, each kept as it finishes (a long CPU job that may be cut short), then the table
+    python benchmarks/scaled_mnist.py --protocols original --seeds 0 --runs-dir /tmp/scaled-mnist
+    python benchmarks/scaled_mnist.py --table --runs-dir /tmp/scaled-mnist --results benchmarks/results/benchmarks/scaled-mnist-original.json
+
 Each seed is an independent run (initialisation, batch order, augmentation and the Scaled MNIST test
 variant all follow the seed); ``--jobs`` runs seeds in that many worker processes, one torch thread
 each. The table gives, per variant, the mean over seeds with the 95 % Wilson interval of the pooled
@@ -144,6 +148,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--results", default=None, help="write the table to benchmarks/results/<topic>/<name>.json")
     p.add_argument("--notes", default=None, help="load, what else ran, deviations (stored with --results)")
+    p.add_argument("--runs-dir", default=None,
+                   help="write each seed's run here as it finishes (seed<S>-<protocols>.json); with --table, read them")
+    p.add_argument("--table", action="store_true", help="build the table from the runs in --runs-dir; train nothing")
     args = p.parse_args(argv)
     args.protocol_list = args.protocols.split(",")
     unknown = set(args.protocol_list) - set(PROTOCOLS)
@@ -156,18 +163,64 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         p.error(f"--jobs: expected a positive integer, got {args.jobs}")
 
+    if args.table:
+        if not args.runs_dir:
+            p.error("--table: needs --runs-dir (the folder the seeds' runs were written to)")
+        return _table_from_runs(args)
     t_start = time.perf_counter()
-    if args.jobs > 1 and len(seeds) > 1:
+    if args.runs_dir and not (args.jobs > 1 and len(seeds) > 1):
+        runs = [_kept_run(args, s) for s in seeds]
+    elif args.jobs > 1 and len(seeds) > 1:
         os.environ["OMP_NUM_THREADS"] = "1"
         with mp.get_context("spawn").Pool(min(args.jobs, len(seeds))) as pool:
-            runs = pool.starmap(one_seed, [(args, s) for s in seeds])
+            runs = pool.starmap(_kept_run if args.runs_dir else one_seed, [(args, s) for s in seeds])
     else:
         runs = [one_seed(args, s) for s in seeds]
+    meta = _meta(args, seeds, runs, wall_s=time.perf_counter() - t_start)
+    _report(args, runs, meta)
+    return 0
+
+
+def _meta(args, seeds, runs, *, wall_s) -> dict:
     ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else args.epochs
-    meta = {"seeds": seeds, "epochs": args.epochs, "finetune_epochs": ft_epochs, "train_size": runs[0]["train_size"],
-            "test_size": runs[0]["test_size"], "wall_s": time.perf_counter() - t_start, "jobs": args.jobs,
+    return {"seeds": seeds, "epochs": args.epochs, "finetune_epochs": ft_epochs, "train_size": runs[0]["train_size"],
+            "test_size": runs[0]["test_size"], "wall_s": wall_s, "jobs": args.jobs,
             "threads": 1 if args.jobs > 1 else torch.get_num_threads(), "device": args.device, "versions": versions(),
-            "scaled_transform": runs[0]["scaled_transform"]}
+            "scaled_transform": runs[0]["scaled_transform"], "protocols": args.protocol_list}
+
+
+def _kept_run(args, seed: int) -> dict:
+    """One seed's run, written to ``--runs-dir`` as soon as it finishes (with its own meta)."""
+    t0 = time.perf_counter()
+    run = one_seed(args, seed)
+    run["meta"] = _meta(args, [seed], [run], wall_s=time.perf_counter() - t0)
+    out = Path(args.runs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"seed{seed}-{'+'.join(args.protocol_list)}.json").write_text(json.dumps(run, indent=1))
+    return run
+
+
+def _table_from_runs(args) -> int:
+    """The table over every kept run in ``--runs-dir`` of the chosen protocols, seeds in order."""
+    tag = "+".join(args.protocol_list)
+    files = sorted(Path(args.runs_dir).glob(f"seed*-{tag}.json"), key=lambda f: int(f.name[4:].split("-")[0]))
+    if not files:
+        raise SystemExit(f"--table: no runs of protocols {tag!r} in {args.runs_dir} (expected seed<S>-{tag}.json)")
+    runs = [json.loads(f.read_text()) for f in files]
+    first = runs[0]["meta"]
+    for key in ("epochs", "finetune_epochs", "train_size", "test_size"):
+        if any(r["meta"][key] != first[key] for r in runs):
+            raise SystemExit(f"--table: the runs in {args.runs_dir} differ in {key}; keep one protocol per folder")
+    seeds = [r["seed"] for r in runs]
+    meta = {**first, "seeds": seeds, "wall_s": sum(r["meta"]["wall_s"] for r in runs),
+            "per_seed": {str(r["seed"]): r["meta"] for r in runs}}
+    args.epochs, args.finetune_epochs, args.jobs = first["epochs"], first["finetune_epochs"], first["jobs"]
+    _report(args, runs, meta)
+    return 0
+
+
+def _report(args, runs: list[dict], meta: dict) -> None:
+    seeds, ft_epochs = meta["seeds"], meta["finetune_epochs"]
     rows = [r for run in runs for r in run["rows"]]
     if args.json:
         json.dump({"rows": rows, "reference": REFERENCE, "meta": meta}, sys.stdout, indent=2)
@@ -184,7 +237,6 @@ def main(argv=None) -> int:
                       f"{seeds} [95 % Wilson interval of the {meta['test_size']} test images pooled over seeds] ± std "
                       f"over seeds; {meta['train_size']} training images, {args.epochs} epochs; the reference's numbers "
                       "below", columns, cells, data={"rows": rows, "meta": meta}, notes=args.notes)
-    return 0
 
 
 if __name__ == "__main__":
