@@ -27,8 +27,9 @@ SPEC = f"sbm:nodes={N_SPARSE}"
 
 
 class LargestAllocation(TorchDispatchMode):
-    """Records the largest tensor (entries) any torch operator returns and any ``(N, N)``-shaped one, and the
-    peak of numpy/Python allocations (bytes), while active."""
+    """Records the largest tensor (entries) any torch operator returns and any dense ``(N, N)``-shaped one, and
+    the peak of numpy/Python allocations (bytes), while active. A sparse tensor counts its stored entries: an
+    ``(N, N)`` sparse matrix with ``O(E)`` of them (the GCN's CSR ``A_hat``) is not dense."""
 
     def __init__(self, n: int):
         super().__init__()
@@ -38,9 +39,11 @@ class LargestAllocation(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                if t.numel() > self.entries:
-                    self.entries, self.op = t.numel(), str(func)
-                if t.dim() >= 2 and sum(d >= self.n for d in t.shape) >= 2:
+                dense = t.layout == torch.strided
+                stored = t.numel() if dense else t._nnz()
+                if stored > self.entries:
+                    self.entries, self.op = stored, str(func)
+                if dense and t.dim() >= 2 and sum(d >= self.n for d in t.shape) >= 2:
                     self.square.append(str(func))
         return out
 
