@@ -23,6 +23,18 @@ Each size runs in its own process and writes ``RUNS_DIR/N.json``; ``--table`` po
     python benchmarks/graph_scaling.py --sizes 1000 3000 10000 30000 --runs-dir /tmp/graph-scaling
     python benchmarks/graph_scaling.py --sizes 100000 --runs-dir /tmp/graph-scaling
     python benchmarks/graph_scaling.py --table --runs-dir /tmp/graph-scaling --results benchmarks/results/graph-attacks/scaling.json
+
+``--no-attacks`` times generation, training and the clean evaluation only; ``--compare`` puts two such
+series side by side (two versions of the code, each imported through ``PYTHONPATH``, sizes interleaved
+so both see the same load), with the ratio and each series' exponent::
+
+    git worktree add /tmp/before 1a3f984
+    for n in 10000 30000 100000; do
+      PYTHONPATH=/tmp/before python benchmarks/graph_scaling.py --sizes $n --no-attacks --runs-dir /tmp/train-before
+      PYTHONPATH=. python benchmarks/graph_scaling.py --sizes $n --no-attacks --runs-dir /tmp/train-after
+    done
+    python benchmarks/graph_scaling.py --compare before=/tmp/train-before after=/tmp/train-after \
+        --results benchmarks/results/graph-attacks/scaling-training.json
 """
 
 from __future__ import annotations
@@ -69,8 +81,10 @@ def _timed(fn):
     return out, {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0, "peak_rss_mib": _peak_mib()}
 
 
-def run_size(nodes: int, epochs: int, block_size: int, attack_epochs: int, seed: int, pyg: bool = True) -> dict:
-    """Everything for one graph size, in this process (one torch thread); ``pyg=False`` skips PyG's attacks."""
+def run_size(nodes: int, epochs: int, block_size: int, attack_epochs: int, seed: int, pyg: bool = True,
+             attacks: bool = True) -> dict:
+    """Everything for one graph size, in this process (one torch thread); ``pyg=False`` skips PyG's attacks,
+    ``attacks=False`` every attack."""
     torch.set_num_threads(1)
     import robustbench_geo as rbg
     from robustbench_geo.attacks.graph.base import edge_budget
@@ -99,6 +113,8 @@ def run_size(nodes: int, epochs: int, block_size: int, attack_epochs: int, seed:
 
     r, steps["clean eval"] = _timed(lambda: rbg.evaluate(model, graph))
     steps["clean eval"]["accuracy"] = r.clean_accuracy.value
+    if not attacks:
+        return _run_record(graph, budget, load, gen, steps, epochs, block_size, attack_epochs, seed)
     prbcd = {"block_size": block_size, "epochs": attack_epochs, "epochs_resampling": int(0.8 * attack_epochs),
              "loss": "prob_margin", "lr": 2000.0}
     r, steps["PR-BCD ours"] = _timed(lambda: rbg.evaluate(model, graph, "prbcd", seed=seed,
@@ -124,9 +140,16 @@ def run_size(nodes: int, epochs: int, block_size: int, attack_epochs: int, seed:
         acc, steps["GR-BCD PyG"] = _timed(lambda: run_pyg(GRBCDAttack, epochs=min(attack_epochs, max(budget, 1)),
                                                           loss="masked"))
         steps["GR-BCD PyG"]["accuracy"] = acc
+    return _run_record(graph, budget, load, gen, steps, epochs, block_size, attack_epochs, seed)
+
+
+def _run_record(graph, budget, load, gen, steps, epochs, block_size, attack_epochs, seed) -> dict:
+    import robustbench_geo
+
     return {"nodes": graph.num_nodes, "edges": graph.num_edges, "budget": budget, "load_1min": load,
             "generate": gen, "steps": steps, "epochs": epochs, "block_size": block_size,
-            "attack_epochs": attack_epochs, "seed": seed, "torch_threads": torch.get_num_threads()}
+            "attack_epochs": attack_epochs, "seed": seed, "torch_threads": torch.get_num_threads(),
+            "code": str(Path(robustbench_geo.__file__).resolve().parent.parent)}
 
 
 def fit_exponent(edges: list[float], seconds: list[float]) -> float:
@@ -160,23 +183,76 @@ def table(runs: list[dict], fit_from: int) -> tuple[list[str], list[list[str]], 
     return columns, rows, exponents
 
 
+def compare(series: list[str], fit_from: int, results: str | None) -> None:
+    """Training and clean evaluation of several runs folders side by side (``LABEL=DIR``), per size."""
+    runs = {}
+    for item in series:
+        label, sep, folder = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--compare: expected LABEL=DIR, got {item!r}")
+        runs[label] = {r["nodes"]: r for r in (json.loads(p.read_text()) for p in Path(folder).glob("*.json"))}
+    labels = list(runs)
+    sizes = sorted(set.intersection(*(set(r) for r in runs.values())))
+    if not sizes:
+        raise SystemExit(f"--compare: no size was run in every folder ({', '.join(series)})")
+    steps = ("train", "clean eval")
+    columns = ["nodes", "edges", *(f"{s} {label}" for s in steps for label in labels),
+               *(f"{s} {labels[-1]} / {labels[0]} (CPU)" for s in steps)]
+    rows = []
+    for n in sizes:
+        first, last = runs[labels[0]][n], runs[labels[-1]][n]
+        ratios = [f"{last['steps'][s]['cpu_s'] / first['steps'][s]['cpu_s']:.2f}x" for s in steps]
+        rows.append([f"{n:,}", f"{first['edges']:,}",
+                     *(f"{_cell(runs[label][n]['steps'][s])} (load {runs[label][n]['load_1min']:.1f})"
+                       for s in steps for label in labels), *ratios])
+    exponents = {}
+    for label in labels:
+        fitted = [runs[label][n] for n in sizes if n >= fit_from]
+        if len(fitted) >= 2:
+            exponents[label] = {s: fit_exponent([r["edges"] for r in fitted], [r["steps"][s]["cpu_s"] for r in fitted])
+                                for s in steps}
+    if exponents:
+        span = f"({round(min(n for n in sizes if n >= fit_from), -3) // 1000}k-{round(max(sizes), -3) // 1000}k)"
+        rows.append(["k (CPU s ~ edges^k)", span,
+                     *(f"{exponents[label][s]:.2f}" if label in exponents else "-" for s in steps for label in labels),
+                     "", ""])
+    print("cells: CPU s / wall s / peak RSS MiB (/ test accuracy)")
+    print_table(columns, rows)
+    if results:
+        first = runs[labels[0]][sizes[0]]
+        what = ("Generated sbm graphs (average degree 20, 10 classes, 128 features, seed 0): our gcn (16 hidden) trained "
+                f"{first['epochs']} epochs and its clean evaluation, per step CPU seconds / wall seconds / peak RSS in MiB "
+                f"(/ test accuracy), one torch thread, one process per size and code version ({', '.join(labels)}; sizes "
+                "interleaved); the last columns are CPU-second ratios, the last row the exponent k of CPU s ~ edges^k")
+        write_results(results, what, columns, rows, data={"runs": {label: [runs[label][n] for n in sizes] for label in labels},
+                                                          "exponents": exponents, "fit_from_nodes": fit_from})
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 3000, 10000, 30000, 100000])
-    ap.add_argument("--runs-dir", required=True, help="one JSON per size is written / read here")
+    ap.add_argument("--runs-dir", default=None, help="one JSON per size is written / read here")
     ap.add_argument("--epochs", type=int, default=200, help="training epochs (all run)")
     ap.add_argument("--block-size", type=int, default=250_000)
     ap.add_argument("--attack-epochs", type=int, default=125)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-from", type=int, default=10_000, help="fit k over the sizes with at least this many nodes")
     ap.add_argument("--no-pyg", action="store_true", help="skip PyG's attacks (ours only)")
+    ap.add_argument("--no-attacks", action="store_true", help="generation, training and clean evaluation only")
+    ap.add_argument("--compare", nargs="+", metavar="LABEL=DIR", default=None,
+                    help="table of training and clean evaluation, one column group per runs folder")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--table", action="store_true", help="pool RUNS_DIR into the table (runs nothing)")
     ap.add_argument("--results", default=None, help="write the table to this results file")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(args.compare, args.fit_from, args.results)
+    if not args.runs_dir:
+        ap.error("--runs-dir is required (one JSON per size is written / read there)")
     runs_dir = Path(args.runs_dir)
     if args.one is not None:
-        run = run_size(args.one, args.epochs, args.block_size, args.attack_epochs, args.seed, not args.no_pyg)
+        run = run_size(args.one, args.epochs, args.block_size, args.attack_epochs, args.seed, not args.no_pyg,
+                       not args.no_attacks)
         (runs_dir / f"{args.one}.json").write_text(json.dumps(run, indent=1))
         return
     if not args.table:
@@ -184,7 +260,8 @@ def main(argv=None):
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--one", str(n), "--runs-dir", str(runs_dir), "--epochs", str(args.epochs),
                    "--block-size", str(args.block_size), "--attack-epochs", str(args.attack_epochs),
-                   "--seed", str(args.seed), *(["--no-pyg"] if args.no_pyg else [])]
+                   "--seed", str(args.seed), *(["--no-pyg"] if args.no_pyg else []),
+                   *(["--no-attacks"] if args.no_attacks else [])]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True)
             run = json.loads((runs_dir / f"{n}.json").read_text())
