@@ -34,9 +34,9 @@ def _pct(g: pd.DataFrame, key: str) -> str:
 
 def certification_rows(frame: pd.DataFrame) -> list[dict]:
     """One row per model x certify setting x dataset (done cells only); empty when the sweep certifies nothing."""
-    if not len(frame) or "attack_name" not in frame:
+    if not len(frame) or "kind" not in frame:
         return []
-    done = frame[(frame["status"] == "done") & (frame["attack_name"] == "certify")]
+    done = frame[(frame["status"] == "done") & (frame["kind"] == "certificate")]
     rows = []
     for (model, attack, dataset), g in done.groupby(["model", "attack", "dataset"], sort=False):
         params = g["params"].iloc[0]

@@ -27,8 +27,6 @@ from robustbench_geo.stats import Estimate, difference_interval, estimate
 
 #: grid keys read as the budget of a threat model, in order of preference
 BUDGET_KEYS = ("budget", "max_angle_deg", "max_shift_px", "scale_range", "max_scale", "k")
-#: attack names that are not threat models: clean accuracy, and certification (its own report section)
-NOT_ATTACKS = ("none", "certify")
 #: clean accuracies further apart than this (a fraction: 1 point) make a comparison suspect
 CLEAN_GAP_WARN = 0.01
 #: how a budget key is shown on an x axis
@@ -208,7 +206,7 @@ def threat_models(frame: pd.DataFrame) -> list[ThreatModel]:
     out: list[ThreatModel] = []
     done = _done(frame)
     for (attack, dataset), g in done.groupby(["attack", "dataset"], sort=False):
-        if g["attack_name"].iloc[0] in NOT_ATTACKS:
+        if g["kind"].iloc[0] != "attack" or g["attack_name"].iloc[0] == "none":  # certificates have their own section
             continue
         key = _budget_key(list(g["grid_point"]))
         for rest in dict.fromkeys(_rest(gp, key) for gp in g["grid_point"]):

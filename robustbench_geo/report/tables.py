@@ -22,7 +22,7 @@ from robustbench_geo.train_defenses import get_defense
 ACCURACY_METRICS = ("clean_accuracy", "robust_accuracy")
 SUMMARY_METRICS = ACCURACY_METRICS + ("success_rate",)
 
-CELL_COLUMNS = ["hash", "model", "model_name", "trained_as", "deformable", "task", "dataset", "dataset_spec", "attack", "attack_name",
+CELL_COLUMNS = ["hash", "model", "model_name", "trained_as", "deformable", "task", "dataset", "dataset_spec", "attack", "kind", "attack_name",
                 "setting", "seed", "status", "seconds", "train_seconds", "attack_seconds", "grid_point", "params", "error",
                 "artefact_dir", "info", "config", "n", "clean_n"]
 
@@ -75,8 +75,8 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
                "trained_as": trained_as(cfg, r["info"]), "deformable": bool(r["info"].get("deform_backend")) if r["info"] else _is_deform(cfg["model"]["name"]),
                "task": "graph" if "n" not in cfg["attack"]["runner"] else "image",
                "dataset": r["dataset"], "dataset_spec": cfg["dataset"]["spec"], "attack": r["attack"],
-               "attack_name": cfg["attack"]["name"], "setting": setting_of(cfg["attack"]["grid_point"]),
-               "seed": r["seed"], "status": r["status"], "seconds": r["seconds"], "train_seconds": r["train_seconds"],
+               "kind": cfg["attack"]["kind"], "attack_name": cfg["attack"]["name"],
+               "setting": setting_of(cfg["attack"]["grid_point"]), "seed": r["seed"], "status": r["status"], "seconds": r["seconds"], "train_seconds": r["train_seconds"],
                "attack_seconds": r["attack_seconds"], "grid_point": cfg["attack"]["grid_point"],
                "params": cfg["attack"]["params"], "error": r["error"], "artefact_dir": r["artefact_dir"],
                "info": r["info"], "config": cfg, "n": sample_count(r["metrics"]),

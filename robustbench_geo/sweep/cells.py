@@ -58,8 +58,9 @@ def config_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _attack_defaults(name: str) -> dict:
-    return {} if name == "certify" else get_attack(name).defaults()  # certify: settings stored as given
+def _defaults(a: AttackCfg) -> dict:
+    """What a cell's stored params are completed with: an attack's defaults; a certificate's settings are stored as given."""
+    return get_attack(a.attack).defaults() if a.kind == "attack" else {}
 
 
 def train_config(cfg: SweepConfig, m: ModelCfg, seed: int) -> dict | None:
@@ -120,7 +121,7 @@ def _model_key(m: ModelCfg, sha: str | None) -> dict:
 
 def _attack_points(a: AttackCfg, d: DatasetCfg, task: str) -> Iterator[tuple[dict, dict, dict]]:
     """Each grid point of attack ``a`` on ``d``: ``(grid point, params with defaults filled in, runner kwargs)``."""
-    defaults = _attack_defaults(a.attack)
+    defaults = _defaults(a)
     runner_keys = sorted(a.runner.keys() & {"budget", "mode"})
     keys = sorted(a.grid) + runner_keys
     values = [a.grid[k] for k in sorted(a.grid)] + [a.runner[k] for k in runner_keys]
@@ -153,13 +154,15 @@ def _cell(cfg: SweepConfig, m: ModelCfg, a: AttackCfg, d: DatasetCfg, point: dic
         "model": model_config(m, sha),
         "training": tcfg,
         "dataset": {"label": d.label, "spec": d.spec, "test_subset": d.test_subset},
-        "attack": {"label": a.label, "name": a.attack, "params": params, "runner": runner, "grid_point": point},
+        "attack": {"label": a.label, "kind": a.kind, "name": a.attack, "params": params, "runner": runner,
+                   "grid_point": point},
         "seed": seed, "package_version": __version__,
     }
     config = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
     hashed = {k: v for k, v in config.items() if k != "model"}
     hashed["model"] = _model_key(m, sha)
-    hashed["attack"] = {k: v for k, v in config["attack"].items() if k not in ("label", "grid_point")}
+    # the kind is told by the name (no attack is registered under a certificate's), so it stays out of the hash
+    hashed["attack"] = {k: v for k, v in config["attack"].items() if k not in ("label", "kind", "grid_point")}
     hashed["dataset"] = {k: v for k, v in config["dataset"].items() if k != "label"}
     train_hash = config_hash(tcfg) if tcfg is not None else config_hash(_model_key(m, sha))
     return Cell(config_hash(hashed), train_hash, m.label, a.label, d.label, seed, config)

@@ -11,9 +11,9 @@
     models = ["rot"]               # restrict to these model labels; default: every image model
     datasets = ["mnist"]           # evaluation datasets (labels); default: each model's own
 
-Each table becomes an attack setting named ``certify`` whose parameters are the keys above, so the
-cell hash, the store and resuming work as for attacks; :func:`robustbench_geo.smoothing.certify_outcome`
-runs it.
+Each table becomes an evaluation of kind ``"certificate"`` (named :data:`~robustbench_geo.sweep.store.CERTIFICATE` in the cell's
+config) whose parameters are the keys above, so the cell hash, the store and resuming work as for
+attacks; :func:`robustbench_geo.smoothing.certify_outcome` runs it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 from robustbench_geo.check import check_number
 from robustbench_geo.smoothing.families import FAMILIES, make_family
 from robustbench_geo.smoothing.tss import SmoothingConfig
+from robustbench_geo.sweep.store import CERTIFICATE
 
 #: keys of a [certify.LABEL] table; all but transform/params/models/datasets are smoothing settings
 CERTIFY_KEYS = {"transform", "params", "sigma", "samples", "n0", "alpha", "cells", "substeps", "batch_size",
@@ -29,7 +30,7 @@ _SETTINGS = {"sigma", "samples", "n0", "alpha", "cells", "substeps", "batch_size
 
 
 def parse_certify_tables(tables: dict, checker, datasets: dict, models: dict, attack_cfg) -> dict:
-    """Validate the ``[certify.LABEL]`` tables and return ``{label: attack_cfg(...)}`` with ``attack = "certify"``."""
+    """Validate the ``[certify.LABEL]`` tables and return ``{label: attack_cfg(...)}`` of kind ``"certificate"``."""
     out = {}
     for label, t in tables.items():
         p = f"certify.{label}"
@@ -68,5 +69,6 @@ def parse_certify_tables(tables: dict, checker, datasets: dict, models: dict, at
                         checker.fail(f"{p}.{k}", f"certification applies to image data; {v!r} is {pool[v].task}")
                 sel[k] = tuple(vals)
         params = {"transform": transform, "family": dict(fam), **settings}
-        out[label] = attack_cfg(label, "certify", "image", sel.get("datasets"), sel.get("models"), params, {}, {})
+        out[label] = attack_cfg(label, CERTIFICATE, "image", sel.get("datasets"), sel.get("models"), params, {}, {},
+                                kind="certificate")
     return out

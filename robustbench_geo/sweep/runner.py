@@ -151,7 +151,7 @@ def run_cell(cell_config: dict, train_hash: str, *, cache_dir: str | Path, data_
         if meta.get("task") == "image":
             runner["n"] = len(ds)
         ta, ca = time.perf_counter(), time.process_time()
-        if att["name"] == "certify":  # a [certify.LABEL] cell: TSS certificate + attack bracket
+        if att["kind"] == "certificate":  # a [certify.LABEL] cell: TSS certificate + attack bracket
             outcome = evaluate_model(model, ds, certificate=att["params"], meta=meta, seed=seed, progress=progress)
         else:
             outcome = evaluate_model(model, ds, att["name"], call_params(att["name"], att["params"], runner), meta=meta, seed=seed, progress=progress,

@@ -25,6 +25,9 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 STORE_NAME = "results.sqlite"
+#: the name a certificate cell's config stores for its evaluation (``config["attack"]["name"]``, which its hash
+#: covers); cells stored before they carried their kind (``config["attack"]["kind"]``) were told apart by it
+CERTIFICATE = "certify"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,6 +87,15 @@ def _owner_alive(owner: str | None) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
+
+
+def _with_kind(config: dict) -> dict:
+    """A stored cell config with its evaluation's kind: cells stored before they carried it get it here, a
+    certificate (then the pseudo-attack :data:`CERTIFICATE`) ``"certificate"``, anything else ``"attack"``."""
+    attack = config.get("attack")
+    if isinstance(attack, dict) and "kind" not in attack:
+        attack["kind"] = "certificate" if attack.get("name") == CERTIFICATE else "attack"
+    return config
 
 
 def _real(v) -> float | None:
@@ -265,7 +277,7 @@ class ResultStore:
         for h, n, v in self.conn.execute("SELECT hash, name, value FROM metrics"):
             metrics.setdefault(h, {})[n] = v
         for r in rows:
-            r["config"] = json.loads(r["config"])
+            r["config"] = _with_kind(json.loads(r["config"]))
             r["info"] = json.loads(r["info"]) if r["info"] else {}
             r["metrics"] = metrics.get(r["hash"], {})
         return rows

@@ -66,12 +66,19 @@ OLD_STORED_ROT = {"grid_point": {}, "label": "rot", "name": "certify", "params":
 
 
 def test_certificate_cell_hashes_are_unchanged(monkeypatch):
+    from robustbench_geo.attacks import list_attacks
     from robustbench_geo.sweep.config import parse_config
+    from robustbench_geo.sweep.store import CERTIFICATE
 
     monkeypatch.setattr(cells_module, "__version__", PINNED_VERSION)
     cells = expand(parse_config(CERTIFY_SWEEP))
     assert {c.attack_label: c.hash for c in cells} == CERTIFY_HASHES
     assert {c.train_hash for c in cells} == {CERTIFY_TRAIN_HASH}
+    # the kind keys no cell: the certificate's name does, and no attack may be registered under it
+    assert {c.attack_label: c.config["attack"]["kind"] for c in cells} == {
+        "grid": "attack", "rot": "certificate", "shift": "certificate"}
+    assert {c.config["attack"]["name"] for c in cells if c.config["attack"]["kind"] == "certificate"} == {CERTIFICATE}
+    assert CERTIFICATE not in list_attacks()
 
 
 def test_a_store_written_before_certificates_had_a_kind_resumes_and_reports(monkeypatch, tmp_path):
@@ -94,6 +101,7 @@ def test_a_store_written_before_certificates_had_a_kind_resumes_and_reports(monk
         assert store.claim(old.hash)
         store.finish(old.hash, metrics, seconds=1.0)
         frame = cells_frame(store.cells())
+        assert list(frame["kind"]) == ["certificate"]  # read from the old form
         rows = certification_rows(frame)
         assert [(r["certify"], r["certified"]) for r in rows] == [("rot", "50.0 % [10.0, 90.0]")]
         assert threat_models(frame) == []  # a certificate is no attack's threat model
