@@ -10,11 +10,13 @@ point keeps the label. The base classifier is attacked with the same grid, witho
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from robustbench_geo.attacks.image.search import by_size, grid_search
 from robustbench_geo.smoothing.families import Family, make_family
 from robustbench_geo.smoothing.tss import _device, _generator, inference_model, probe_batch, sample_counts
 from robustbench_geo.check import check_shape
@@ -39,17 +41,18 @@ class GridAttackResult:
 
 
 def grid_points(family: Family, per_axis: int) -> torch.Tensor:
-    """``(P, dims)`` evenly spaced parameters over the box (edges included): identity first, then by distance from it."""
+    """``(P, dims)`` evenly spaced parameters over the box (edges included): identity first, then smallest first
+    (:func:`~robustbench_geo.attacks.image.search.by_size`: the largest distance from the identity as a fraction
+    of the box's reach on that axis, then the values), so the first fooling point found is a smallest one."""
     if int(per_axis) != per_axis or per_axis < 1:
         raise ValueError(f"points: expected a positive integer, got {per_axis!r}")
-    axes = [torch.linspace(lo, hi, int(per_axis), dtype=torch.float64) for lo, hi in family.box()]
-    grid = torch.stack([g.reshape(-1) for g in torch.meshgrid(*axes, indexing="ij")], 1)
-    ident = family.identity()[None]
-    inside = all(lo <= float(i) <= hi for i, (lo, hi) in zip(family.identity(), family.box()))
-    dist = (grid - ident).abs().amax(1)
-    grid = grid[torch.argsort(dist, stable=True)]  # smallest transforms first: the first fooling one is the smallest
-    grid = grid[(grid - ident).abs().amax(1) > 1e-12]
-    return torch.cat([ident, grid]) if inside else grid
+    box, ident = family.box(), tuple(family.identity().tolist())
+    axes = [torch.linspace(lo, hi, int(per_axis), dtype=torch.float64).tolist() for lo, hi in box]
+    pts = [p for p in itertools.product(*axes) if max(abs(v - i) for v, i in zip(p, ident)) > 1e-12]
+    if all(lo <= i <= hi for i, (lo, hi) in zip(ident, box)):
+        pts.insert(0, ident)
+    reach = tuple(max(abs(lo - i), abs(hi - i)) for i, (lo, hi) in zip(ident, box))
+    return torch.tensor([pts[i] for i in by_size(pts, ident, reach, sum_ties=False)], dtype=torch.float64)
 
 
 @torch.inference_mode()
@@ -57,6 +60,9 @@ def grid_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tr
                 points: int = 61, sigma: float = 0.0, n: int = 100, batch_size: int = 1000, seed: int = 0,
                 **family_kwargs) -> GridAttackResult:
     """Grid attack on the smoothed classifier (``sigma > 0``: argmax of ``n`` noisy samples) or the base one (``sigma = 0``).
+
+    The search is the attacks' :func:`~robustbench_geo.attacks.image.search.grid_search`, with every grid
+    point of an image classified in one go (one noise stream per image, as the certificate draws it).
 
     Args:
         model: base classifier.
@@ -76,24 +82,22 @@ def grid_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tr
     was_training = model.training
     model.eval()
     net = inference_model(model, probe_batch(images, sigma, dev))  # the certificate's base classifier
-    b, d = images.shape[0], family.dims
-    robust = torch.ones(b, dtype=torch.bool)
-    worst = torch.full((b, d), float("nan"), dtype=torch.float64)
-    passes = 0
+    b, t_total = images.shape[0], grid.shape[0]
+
+    def predict(i: int) -> torch.Tensor:  # image i's (smoothed) prediction at every grid point
+        warped = family.warp(images[i:i + 1].float().cpu(), grid).to(dev)
+        if sigma > 0:
+            return sample_counts(net, warped, n, sigma, _generator(dev, seed, i), batch_size).argmax(1)
+        return torch.cat([net(warped[s:s + batch_size]).argmax(1).cpu() for s in range(0, t_total, batch_size)])
+
+    def evaluate(t, c, active):
+        return torch.stack([predict(int(i)) != int(labels[i]) for i in active], 1), None
+
     try:
-        for i in range(b):
-            warped = family.warp(images[i:i + 1].float().cpu(), grid).to(dev)
-            if sigma > 0:
-                counts = sample_counts(net, warped, n, sigma, _generator(dev, seed, i), batch_size)
-                pred = counts.argmax(1)
-                passes += grid.shape[0] * n
-            else:
-                pred = torch.cat([net(warped[s:s + batch_size]).argmax(1).cpu() for s in range(0, grid.shape[0], batch_size)])
-                passes += grid.shape[0]
-            wrong = (pred != int(labels[i])).nonzero()
-            if wrong.numel():
-                robust[i] = False
-                worst[i] = family.to_user(grid[int(wrong[0])])
+        pick, fooled, _ = grid_search(b, t_total, evaluate, lambda a: t_total)
     finally:
         model.train(was_training)
-    return GridAttackResult(robust, worst, int(grid.shape[0]), passes)
+    worst = torch.full((b, family.dims), float("nan"), dtype=torch.float64)
+    for i in fooled.nonzero().squeeze(1).tolist():
+        worst[i] = family.to_user(grid[int(pick[i])])
+    return GridAttackResult(~fooled, worst, t_total, b * t_total * (n if sigma > 0 else 1))

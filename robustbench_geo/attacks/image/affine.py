@@ -14,7 +14,7 @@ import torch
 
 from robustbench_geo.attacks.base import register_attack
 from robustbench_geo.attacks.image.core import ImageAttack
-from robustbench_geo.attacks.image.search import FIELDS, full_params, projected_ascent, search_candidates
+from robustbench_geo.attacks.image.search import FIELDS, by_size, full_params, projected_ascent, search_candidates
 from robustbench_geo.check import check_cost, check_interval, check_number, check_positive_int, unknown_name_error
 
 _BOX_DOCS = {
@@ -116,13 +116,9 @@ class GridAttack(_AffineBox):
         angles = _values(self.max_angle_deg, self.angle_steps)
         shifts = _values(self.max_shift_px, self.shift_steps, integer=self.integer_shifts)
         pts = list(itertools.product(angles.tolist(), shifts.tolist(), shifts.tolist()))
-        a_max, s_max = max(self.max_angle_deg, 1e-12), max(self.max_shift_px, 1e-12)
-
-        def size(p):  # smaller transforms first, so the kept fooling transform is the smallest one found
-            r = (abs(p[0]) / a_max, abs(p[1]) / s_max, abs(p[2]) / s_max)
-            return (r[0], max(r[1:]), sum(r), p) if self.order == "angle" else (max(r), sum(r), p)
-
-        pts = sorted(pts, key=size)  # the identity (size 0) is first
+        budget = (self.max_angle_deg, self.max_shift_px, self.max_shift_px)
+        order = by_size(pts, (0.0, 0.0, 0.0), budget, groups=[[0], [1, 2]] if self.order == "angle" else None)
+        pts = [pts[i] for i in order]  # the identity (size 0) is first
         if self.order == "largest":
             pts = pts[:1] + pts[:0:-1]
         t = torch.tensor(pts)
