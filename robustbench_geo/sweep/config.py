@@ -116,18 +116,10 @@ class ModelCfg:
         return self.source != "train"
 
 
-#: the kinds of evaluation a cell runs: an ``[attacks.LABEL]`` table's attack or a ``[certify.LABEL]`` table's certificate
-EVALUATION_KINDS = ("attack", "certificate")
-
-
 @dataclass(frozen=True)
 class AttackCfg:
-    """One ``[attacks.LABEL]`` or ``[certify.LABEL]`` table: what a cell evaluates its model with.
-
-    ``kind`` says which (:data:`EVALUATION_KINDS`); ``attack`` is the registered attack's name, or the
-    certificate's (:data:`~robustbench_geo.sweep.store.CERTIFICATE`).
-    """
-
+    """An ``[attacks.LABEL]`` table (kind ``"attack"``: ``attack`` is a registered attack) or a ``[certify.LABEL]``
+    table (kind ``"certificate"``, named :data:`~robustbench_geo.sweep.store.CERTIFICATE`)."""
     label: str
     attack: str
     domain: str
