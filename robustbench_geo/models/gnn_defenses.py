@@ -56,25 +56,48 @@ def jaccard_keep(similarity: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 class PairSimilarities:
-    """:func:`jaccard_similarity` of node pairs for one feature matrix, each pair computed once.
+    """A per-pair similarity of the endpoints' features (:func:`jaccard_similarity` by default) for one feature
+    matrix, each pair computed once.
 
     An attack evaluates the model on hundreds of perturbed graphs that share almost every edge; the
-    similarity of an edge depends only on its two feature rows, so it is kept by pair id
-    ``min(i, j) * N + max(i, j)`` (sorted ids, one ``searchsorted`` per call) and only the pairs not
-    seen before are computed. On the Cora LCC (1433 features) that turns 0.24 s per forward pass
-    (gathering two ``E x F`` feature blocks) into a lookup. Kept for the latest feature matrix only
-    (:class:`~robustbench_geo.models.tensor_cache.TensorCache`), and at most ``max_pairs`` pairs.
+    similarity of an edge depends only on its two feature rows, so it is kept per unordered pair and only
+    the pairs not seen before are computed (by ``similarity(x, pairs)`` on pairs ``(min(i, j), max(i, j))``,
+    in chunks of ``chunk`` pairs, so the value of a pair is what a direct call gives for it). On the Cora
+    LCC (1433 features) that turns 0.24 s per forward pass (gathering two ``E x F`` feature blocks) into a
+    lookup. Graphs of at most ``dense_nodes`` nodes keep an ``N x N`` table (a lookup costs ``O(E)``, no
+    sorting, however many pairs a block attack draws); larger ones keep sorted pair ids
+    ``min(i, j) * N + max(i, j)`` (one ``searchsorted`` per call), at most ``max_pairs`` of them. Kept for
+    the latest feature matrix only (:class:`~robustbench_geo.models.tensor_cache.TensorCache`).
     """
 
-    def __init__(self, max_pairs: int = 1 << 22):
-        self.max_pairs = max_pairs
+    def __init__(self, max_pairs: int = 1 << 22, similarity=None, prepare=None, dense_nodes: int = 4096,
+                 chunk: int = 1 << 14):
+        self.max_pairs, self.dense_nodes, self.chunk = max_pairs, dense_nodes, chunk
+        self.similarity = jaccard_similarity if similarity is None else similarity
+        self.prepare = prepare  # x -> what similarity reads (e.g. unit rows), once per batch of new pairs
         self._cache = TensorCache()
+
+    def _compute(self, x: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
+        if not ids.numel():
+            return x.new_zeros(0)
+        with torch.no_grad():
+            feats = x.detach() if self.prepare is None else self.prepare(x.detach())
+            return torch.cat([self.similarity(feats, torch.stack([c // n, c % n])) for c in ids.split(self.chunk)])
 
     def __call__(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        ids = torch.minimum(edge_index[0], edge_index[1]) * n + torch.maximum(edge_index[0], edge_index[1])
+        if n <= self.dense_nodes:
+            store = self._cache.get(x, lambda t: {"sims": torch.zeros(n * n, dtype=t.dtype, device=t.device),
+                                                  "known": torch.zeros(n * n, dtype=torch.bool, device=t.device)})
+            known = store["known"][ids]
+            if not bool(known.all()):
+                new = torch.unique(ids[~known])
+                store["sims"][new] = self._compute(x, new, n).to(x.dtype)
+                store["known"][new] = True
+            return store["sims"][ids]
         store = self._cache.get(x, lambda t: {"ids": torch.zeros(0, dtype=torch.long, device=t.device),
                                                "sims": torch.zeros(0, dtype=t.dtype, device=t.device)})
-        ids = torch.minimum(edge_index[0], edge_index[1]) * n + torch.maximum(edge_index[0], edge_index[1])
         known, sims = store["ids"], store["sims"]
         pos = torch.searchsorted(known, ids).clamp_max(max(known.numel() - 1, 0))
         hit = known[pos] == ids if known.numel() else torch.zeros_like(ids, dtype=torch.bool)
@@ -82,8 +105,7 @@ class PairSimilarities:
             new = torch.unique(ids[~hit])
             if known.numel() + new.numel() > self.max_pairs:  # start over with this call's pairs only
                 known, sims, new = known[:0], sims[:0], torch.unique(ids)
-            with torch.no_grad():
-                new_sims = jaccard_similarity(x.detach(), torch.stack([new // n, new % n])).to(sims.dtype)
+            new_sims = self._compute(x, new, n).to(sims.dtype)
             known, order = torch.sort(torch.cat([known, new]))
             sims = torch.cat([sims, new_sims])[order]
             store["ids"], store["sims"] = known, sims
@@ -91,7 +113,7 @@ class PairSimilarities:
         return sims[pos]
 
     def __deepcopy__(self, memo) -> "PairSimilarities":
-        return PairSimilarities(self.max_pairs)
+        return PairSimilarities(self.max_pairs, self.similarity, self.prepare, self.dense_nodes, self.chunk)
 
 
 class GCNJaccard(GCN):

@@ -244,14 +244,16 @@ def test_ppr_inverse_and_its_gradient_equal_the_plain_inverse(symmetric):
     assert torch.autograd.gradcheck(_SPDInverse.apply, (m,))
 
 
-def test_pair_similarities_equal_the_direct_computation_across_calls():
+@pytest.mark.parametrize("dense_nodes", [4096, 0], ids=["table", "sorted-ids"])
+def test_pair_similarities_equal_the_direct_computation_across_calls(dense_nodes):
     """The per-pair cache of GCN-Jaccard gives jaccard_similarity on every call: new pairs, repeated pairs, both
-    directions, after its size limit empties it, and for a new feature matrix."""
+    directions, after its size limit empties it, and for a new feature matrix (an N x N table for small graphs,
+    sorted pair ids above ``dense_nodes``)."""
     from robustbench_geo.models.gnn_defenses import PairSimilarities, jaccard_similarity
 
     g = torch.Generator().manual_seed(0)
     n = 40
-    sims = PairSimilarities(max_pairs=150)
+    sims = PairSimilarities(max_pairs=150, dense_nodes=dense_nodes, chunk=7)
     x = (torch.rand(n, 12, generator=g) < 0.3).float()
     for step in range(8):
         if step == 5:
@@ -259,3 +261,93 @@ def test_pair_similarities_equal_the_direct_computation_across_calls():
         ei = torch.randint(n, (2, 60), generator=g)
         ei = torch.cat([ei, ei.flip(0)], 1)
         torch.testing.assert_close(sims(x, ei), jaccard_similarity(x, ei), rtol=0, atol=0, equal_nan=True, msg=str(step))
+
+
+@pytest.mark.parametrize("dense_nodes", [4096, 0], ids=["table", "sorted-ids"])
+def test_gnnguard_cached_input_cosine_equals_edge_cosine_bit_for_bit(dense_nodes):
+    """GNNGuard keeps the input features' cosine per node pair: on every call (new pairs, repeated pairs, both
+    directions, a new feature matrix) it is edge_cosine's value exactly, so the sparse forward is unchanged."""
+    from robustbench_geo.models.gnn_defenses import PairSimilarities
+    from robustbench_geo.models.gnn_robust import GNNGuard
+    from robustbench_geo.models.gnn_robust.gnnguard import edge_cosine
+
+    g = torch.Generator().manual_seed(0)
+    n = 50
+    model = GNNGuard(30, 3)
+    model._pair_cos = PairSimilarities(similarity=model._pair_cos.similarity, prepare=model._pair_cos.prepare,
+                                       dense_nodes=dense_nodes, chunk=11)
+    x = torch.rand(n, 30, generator=g) * (torch.rand(n, 30, generator=g) < 0.3)
+    x[3] = 0  # a featureless node: cosine 0
+    for step in range(6):
+        if step == 4:
+            x = torch.rand(n, 30, generator=g)
+        ei = torch.randint(n, (2, 80), generator=g)
+        ei = torch.cat([ei, ei.flip(0)], 1)
+        assert torch.equal(model._input_edge_cosine(x, ei), edge_cosine(x, ei)), step
+    copy = __import__("copy").deepcopy(model)  # the altered surrogate: a fresh cache with the same formula
+    assert torch.equal(copy._input_edge_cosine(x, ei), edge_cosine(x, ei))
+
+
+@pytest.mark.parametrize("div_limit", [1e-8, 0.01])
+def test_gnnguard_dense_forward_equals_the_importance_matrices_with_gradients(div_limit):
+    """The dense forward never builds the (N, N) importance matrices; values and gradients in the adjacency equal
+    the direct formula (alpha_l from dense_edge_importance, layer memory, D^-1/2 W D^-1/2) on a relaxed graph."""
+    from robustbench_geo.models.gnn_robust import GNNGuard
+
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    torch.manual_seed(0)
+    model = GNNGuard(12, 4, div_limit=div_limit).double().eval()
+    x = torch.rand(n, 12, generator=g, dtype=torch.float64) * (torch.rand(n, 12, generator=g) < 0.4)
+    x[2] = 0
+    a = (torch.rand(n, n, generator=g) < 0.15).double().triu(1)
+    s = torch.rand(n, n, generator=g, dtype=torch.float64).triu(1) * 0.3
+    adj = a + (1 - 2 * a) * s
+    adj = (adj + adj.T).requires_grad_(True)
+
+    def direct(adj):
+        beta = model.pre_beta.sigmoid()
+        h, mem = x, None
+        for k, lin in enumerate((model.lin1, model.lin2)):
+            alpha = dense_edge_importance(h, adj, None, model.div_limit)
+            mem = alpha if mem is None else beta * mem + (1 - beta) * alpha
+            deg = mem.sum(1).clamp_min(1e-5).rsqrt()
+            h = deg[:, None] * (mem @ (deg[:, None] * (h @ lin.weight.T))) + lin.bias
+            if k == 0:
+                h = torch.relu(h)
+        return h
+
+    probe = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    out, expected = model.dense_forward(x, adj), direct(adj)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad((out * probe).sum(), adj)
+    (grad_expected,) = torch.autograd.grad((expected * probe).sum(), adj)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-10, atol=1e-12)
+
+
+def test_grand_dense_route_for_many_weighted_edges_equals_message_passing(monkeypatch):
+    """With differentiable weights on a graph with many edges (PR-BCD's block) GRAND propagates on the dense
+    adjacency; values and edge-weight gradients equal message passing's (duplicates and negative weights included)."""
+    from robustbench_geo.models.gnn_robust import GRAND, grand
+
+    g = torch.Generator().manual_seed(0)
+    n = 25
+    torch.manual_seed(0)
+    model = GRAND(10, 3, order=4).double().eval()
+    x = torch.rand(n, 10, generator=g, dtype=torch.float64)
+    ei = torch.randint(n, (2, 120), generator=g)
+    ei = ei[:, ei[0] != ei[1]]
+    ei = torch.cat([ei, ei.flip(0), ei[:, :5]], 1)  # both directions, five duplicated edges
+    w0 = torch.rand(ei.shape[1], generator=g, dtype=torch.float64)
+    w0[:3] = -0.2
+    probe = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    results = []
+    for ratio in (0, 10 ** 6):  # message passing, dense
+        monkeypatch.setattr(grand, "DENSE_EDGES_RATIO", ratio)
+        w = w0.clone().requires_grad_(True)
+        out = model(x, ei, w)
+        results.append((out, *torch.autograd.grad((out * probe).sum(), w)))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # no gradient wanted: the sparse product, the same values
+        torch.testing.assert_close(model(x, ei, w0), results[0][0], rtol=1e-10, atol=1e-12)
