@@ -266,13 +266,15 @@ def test_pair_similarities_equal_the_direct_computation_across_calls(dense_nodes
 @pytest.mark.parametrize("dense_nodes", [4096, 0], ids=["table", "sorted-ids"])
 def test_gnnguard_cached_input_cosine_equals_edge_cosine_bit_for_bit(dense_nodes):
     """GNNGuard keeps the input features' cosine per node pair: on every call (new pairs, repeated pairs, both
-    directions, a new feature matrix) it is edge_cosine's value exactly, so the sparse forward is unchanged."""
+    directions, a new feature matrix) it is edge_cosine's value exactly, so the sparse forward is unchanged; a
+    graph with many edges reads the N x N matrix, equal up to rounding."""
     from robustbench_geo.models.gnn_defenses import PairSimilarities
     from robustbench_geo.models.gnn_robust import GNNGuard
-    from robustbench_geo.models.gnn_robust.gnnguard import edge_cosine
+    from robustbench_geo.models.gnn_robust.gnnguard import DENSE_EDGES_RATIO, edge_cosine
 
     g = torch.Generator().manual_seed(0)
-    n = 50
+    n = 400
+    assert 160 * DENSE_EDGES_RATIO < n * n  # the per-pair path below
     model = GNNGuard(30, 3)
     model._pair_cos = PairSimilarities(similarity=model._pair_cos.similarity, prepare=model._pair_cos.prepare,
                                        dense_nodes=dense_nodes, chunk=11)
@@ -286,6 +288,8 @@ def test_gnnguard_cached_input_cosine_equals_edge_cosine_bit_for_bit(dense_nodes
         assert torch.equal(model._input_edge_cosine(x, ei), edge_cosine(x, ei)), step
     copy = __import__("copy").deepcopy(model)  # the altered surrogate: a fresh cache with the same formula
     assert torch.equal(copy._input_edge_cosine(x, ei), edge_cosine(x, ei))
+    many = torch.randint(n, (2, n * n // DENSE_EDGES_RATIO), generator=g)  # the N x N matrix
+    torch.testing.assert_close(model._input_edge_cosine(x, many), edge_cosine(x, many), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("div_limit", [1e-8, 0.01])
@@ -326,8 +330,8 @@ def test_gnnguard_dense_forward_equals_the_importance_matrices_with_gradients(di
 
 
 def test_grand_dense_route_for_many_weighted_edges_equals_message_passing(monkeypatch):
-    """With differentiable weights on a graph with many edges (PR-BCD's block) GRAND propagates on the dense
-    adjacency; values and edge-weight gradients equal message passing's (duplicates and negative weights included)."""
+    """On a graph with many edges (PR-BCD's block) GRAND propagates on the dense adjacency; values and edge-weight
+    gradients equal message passing's and the sparse product's (duplicates and negative weights included)."""
     from robustbench_geo.models.gnn_robust import GRAND, grand
 
     g = torch.Generator().manual_seed(0)
@@ -349,5 +353,7 @@ def test_grand_dense_route_for_many_weighted_edges_equals_message_passing(monkey
         results.append((out, *torch.autograd.grad((out * probe).sum(), w)))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
-    with torch.no_grad():  # no gradient wanted: the sparse product, the same values
-        torch.testing.assert_close(model(x, ei, w0), results[0][0], rtol=1e-10, atol=1e-12)
+    for ratio in (0, 10 ** 6):  # without gradient: the sparse product, or dense; the same values
+        monkeypatch.setattr(grand, "DENSE_EDGES_RATIO", ratio)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, ei, w0), results[0][0], rtol=1e-10, atol=1e-12)

@@ -65,6 +65,8 @@ from robustbench_geo.models.tensor_cache import TensorCache
 FORMULATIONS = ("paper", "authors")
 #: the authors' code zeroes cosine similarities below this before normalising
 AUTHORS_SIMILARITY_FLOOR = 0.1
+#: a sparse forward on at least ``N^2 / DENSE_EDGES_RATIO`` edges reads the input cosine from the ``N x N`` matrix
+DENSE_EDGES_RATIO = 32
 
 def _unit_rows(h: torch.Tensor) -> torch.Tensor:
     """Rows of ``h`` divided by their L2 norm; a norm below 1e-8 counts as 1 (Mujkanovic et al.'s ``pairwise_cosine``)."""
@@ -259,12 +261,18 @@ class GNNGuard(nn.Module):
         return h
 
     def _input_edge_cosine(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """:func:`edge_cosine` of the input features, kept per node pair for the feature matrix.
+        """:func:`edge_cosine` of the input features.
 
         Gathering two ``E x F`` blocks of unit rows per call dominated the sparse forward on Cora (1433
-        features), which judges every candidate an attack draws and is what PR-BCD differentiates on
-        ``E`` plus a 250k-pair block; each pair is computed once by the same formula (tested equal).
+        features), which judges every candidate an attack draws. Each pair's value is kept for the feature
+        matrix and computed once by the same formula (bit for bit :func:`edge_cosine`, tested). A graph with
+        at least ``N^2 / DENSE_EDGES_RATIO`` edges (PR-BCD's clean edges plus a 250k-pair block, which it
+        resamples for 100 epochs: computing every pair of the Cora LCC once took 36 s) reads the cached
+        ``N x N`` matrix of the dense forward instead, equal up to rounding.
         """
+        n = x.shape[0]
+        if edge_index.shape[1] * DENSE_EDGES_RATIO >= n * n:
+            return self._input_cosine(x)[edge_index[0], edge_index[1]]
         return self._pair_cos(x, edge_index)
 
     def _input_cosine(self, x: torch.Tensor) -> torch.Tensor:

@@ -41,10 +41,10 @@ from robustbench_geo.models.gnn_robust.common import (
 )
 from robustbench_geo.models.registry import register_model
 
-#: With differentiable edge weights on at least ``N^2 / DENSE_EDGES_RATIO`` directed edges, the propagation runs on
-#: the dense ``(N, N)`` adjacency: PR-BCD hands the forward the clean edges plus a 250k-pair block (520k directed
-#: edges on the Cora LCC, N^2 / 12), where one forward and backward of the 8 propagation steps took 1.7 s by
-#: message passing and 0.33 s dense (one thread); message passing breaks even around N^2 / 60.
+#: On at least ``N^2 / DENSE_EDGES_RATIO`` directed edges the propagation runs on the dense ``(N, N)`` adjacency:
+#: PR-BCD hands the forward the clean edges plus a 250k-pair block (520k directed edges on the Cora LCC, N^2 / 12),
+#: where one forward and backward of the 8 propagation steps took 1.7 s by message passing and 0.33 s dense (one
+#: thread; message passing breaks even around N^2 / 60), and it judges every epoch's top flips on that block too.
 DENSE_EDGES_RATIO = 32
 
 
@@ -88,10 +88,11 @@ class GRAND(nn.Module):
         return self.lin2(h)
 
     def _sparse_prop(self, x, edge_index, edge_weight):
-        """``h -> A_hat h``: a sparse matrix product; when ``edge_weight`` needs a gradient, message passing, or on a
-        graph with at least ``N^2 / DENSE_EDGES_RATIO`` edges the dense product (see :data:`DENSE_EDGES_RATIO`)."""
+        """``h -> A_hat h``: on a graph with at least ``N^2 / DENSE_EDGES_RATIO`` edges the dense product (see
+        :data:`DENSE_EDGES_RATIO`), else a sparse matrix product, or message passing when ``edge_weight`` needs a
+        gradient."""
         n, w = x.shape[0], edge_weights(edge_index, edge_weight, x)
-        if w.requires_grad and edge_index.shape[1] * DENSE_EDGES_RATIO >= n * n:
+        if edge_index.shape[1] * DENSE_EDGES_RATIO >= n * n:
             adj = to_dense(edge_index.flip(0), w, n)  # row i: the edges into i, as message passing aggregates
             scale = dense_degree_scale(adj, -0.5)
             return lambda h: dense_gcn_propagate(adj, h, scale)
