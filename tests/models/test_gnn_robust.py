@@ -357,3 +357,58 @@ def test_grand_dense_route_for_many_weighted_edges_equals_message_passing(monkey
         monkeypatch.setattr(grand, "DENSE_EDGES_RATIO", ratio)
         with torch.no_grad():
             torch.testing.assert_close(model(x, ei, w0), results[0][0], rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_aware_product_equals_the_dense_one_with_gradients():
+    """adj @ h through the non-zeros of a mostly-zero dense adjacency: the values and both gradients of the dense
+    product (adj's for every pair, zeros included); above SPARSE_SHARE non-zeros it is the dense product itself."""
+    from robustbench_geo.models.gnn_robust.common import SPARSE_SHARE, sparse_adjacency, sparse_aware_mm
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    adj = torch.rand(n, n, generator=g, dtype=torch.float64) * (torch.rand(n, n, generator=g) < 0.05)
+    adj[3, 7] = -0.5  # not symmetric, a negative entry
+    h = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    sparse = sparse_adjacency(adj)
+    assert sparse is not None and int(torch.bincount(sparse.rows, minlength=n).sum()) == int((adj != 0).sum())
+    a1, h1 = adj.clone().requires_grad_(True), h.clone().requires_grad_(True)
+    a2, h2 = adj.clone().requires_grad_(True), h.clone().requires_grad_(True)
+    probe = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    out1, out2 = sparse_aware_mm(a1, h1, sparse), a2 @ h2
+    torch.testing.assert_close(out1, out2)
+    grads1 = torch.autograd.grad((out1 * probe).sum(), (a1, h1))
+    grads2 = torch.autograd.grad((out2 * probe).sum(), (a2, h2))
+    for g1, g2 in zip(grads1, grads2):
+        torch.testing.assert_close(g1, g2)
+    assert torch.autograd.gradcheck(lambda a, b: sparse_aware_mm(a, b, sparse_adjacency(a.detach())),
+                                    (adj.clone().requires_grad_(True), h.clone().requires_grad_(True)))
+    dense = torch.rand(n, n, generator=g) * (torch.rand(n, n, generator=g) < 2 * SPARSE_SHARE)
+    assert sparse_adjacency(dense) is None
+
+
+@pytest.mark.parametrize("name", ["gnnguard", "grand"])
+def test_dense_forward_through_the_non_zeros_equals_the_dense_products(name, monkeypatch):
+    """GNNGuard's and GRAND's dense forward on a mostly-zero relaxed graph take the CSR products; values and
+    gradients in the adjacency equal the all-dense computation."""
+    from robustbench_geo.models.gnn_robust import GNNGuard, GRAND, common
+
+    g = torch.Generator().manual_seed(1)
+    n, feats, classes = 300, 20, 4
+    torch.manual_seed(0)
+    model = {"gnnguard": GNNGuard, "grand": GRAND}[name](feats, classes).double().eval()
+    _, a = _random_binary_graph(n, 0.02, 5)
+    a = a.double()
+    s = torch.rand(n, n, generator=g, dtype=torch.float64) * (torch.rand(n, n, generator=g) < 0.01)
+    s = (s + s.T).clamp(max=1).fill_diagonal_(0)
+    p = a + (1 - 2 * a) * s
+    assert common.sparse_adjacency(p) is not None
+    x = torch.rand(n, feats, generator=g, dtype=torch.float64) * (torch.rand(n, feats, generator=g) < 0.3)
+    probe = torch.randn(n, classes, generator=g, dtype=torch.float64)
+    results = []
+    for share in (common.SPARSE_SHARE, -1.0):  # through the non-zeros, all dense
+        monkeypatch.setattr(common, "SPARSE_SHARE", share)
+        adj = p.clone().requires_grad_(True)
+        out = model.dense_forward(x, adj)
+        results.append((out, *torch.autograd.grad((out * probe).sum(), adj)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-10)

@@ -57,7 +57,9 @@ import torch.nn.functional as F
 from robustbench_geo.check import unknown_name_error
 from robustbench_geo.models.gnn import scatter
 from robustbench_geo.models.gnn_defenses import PairSimilarities
-from robustbench_geo.models.gnn_robust.common import edge_weights, propagate, with_self_loops
+from robustbench_geo.models.gnn_robust.common import (
+    edge_weights, propagate, sparse_adjacency, sparse_aware_mm, with_self_loops,
+)
 from robustbench_geo.models.registry import register_model
 from robustbench_geo.models.tensor_cache import TensorCache
 
@@ -223,14 +225,17 @@ class GNNGuard(nn.Module):
                 u = _unit_rows(h.detach())
                 cos = u @ u.T
             sim = adj * cos
-            count = (sim != 0).sum(1).to(adj.dtype)
+            sparse = sparse_adjacency(sim)  # a relaxed attack graph is mostly zeros: products through CSR
+            count = (sim != 0).sum(1) if sparse is None else torch.bincount(sparse.rows, minlength=adj.shape[0])
+            count = count.to(adj.dtype)
             rows = sim.sum(1)
             total = torch.where(rows.abs() < self.div_limit, torch.ones_like(rows), rows)
-            layer = (sim, rows, count / ((count + 1) * total), 1 / (count + 1))
+            layer = ((sim, sparse), rows, count / ((count + 1) * total), 1 / (count + 1))
             terms = [(1.0, *layer)] if not terms else [(beta, *terms[0][1:]), (1 - beta, *layer)]
             deg = sum(c * (r * rs + d) for c, _, rs, r, d in terms).clamp_min(1e-5).rsqrt()
             v = deg[:, None] * (h @ lin.weight.T)
-            h = deg[:, None] * sum(c * (r[:, None] * (m @ v) + d[:, None] * v) for c, m, _, r, d in terms) + lin.bias
+            h = deg[:, None] * sum(c * (r[:, None] * sparse_aware_mm(m[0], v, m[1]) + d[:, None] * v)
+                                   for c, m, _, r, d in terms) + lin.bias
             if k == 0:
                 h = F.dropout(F.relu(h), self.dropout, self.training)
         return h
