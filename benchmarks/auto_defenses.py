@@ -10,9 +10,10 @@ runs as a child process::
 with one torch thread (``--train-each``: every code version trains its own checkpoint, for a change to
 a model's training or forward; ``--attack-code LABEL``: every attack runs with that version's code,
 for a change to a model's training alone, or where an older version cannot attack the model; ``--skip LABEL:MODEL``:
-that version is not run on that model, e.g. a "before" known to take half an hour, and its cells read "not run"). Its CPU seconds (user + system, from ``getrusage`` of the child) and wall
-seconds are measured, and the robust accuracy is read from its output. Versions alternate per model
-(and their order per repeat), so both see the same machine load. Run, e.g. (``before`` a checkout of an earlier commit)::
+that version is not run on that model, e.g. a "before" known to take half an hour, and its cells read "not run").
+Its CPU seconds (user + system, from ``getrusage`` of the child) and wall seconds are measured, and the robust
+accuracy is read from its output. Versions alternate per model (and their order per repeat), so both see the same
+machine load. Run, e.g. (``before`` a checkout of an earlier commit)::
 
     git worktree add /tmp/before 0bd4a65
     python benchmarks/auto_defenses.py --models gcn gcn_jaccard gcn_svd --code before=/tmp/before after=. \\

@@ -93,7 +93,7 @@ class SparseAdjacency:
 
 
 def sparse_adjacency(adj: torch.Tensor) -> SparseAdjacency | None:
-    """The non-zeros of ``adj`` ``(N, N)`` when at most :data:`SPARSE_SHARE` of it is non-zero (on the CPU), else ``None``.
+    """The non-zeros of ``adj`` ``(N, N)`` when at most :data:`SPARSE_SHARE` of it is non-zero (CPU), else ``None``.
 
     A gradient attack's relaxed adjacency is the clean graph plus the pairs carrying perturbation mass: on the
     Cora LCC PGD's relaxation holds 1-2.5 % non-zero pairs over its steps (GRAND, 5 % budget).
