@@ -35,6 +35,7 @@ from robustbench_geo.checkpoint import load_checkpoint
 from robustbench_geo.cli.certify import _checkpoint_sigma
 from robustbench_geo.data import load_dataset
 from robustbench_geo.data.base import ImageDataset
+from robustbench_geo.results_schema import ci_key
 from robustbench_geo.smoothing import SmoothingConfig, evaluate_certification
 from robustbench_geo.smoothing.binomial import proportion_interval
 
@@ -71,10 +72,10 @@ def _summary(rows: list[dict], base_correct: int) -> dict:
                       ("base_attack_accuracy", sum(bool(r.get("base_attack_robust")) for r in rows)),
                       ("base_clean_accuracy", base_correct)):
         out[key] = hits / n if n else float("nan")
-        out[key + "_ci95"] = list(proportion_interval(hits, n))
+        out[ci_key(key)] = list(proportion_interval(hits, n))
     if not any("smoothed_attack_robust" in r for r in rows):  # --attack-points 0: no bracket was measured
         for key in ("smoothed_attack_accuracy", "base_attack_accuracy"):
-            out[key], out[key + "_ci95"] = float("nan"), [float("nan"), float("nan")]
+            out[key], out[ci_key(key)] = float("nan"), [float("nan"), float("nan")]
     return out
 
 
@@ -139,7 +140,7 @@ def main():
                   f"load {_load()}", flush=True)
 
         def pct(k):
-            lo, hi = m[k + "_ci95"]
+            lo, hi = m[ci_key(k)]
             return "-" if m[k] != m[k] else f"{100 * m[k]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
         lines.append(f"| {name} {TSS[name]['budget']} | {m['n']} | {cfg.n} | {o.config['cells']} | {sigma} | "

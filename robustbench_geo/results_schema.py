@@ -6,17 +6,31 @@ Three kinds of file are written, every one through :func:`write_json`:
   (:meth:`~robustbench_geo.api.BenchmarkResult.to_json`) and by the report (``json/<model>.json``);
   built with :func:`model_entry` from rows of :func:`result_row`;
 * ``"attack"``: the records of ``rbgeo attack --out``'s ``outcome.json`` (a list, one per seed);
-* ``"certificate"``: ``rbgeo certify --out``'s ``outcome.json`` (one record; its ``metrics`` as a sweep's
-  certificate cells store them, intervals as ``<key>_low``/``<key>_high``).
+* ``"certificate"``: ``rbgeo certify --out``'s ``outcome.json`` (one record, built with
+  :func:`certificate_record`; its ``metrics`` are the rates of :data:`CERTIFICATE_RATES`, each with its
+  interval, and ``n``).
 
-Every record carries ``schema_version`` and ``kind``. Accuracies are fractions in ``[0, 1]``; an
-interval ``*_ci`` is ``[low, high]``, the 95 % Wilson score interval of the ``n`` samples (pooled over
-seeds); ``*_std`` is the sample standard deviation over seeds. A NaN is written as ``null``.
+Every record carries ``schema_version`` and ``kind``. Accuracies and rates are fractions in ``[0, 1]``;
+``*_std`` is the sample standard deviation over seeds; a NaN is written as ``null``. An interval is named
+``<key>_ci`` (:func:`ci_key`) and is ``[low, high]`` at 95 % in every kind, but which interval it is
+depends on the kind, and the record says so in its ``units``:
+
+* per-model entry: the Wilson score interval of the ``n`` samples pooled over seeds (:data:`UNITS`);
+* certificate: the two-sided Clopper-Pearson (exact binomial) interval of the ``n`` test images
+  (:data:`CERTIFICATE_UNITS`), whose coverage is at least 95 % for every true rate, as a certified
+  bound wants (:func:`robustbench_geo.smoothing.binomial.proportion_interval`);
+* attack records carry no intervals and no ``units`` (the report computes Wilson intervals from ``n``).
+
+Where only numbers are kept (a sweep store's metrics, a report's summary columns) an interval is two
+numbers, ``<key>_ci_low`` and ``<key>_ci_high`` (:func:`ci_bounds`); :func:`flat_intervals` and
+:func:`paired_intervals` turn one form into the other.
 
 Versions: 1 had no ``n`` or intervals; 2 added them (the API named them ``*_ci95``, the report
-``*_ci``; ``outcome.json`` carried no version); 3 names them ``*_ci`` everywhere, stamps every
-record with its version and kind, and writes a certificate's metrics flat, as the sweep store keeps
-them. :func:`read_results` loads any of them in the current layout.
+``*_ci``; ``outcome.json`` carried no version); 3 names a per-model entry's intervals ``*_ci``, stamps
+every record with its version and kind, and writes a certificate's metrics flat, as the sweep store
+kept them (``*_ci95_low``/``*_ci95_high``); 4 names a certificate's intervals ``*_ci`` (``[low, high]``)
+like a per-model entry's and gives it ``units``. :func:`read_results` loads any of them in the current
+layout, and :func:`current_key` renames an old store's certificate metrics.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import math
 from pathlib import Path
 
 #: version of every results file this package writes (see the module docstring for what each added)
-JSON_SCHEMA_VERSION = 3
+JSON_SCHEMA_VERSION = 4
 
 #: the kinds of results file
 KINDS = ("model", "attack", "certificate")
@@ -39,8 +53,91 @@ RESULT_KEYS = ("dataset", "attack", "attack_name", "setting", "seeds", "n", "cle
 UNITS = ("accuracies are fractions in [0, 1]; *_ci: 95 % Wilson score interval of the n samples pooled over seeds; "
          "*_std: std over seeds")
 
-#: version-2 names of the API's intervals and their version-3 names
-_RENAMED_V2 = {"clean_acc_ci95": "clean_acc_ci", "robust_acc_ci95": "robust_acc_ci"}
+#: the rates of a certificate (fractions in [0, 1] of its ``n`` test images), each with its interval: certified
+#: accuracy (a lower bound on robust accuracy), the smoothed classifier's clean accuracy, abstention and certified
+#: rates, the base classifier's clean accuracy, and the grid attacks' accuracies on the smoothed and the base
+#: classifier (upper bounds); the attacks' two are NaN when the certificate ran without them
+CERTIFICATE_RATES = ("certified_accuracy", "smoothed_accuracy", "abstention_rate", "certified_rate",
+                     "base_clean_accuracy", "smoothed_attack_accuracy", "base_attack_accuracy")
+
+#: what the numbers of a certificate record mean, written into it
+CERTIFICATE_UNITS = ("rates are fractions in [0, 1] of the n test images; *_ci: two-sided 95 % Clopper-Pearson "
+                     "(exact binomial) interval of the n images; robust_accuracy is the certified accuracy (a lower "
+                     "bound), clean_accuracy the base classifier's")
+
+#: what an interval's key ends with: ``<key>_ci`` holds ``[low, high]``
+CI = "_ci"
+#: what an interval's key ended with in the API's version-2 entries, in certificates before version 4 and in
+#: sweep stores written before it
+_OLD_CI = "_ci95"
+
+
+def ci_key(key: str) -> str:
+    """The name of ``key``'s interval ``[low, high]``.
+
+    >>> ci_key("certified_accuracy")
+    'certified_accuracy_ci'
+    """
+    return key + CI
+
+
+def ci_bounds(key: str) -> tuple[str, str]:
+    """The names of ``key``'s interval bounds where only numbers are kept (a sweep store's metrics).
+
+    >>> ci_bounds("certified_accuracy")
+    ('certified_accuracy_ci_low', 'certified_accuracy_ci_high')
+    """
+    return ci_key(key) + "_low", ci_key(key) + "_high"
+
+
+def flat_intervals(metrics: dict) -> dict:
+    """``metrics`` with numbers only: each interval ``<key>_ci: [low, high]`` becomes ``<key>_ci_low`` and
+    ``<key>_ci_high`` (in its place), as a sweep store keeps them.
+
+    >>> flat_intervals({"certified_accuracy": 0.5, "certified_accuracy_ci": [0.1, 0.9], "n": 4})
+    {'certified_accuracy': 0.5, 'certified_accuracy_ci_low': 0.1, 'certified_accuracy_ci_high': 0.9, 'n': 4}
+    """
+    flat = {}
+    for k, v in metrics.items():
+        if k.endswith(CI) and isinstance(v, (list, tuple)) and len(v) == 2:
+            flat[k + "_low"], flat[k + "_high"] = v
+        else:
+            flat[k] = v
+    return flat
+
+
+def paired_intervals(metrics: dict) -> dict:
+    """The inverse of :func:`flat_intervals`: ``<key>_ci_low`` and ``<key>_ci_high`` become ``<key>_ci: [low, high]``
+    (where the low bound was; a bound without its partner is kept as it is).
+
+    >>> paired_intervals({"certified_accuracy_ci_low": 0.1, "certified_accuracy_ci_high": 0.9, "n": 4})
+    {'certified_accuracy_ci': [0.1, 0.9], 'n': 4}
+    """
+    paired = {}
+    for k, v in metrics.items():
+        for end, partner in (("_low", "_high"), ("_high", "_low")):
+            base = k[:-len(end)]
+            if k.endswith(CI + end) and base + partner in metrics:
+                if end == "_low":
+                    paired[base] = [v, metrics[base + partner]]
+                break
+        else:
+            paired[k] = v
+    return paired
+
+
+def current_key(name: str) -> str:
+    """A key's name as version 4 has it: ``*_ci95`` (version 2's ``[low, high]``, in the API's entries and in
+    certificates) and ``*_ci95_low``/``*_ci95_high`` (version-3 certificates, and sweep stores written before
+    version 4) become ``*_ci``, ``*_ci_low``, ``*_ci_high``; any other name is kept.
+
+    >>> current_key("robust_acc_ci95"), current_key("certified_accuracy_ci95_low"), current_key("n")
+    ('robust_acc_ci', 'certified_accuracy_ci_low', 'n')
+    """
+    for end in ("", "_low", "_high"):
+        if name.endswith(_OLD_CI + end):
+            return name[:len(name) - len(_OLD_CI + end)] + CI + end
+    return name
 
 
 class SchemaError(ValueError):
@@ -102,6 +199,16 @@ def model_entry(*, name: str, model, clean_acc, results: list[dict], seeds: list
             "versions": versions, **extra, "units": UNITS}
 
 
+def certificate_record(*, transform: dict, metrics: dict, **extra) -> dict:
+    """A certificate record (kind ``"certificate"``): ``metrics`` with its intervals as ``<rate>_ci: [low, high]``
+    (flat ``<rate>_ci_low``/``<rate>_ci_high``, as a sweep cell keeps them, are paired) and :data:`CERTIFICATE_UNITS`.
+
+    ``extra`` holds the writer's own fields (``config``, ``params``, ``checkpoint``, ``dataset``, ``seed``, ...).
+    """
+    return stamped("certificate", {"transform": transform, **extra, "metrics": paired_intervals(metrics),
+                                   "units": CERTIFICATE_UNITS})
+
+
 def stamped(kind: str, record: dict) -> dict:
     """``record`` with this package's ``schema_version`` and its ``kind`` in front."""
     if kind not in KINDS:
@@ -157,10 +264,15 @@ def validate(doc) -> None:
         for row in r.get("results", []) if r["kind"] == "model" else []:
             if set(row) != set(RESULT_KEYS):
                 raise SchemaError(f"a result row with keys {sorted(row)}, expected {list(RESULT_KEYS)}")
-            for key in ("clean_acc", "robust_acc"):
-                ci = row[f"{key}_ci"]
-                if not (isinstance(ci, list) and len(ci) == 2):
-                    raise SchemaError(f"{key}_ci: expected [low, high], got {ci!r}")
+            _check_intervals({k: row[k] for k in (ci_key("clean_acc"), ci_key("robust_acc"))})
+        if r["kind"] == "certificate":
+            _check_intervals(r["metrics"])
+
+
+def _check_intervals(values: dict) -> None:
+    for k, ci in values.items():
+        if k.endswith(CI) and not (isinstance(ci, list) and len(ci) == 2):
+            raise SchemaError(f"{k}: expected [low, high], got {ci!r}")
 
 
 def kind_of(record: dict) -> str:
@@ -187,29 +299,25 @@ def _upgrade(record: dict) -> dict:
     if kind == "model":
         rows = []
         for row in out.get("results", []):
-            row = {_RENAMED_V2.get(k, k): v for k, v in row.items()}
+            row = {current_key(k): v for k, v in row.items()}
             rows.append({k: row.get(k, [None, None] if k.endswith("_ci") else None) for k in RESULT_KEYS})
         out["results"] = rows
         out.setdefault("units", UNITS)
-    elif kind == "certificate" and version < 3:
-        out["metrics"] = _flat_certificate_metrics(out.get("metrics", {}))
+    elif kind == "certificate":
+        out["metrics"] = _current_certificate_metrics(out.get("metrics", {}))
+        out.setdefault("units", CERTIFICATE_UNITS)
     return stamped(kind, out)
 
 
-def _flat_certificate_metrics(metrics: dict) -> dict:
-    """Version-2 certificate metrics as version 3 writes them (and the sweep store keeps them): an interval
-    ``key: [low, high]`` becomes ``key_low``/``key_high``, and ``clean_accuracy`` / ``robust_accuracy`` are the
-    base classifier's clean accuracy and the certified accuracy."""
-    flat = {}
-    for k, v in metrics.items():
-        if isinstance(v, list) and len(v) == 2:
-            flat[f"{k}_low"], flat[f"{k}_high"] = v
-        else:
-            flat[k] = v
+def _current_certificate_metrics(metrics: dict) -> dict:
+    """Certificate metrics of any version as version 4 writes them: the intervals named ``*_ci`` (version 2's
+    ``*_ci95``) and paired (version 3's flat ``*_ci95_low``/``*_ci95_high``); ``clean_accuracy`` and
+    ``robust_accuracy`` (which version 2 lacked) are the base classifier's clean accuracy and the certified accuracy."""
+    out = paired_intervals({current_key(k): v for k, v in metrics.items()})
     for key, source in (("clean_accuracy", "base_clean_accuracy"), ("robust_accuracy", "certified_accuracy")):
-        if source in flat:
-            flat.setdefault(key, flat[source])
-    return flat
+        if source in out:
+            out.setdefault(key, out[source])
+    return out
 
 
 def read_results(source):
@@ -220,8 +328,9 @@ def read_results(source):
 
     Returns:
         The document as a writer of this version would write it: a per-model entry or a certificate
-        record (dicts), or ``rbgeo attack``'s list of records; version-2 ``*_ci95`` intervals
-        become ``*_ci``, and a version-1 row without ``n`` or intervals gets ``None`` for them.
+        record (dicts), or ``rbgeo attack``'s list of records; version-2 ``*_ci95`` intervals and
+        version-3 certificates' ``*_ci95_low``/``*_ci95_high`` become ``*_ci: [low, high]``, and a
+        version-1 row without ``n`` or intervals gets ``None`` for them.
 
     Raises:
         SchemaError: a document of no known kind, or one written by a newer package.
@@ -229,7 +338,7 @@ def read_results(source):
     >>> doc = read_results('{"schema_version": 2, "name": "m", "clean_acc": 0.9, "robust_acc_worst": 0.5,'
     ...                    ' "results": [{"robust_acc": 0.5, "robust_acc_ci95": [0.4, 0.6]}]}')
     >>> doc["schema_version"], doc["kind"], doc["results"][0]["robust_acc_ci"], doc["results"][0]["clean_acc_ci"]
-    (3, 'model', [0.4, 0.6], [None, None])
+    (4, 'model', [0.4, 0.6], [None, None])
     """
     if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
         doc = json.loads(Path(source).read_text())

@@ -2,8 +2,10 @@
 
 The version-2 files under ``tests/results_v2/`` were written by the package before version 3 (the API's
 ``to_json``, the report's ``json/<model>.json`` of a small sweep, and ``outcome.json`` of
-``rbgeo attack`` and ``rbgeo certify``), unchanged since. The report and the two commands write version 3
-in their own tests (tests/report/test_report.py, tests/cli/test_attack_image.py, tests/cli/test_certify.py).
+``rbgeo attack`` and ``rbgeo certify``), unchanged since; ``tests/results_v3/certify_outcome_v3.json`` is
+``rbgeo certify``'s ``outcome.json`` written before version 4 (its intervals flat, ``*_ci95_low``/``*_ci95_high``).
+The report and the two commands write the current version in their own tests (tests/report/test_report.py,
+tests/cli/test_attack_image.py, tests/cli/test_certify.py).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import torch.nn as nn
 
 import robustbench_geo as rbg
 from robustbench_geo.results_schema import (
-    JSON_SCHEMA_VERSION, RESULT_KEYS, SchemaError, dumps, read_results, stamped, validate, write_json,
+    CERTIFICATE_RATES, CERTIFICATE_UNITS, JSON_SCHEMA_VERSION, RESULT_KEYS, SchemaError, certificate_record, dumps,
+    read_results, stamped, validate, write_json,
 )
 
 OLD = Path(__file__).parent / "results_v2"
+V3 = Path(__file__).parent / "results_v3"
 
 
 def test_api_entry_is_written_in_the_current_schema_and_validates(tmp_path, mnist_test):
@@ -32,7 +36,7 @@ def test_api_entry_is_written_in_the_current_schema_and_validates(tmp_path, mnis
     doc = json.loads((tmp_path / "entry.json").read_text())
     assert json.loads(text) == doc and "NaN" not in text
     validate(doc)
-    assert doc["schema_version"] == JSON_SCHEMA_VERSION == 3 and doc["kind"] == "model"
+    assert doc["schema_version"] == JSON_SCHEMA_VERSION == 4 and doc["kind"] == "model"
     (row,) = doc["results"]
     assert list(row) == list(RESULT_KEYS) and row["n"] == 12
     for key, acc in (("clean_acc", res.clean_accuracy), ("robust_acc", res.robust_accuracy)):
@@ -47,7 +51,7 @@ def test_version_2_api_entry_loads_with_the_unified_interval_names():
     doc = read_results(OLD / "api_result_v2.json")
     validate(doc)
     (row,) = doc["results"]
-    assert doc["kind"] == "model" and doc["schema_version"] == 3
+    assert doc["kind"] == "model" and doc["schema_version"] == 4
     assert row["robust_acc_ci"] == raw["results"][0]["robust_acc_ci95"]
     assert row["clean_acc_ci"] == raw["results"][0]["clean_acc_ci95"]
     assert row["clean_acc_std"] is None and row["robust_acc"] == raw["results"][0]["robust_acc"]
@@ -73,8 +77,37 @@ def test_version_2_outcome_files_load():
     raw_doc = json.loads((OLD / "certify_outcome_v2.json").read_text())
     assert cert["kind"] == "certificate" and cert["transform"] == raw_doc["transform"] and cert["metrics"]["n"] == 2
     raw, m = raw_doc["metrics"], cert["metrics"]
-    assert [m["certified_accuracy_ci95_low"], m["certified_accuracy_ci95_high"]] == raw["certified_accuracy_ci95"]
+    assert m["certified_accuracy_ci"] == raw["certified_accuracy_ci95"]
     assert m["robust_accuracy"] == raw["certified_accuracy"] and m["clean_accuracy"] == raw["base_clean_accuracy"]
+
+
+def test_version_3_certificate_loads_with_paired_intervals():
+    raw = json.loads((V3 / "certify_outcome_v3.json").read_text())
+    assert raw["schema_version"] == 3 and raw["kind"] == "certificate" and "certified_accuracy_ci95_low" in raw["metrics"]
+    cert = read_results(V3 / "certify_outcome_v3.json")
+    validate(cert)
+    m, old = cert["metrics"], raw["metrics"]
+    assert cert["schema_version"] == JSON_SCHEMA_VERSION and cert["units"] == CERTIFICATE_UNITS
+    for rate in CERTIFICATE_RATES:  # every rate keeps its number and its interval, under the one name
+        assert m[rate] == old[rate]
+        assert m[f"{rate}_ci"] == [old[f"{rate}_ci95_low"], old[f"{rate}_ci95_high"]]
+    assert not [k for k in m if "ci95" in k or k.endswith(("_low", "_high"))]
+    assert {k: v for k, v in m.items() if not k.endswith("_ci")} == {
+        k: v for k, v in old.items() if "_ci95" not in k}  # n, counts, clean and robust accuracy unchanged
+    assert {k: cert[k] for k in ("transform", "config", "params", "seed")} == {
+        k: raw[k] for k in ("transform", "config", "params", "seed")}
+
+
+def test_a_certificate_record_pairs_a_cells_flat_intervals(tmp_path):
+    flat = {"n": 4, "certified_accuracy": 0.25, "certified_accuracy_ci_low": 0.01, "certified_accuracy_ci_high": 0.8,
+            "robust_accuracy": 0.25}
+    text = write_json(tmp_path / "c.json", certificate_record(transform={"transform": "rotation"}, metrics=flat, seed=0))
+    doc = json.loads(text)
+    assert doc["metrics"] == {"n": 4, "certified_accuracy": 0.25, "certified_accuracy_ci": [0.01, 0.8],
+                              "robust_accuracy": 0.25}
+    assert doc["kind"] == "certificate" and doc["units"] == CERTIFICATE_UNITS and read_results(text) == doc
+    with pytest.raises(SchemaError, match=r"certified_accuracy_ci: expected \[low, high\], got 0.01"):
+        validate(stamped("certificate", {"transform": {}, "metrics": {"certified_accuracy_ci": 0.01}}))
 
 
 def test_a_version_1_row_gets_empty_intervals():
@@ -85,7 +118,7 @@ def test_a_version_1_row_gets_empty_intervals():
 
 
 def test_bad_documents_are_refused_in_one_line(tmp_path):
-    with pytest.raises(SchemaError, match="newer than this package's 3"):
+    with pytest.raises(SchemaError, match="newer than this package's 4"):
         read_results({"schema_version": 9, "name": "m", "results": []})
     with pytest.raises(SchemaError, match="not a results record"):
         read_results({"hello": 1})

@@ -60,6 +60,7 @@ def certify(checkpoint, dataset, transform, max_angle_deg, min_scale, max_scale,
     from robustbench_geo.compose import evaluate_source
     from robustbench_geo.loading import load_evaluated
     from robustbench_geo.report.run_files import write_certificate_files
+    from robustbench_geo.results_schema import ci_bounds
     from robustbench_geo.smoothing import certificate_config, estimate_cost
 
     if n_images <= 0:
@@ -96,7 +97,8 @@ def certify(checkpoint, dataset, transform, max_angle_deg, min_scale, max_scale,
     m = o.metrics
 
     def pct(key):
-        return f"{100 * m[key]:.1f} % [{100 * m[key + '_ci95_low']:.1f}, {100 * m[key + '_ci95_high']:.1f}]"
+        lo, hi = (m[bound] for bound in ci_bounds(key))
+        return f"{100 * m[key]:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
     click.echo(f"{transform} {fam} sigma={o.params['sigma']} n={m['n']} images, {samples} samples/node, alpha={alpha} "
                f"({o.seconds:.1f} s)")

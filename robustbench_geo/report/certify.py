@@ -9,8 +9,9 @@ Clopper-Pearson interval over the test images (first seed) and ``n``.
 
 from __future__ import annotations
 
-
 import pandas as pd
+
+from robustbench_geo.results_schema import ci_bounds
 
 COLUMNS = ["model", "dataset", "certify", "transform", "sigma", "n", "certified", "smoothed_attack", "base_attack",
            "smoothed_clean", "abstained"]
@@ -27,7 +28,7 @@ def _pct(g: pd.DataFrame, key: str) -> str:
     if col not in g or g[col].dropna().empty:
         return "-"
     mean = 100 * float(g[col].dropna().mean())
-    lo, hi = g.get(f"m:{key}_ci95_low"), g.get(f"m:{key}_ci95_high")
+    lo, hi = (g.get(f"m:{bound}") for bound in ci_bounds(key))
     ci = f" [{100 * float(lo.iloc[0]):.1f}, {100 * float(hi.iloc[0]):.1f}]" if lo is not None and hi is not None else ""
     return f"{mean:.1f} %{ci}"
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from robustbench_geo.report.plots import budget_curve_png, params_text
-from robustbench_geo.results_schema import dumps, stamped, write_json
+from robustbench_geo.results_schema import certificate_record, dumps, stamped, write_json
 
 #: what ``outcome.json`` records of the model's metadata
 MODEL_KEYS = ("model", "source", "weights_file", "weights_sha256", "preprocessing", "defense")
@@ -46,13 +46,13 @@ def write_attack_files(out: Path, evaluation, *, attack: str, dataset: str, chec
 
 
 def write_certificate_files(out: Path, outcome, *, checkpoint, dataset: str) -> list[Path]:
-    """``rows.csv`` (one row per image) and ``outcome.json`` (one ``certificate`` record)."""
+    """``rows.csv`` (one row per image) and ``outcome.json`` (one ``certificate`` record, its intervals paired)."""
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(outcome.rows).to_csv(out / "rows.csv", index=False)
-    write_json(out / "outcome.json", stamped("certificate", {
-        "transform": outcome.config["transform"], "config": outcome.config["smoothing"], "params": outcome.params,
-        "metrics": outcome.metrics, "seconds": outcome.seconds, "checkpoint": str(checkpoint), "dataset": dataset,
-        "seed": outcome.seed}))
+    write_json(out / "outcome.json", certificate_record(
+        transform=outcome.config["transform"], config=outcome.config["smoothing"], params=outcome.params,
+        metrics=outcome.metrics, seconds=outcome.seconds, checkpoint=str(checkpoint), dataset=dataset,
+        seed=outcome.seed))
     return [out / "rows.csv", out / "outcome.json"]
 
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from robustbench_geo.data.base import ImageDataset
 from robustbench_geo.evaluation.outcome import AttackOutcome
+from robustbench_geo.results_schema import ci_key, flat_intervals
 from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
 from robustbench_geo.smoothing.attack import grid_attack, grid_points
 from robustbench_geo.smoothing.families import Family, interpolation_bound, make_family
@@ -41,7 +42,7 @@ class CertifyOutcome:
 def _with_ci(metrics: dict, key: str, mask: torch.Tensor) -> None:
     n, k = int(mask.numel()), int(mask.sum())
     metrics[key] = k / n if n else float("nan")
-    metrics[key + "_ci95"] = list(proportion_interval(k, n))
+    metrics[ci_key(key)] = list(proportion_interval(k, n))
 
 
 def evaluate_certification(model: nn.Module, dataset: ImageDataset, transform: str | Family = "rotation", *,
@@ -61,7 +62,8 @@ def evaluate_certification(model: nn.Module, dataset: ImageDataset, transform: s
     Returns:
         :class:`CertifyOutcome`; ``metrics`` holds ``certified_accuracy`` (lower bound),
         ``smoothed_attack_accuracy`` and ``base_attack_accuracy`` (upper bounds), the smoothed and base
-        clean accuracy and the abstention rate, each with a 95 % Clopper-Pearson interval, and ``n``.
+        clean accuracy and the abstention rate, each with its 95 % Clopper-Pearson interval
+        ``<rate>_ci: [low, high]`` (:func:`~robustbench_geo.results_schema.ci_key`), and ``n``.
     """
     family = make_family(transform, **family_kwargs)
     cfg = (config or SmoothingConfig()).resolved(family)
@@ -146,7 +148,8 @@ def certify_outcome(model: nn.Module, dataset: ImageDataset, params: dict, *, ch
     ``samples``, ``n0``, ``alpha``, ``cells``, ``substeps``, ``batch_size``, ``attack_points``,
     ``attack_samples``). ``metrics["robust_accuracy"]`` is the *certified* accuracy (a lower bound);
     ``smoothed_attack_accuracy`` and ``base_attack_accuracy`` are the attacks' upper bounds and
-    ``clean_accuracy`` the base classifier's clean accuracy.
+    ``clean_accuracy`` the base classifier's clean accuracy. The store keeps numbers only, so each interval is
+    two metrics, ``<rate>_ci_low`` and ``<rate>_ci_high`` (:func:`~robustbench_geo.results_schema.ci_bounds`).
     """
     p = dict(params)
     cfg = certificate_config(p, checkpoint_meta, seed)
@@ -154,12 +157,7 @@ def certify_outcome(model: nn.Module, dataset: ImageDataset, params: dict, *, ch
     points = int(p.get("attack_points", 61))
     o = evaluate_certification(model, dataset, p["transform"], config=cfg, attack=points > 0, attack_points=max(points, 1),
                                attack_samples=int(p.get("attack_samples", 100)), progress=progress, **p.get("family", {}))
-    metrics = {}  # the store keeps numbers only: intervals become _ci95_low / _ci95_high
-    for k, v in o.metrics.items():
-        if isinstance(v, list):
-            metrics[f"{k}_low"], metrics[f"{k}_high"] = v
-        else:
-            metrics[k] = v
+    metrics = flat_intervals(o.metrics)  # the store keeps numbers only: <rate>_ci_low / <rate>_ci_high
     metrics["clean_accuracy"] = o.metrics["base_clean_accuracy"]
     metrics["robust_accuracy"] = o.metrics["certified_accuracy"]  # a lower bound, unlike the attacks' rows
     return AttackOutcome("certify", {**p, "sigma": sigma}, seed, metrics, o.rows, {}, o.seconds,

@@ -49,6 +49,7 @@ from robustbench_geo.smoothing.binomial import (
     ABSTAIN, clopper_pearson_lower, gaussian_radius, predict_top, proportion_interval,
 )
 from robustbench_geo.check import check_cost, check_images, check_labels, check_number, check_seed
+from robustbench_geo.results_schema import ci_key
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class Certificate:
         return self.prediction == ABSTAIN
 
     def summary(self) -> dict:
-        """Certified and smoothed clean accuracy, abstention rate, with 95 % Clopper-Pearson intervals and n."""
+        """Certified and smoothed clean accuracy, abstention and certified rate, each with its 95 % Clopper-Pearson
+        interval ``<rate>_ci: [low, high]``, and n."""
         n = int(self.labels.shape[0])
         out = {"n": n, "seconds": self.seconds, "forward_passes": int(self.forward_passes.sum())}
         for key, mask in (("certified_accuracy", self.correct), ("smoothed_accuracy", self.prediction == self.labels),
@@ -140,7 +142,7 @@ class Certificate:
             k = int(mask.sum())
             lo, hi = proportion_interval(k, n)
             out[key] = k / n if n else float("nan")
-            out[key + "_ci95"] = [lo, hi]
+            out[ci_key(key)] = [lo, hi]
         return out
 
     def rows(self) -> list[dict]:

@@ -23,6 +23,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from robustbench_geo.results_schema import current_key
+
 SCHEMA_VERSION = 1
 STORE_NAME = "results.sqlite"
 #: the name a certificate cell's config stores for its evaluation (``config["attack"]["name"]``, which its hash
@@ -96,6 +98,14 @@ def _with_kind(config: dict) -> dict:
     if isinstance(attack, dict) and "kind" not in attack:
         attack["kind"] = "certificate" if attack.get("name") == CERTIFICATE else "attack"
     return config
+
+
+def _current_metrics(config: dict, metrics: dict) -> dict:
+    """A stored cell's metrics under their current names: a certificate cell stored before results schema 4
+    named its intervals ``<rate>_ci95_low``/``<rate>_ci95_high``, now ``<rate>_ci_low``/``<rate>_ci_high``."""
+    if config.get("attack", {}).get("kind") != "certificate":
+        return metrics
+    return {current_key(k): v for k, v in metrics.items()}
 
 
 def _real(v) -> float | None:
@@ -279,7 +289,7 @@ class ResultStore:
         for r in rows:
             r["config"] = _with_kind(json.loads(r["config"]))
             r["info"] = json.loads(r["info"]) if r["info"] else {}
-            r["metrics"] = metrics.get(r["hash"], {})
+            r["metrics"] = _current_metrics(r["config"], metrics.get(r["hash"], {}))
         return rows
 
     def get(self, prefix: str) -> dict:

@@ -78,6 +78,8 @@ def test_certify_outcome_follows_the_results_schema(checkpoint, mnist_root, tmp_
     doc = json.loads((out / "outcome.json").read_text())
     validate(doc)
     assert doc["kind"] == "certificate" and doc["metrics"]["n"] == 2 and read_results(out / "outcome.json") == doc
+    lo, hi = doc["metrics"]["certified_accuracy_ci"]  # an interval is one [low, high], as in every kind
+    assert 0 <= lo <= doc["metrics"]["certified_accuracy"] <= hi <= 1
 
 SWEEP = """
 [sweep]
@@ -105,7 +107,9 @@ attack_samples = 5
 
 def test_sweep_certify_table_runs_and_reports(mnist_root, tmp_path):
     from robustbench_geo.report import write_report
+    from robustbench_geo.results_schema import CERTIFICATE_RATES, ci_bounds
     from robustbench_geo.sweep import run_sweep
+    from robustbench_geo.sweep.store import ResultStore
     from robustbench_geo.sweep.cells import expand
 
     cfg = parse_config(SWEEP, output=tmp_path / "out")
@@ -116,6 +120,9 @@ def test_sweep_certify_table_runs_and_reports(mnist_root, tmp_path):
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "Certified robustness" in md and "scaling" in md
     assert 'id="certification"' in (tmp_path / "out" / "report.html").read_text()
+    with ResultStore(tmp_path / "out", create=False) as store:  # the cell stores its intervals under the current names
+        names = {name for (name,) in store.conn.execute("SELECT name FROM metrics")}
+    assert {b for rate in CERTIFICATE_RATES for b in ci_bounds(rate)} <= names and not [k for k in names if "ci95" in k]
     with pytest.raises(SweepConfigError, match=r"certify.scale.sampels"):
         parse_config(SWEEP.replace("samples = 20", "sampels = 20"))
     with pytest.raises(SweepConfigError, match=r"certify.scale.attack_points.*non-negative integer"):

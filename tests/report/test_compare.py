@@ -115,7 +115,7 @@ def test_intervals_hand_computed(quick_sweep):
     assert nettack["robust_accuracy"] == 40 and nettack["clean_accuracy"] > 1000  # targets vs all test nodes
     assert (acc[(acc["model"] == "gcn") & (acc["attack_name"] == "pgd")]["n"] > 1000).all()  # test nodes
     doc = json.loads((cfg.output / "json" / "deform_cnn.json").read_text())
-    assert doc["schema_version"] == 3
+    assert doc["schema_version"] == 4
     for r in doc["results"]:
         lo, hi = r["robust_acc_ci"]
         assert lo <= r["robust_acc"] <= hi and r["n"] == 24

@@ -29,7 +29,7 @@ def test_files_and_numbers(report_dir, quick_sweep):
     files = sorted(p.name for p in (report_dir / "json").iterdir())
     assert files == ["deform_cnn.json", "gcn.json", "script_alert_1_script.json"]
     doc = json.loads((report_dir / "json" / "gcn.json").read_text())
-    assert doc["schema_version"] == 3 and doc["name"] == "gcn" and doc["model"] == "gcn"
+    assert doc["schema_version"] == 4 and doc["name"] == "gcn" and doc["model"] == "gcn"
     assert isinstance(doc["clean_acc"], float) and 0.2 < doc["clean_acc"] <= 1
     assert all(isinstance(r["robust_acc"], float) for r in doc["results"])
     assert {r["attack"] for r in doc["results"]} >= {"clean", "pgd", "prbcd", "metattack", "nettack"}

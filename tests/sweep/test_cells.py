@@ -82,7 +82,8 @@ def test_certificate_cell_hashes_are_unchanged(monkeypatch):
 
 
 def test_a_store_written_before_certificates_had_a_kind_resumes_and_reports(monkeypatch, tmp_path):
-    """A done certificate cell stored in the old form is found again by its hash and reported as a certificate."""
+    """A done certificate cell stored in the old form (no kind; its intervals named ``*_ci95_low``/``*_ci95_high``,
+    as before results schema 4) is found again by its hash and reported as a certificate with its interval."""
     from robustbench_geo.report.certify import certification_rows
     from robustbench_geo.report.compare import threat_models
     from robustbench_geo.report.tables import cells_frame
@@ -100,6 +101,8 @@ def test_a_store_written_before_certificates_had_a_kind_resumes_and_reports(monk
         store.register([old])
         assert store.claim(old.hash)
         store.finish(old.hash, metrics, seconds=1.0)
+        assert sorted(k for k in store.get(old.hash)["metrics"] if "_ci" in k) == [
+            "certified_accuracy_ci_high", "certified_accuracy_ci_low"]  # read under the current names
         frame = cells_frame(store.cells())
         assert list(frame["kind"]) == ["certificate"]  # read from the old form
         rows = certification_rows(frame)
