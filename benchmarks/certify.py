@@ -32,11 +32,11 @@ import pandas as pd
 import torch
 
 from robustbench_geo.checkpoint import load_checkpoint
-from robustbench_geo.cli.certify import _checkpoint_sigma
 from robustbench_geo.data import load_dataset
 from robustbench_geo.data.base import ImageDataset
 from robustbench_geo.results_schema import ci_key
 from robustbench_geo.smoothing import SmoothingConfig, evaluate_certification
+from robustbench_geo.smoothing.certification import checkpoint_sigma
 from robustbench_geo.smoothing.binomial import proportion_interval
 
 #: TSS's best MNIST rows (their data/main_results/mnist/convnet/*.report): rotation at sigma 0.5 (trained +-35 deg);
@@ -110,7 +110,7 @@ def main():
         if not ckpt:
             continue
         model, meta = load_checkpoint(ckpt, device=args.device)
-        sigma = args.sigma or _checkpoint_sigma(meta) or 0.25
+        sigma = args.sigma or checkpoint_sigma(meta) or 0.25
         ds = _select(args)
         rows, base_correct, secs, load0, cfg = [], 0, 0.0, _load(), None
         for s in range(0, len(ds), args.chunk):

@@ -28,9 +28,9 @@ import time
 import torch
 
 from robustbench_geo.checkpoint import load_checkpoint
-from robustbench_geo.cli.certify import _checkpoint_sigma
 from robustbench_geo.data import load_dataset
 from robustbench_geo.smoothing import make_family
+from robustbench_geo.smoothing.certification import checkpoint_sigma
 from robustbench_geo.smoothing.tss import inference_model, probe_batch
 
 BUDGETS = {"rotation": {"max_angle_deg": 30.0}, "scaling": {"min_scale": 0.8, "max_scale": 1.2},
@@ -83,7 +83,7 @@ def main():
     for path in args.checkpoints:
         model, meta = load_checkpoint(path)
         model.eval()
-        sigma = args.sigma if args.sigma is not None else _checkpoint_sigma(meta)
+        sigma = args.sigma if args.sigma is not None else checkpoint_sigma(meta)
         if sigma is None:
             raise SystemExit(f"{path}: trained without a noise augmentation (augment={meta.get('train', {}).get('augment')!r}); "
                              f"pass --sigma")

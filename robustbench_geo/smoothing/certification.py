@@ -128,13 +128,18 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
             "seconds_total": per_image * images, "device": str(dev)}
 
 
+def checkpoint_sigma(checkpoint_meta: dict | None) -> float | None:
+    """The noise a checkpoint was trained with (a ``...-noise:...,sigma=S`` augmentation), ``None`` without one."""
+    aug = get_augmentation((checkpoint_meta or {}).get("train", {}).get("augment", "none"))
+    return aug.noise_sd if isinstance(aug, NoisyAugmentation) and aug.noise_sd > 0 else None
+
+
 def certificate_config(params: dict, checkpoint_meta: dict | None = None, seed: int = 0) -> SmoothingConfig:
     """The smoothing settings of a certificate's ``params``; without ``sigma``, the noise the checkpoint was
-    trained with (a ``...-noise:...,sigma=S`` augmentation), else 0.25."""
+    trained with (:func:`checkpoint_sigma`), else 0.25."""
     sigma = params.get("sigma")
     if sigma is None:
-        aug = get_augmentation((checkpoint_meta or {}).get("train", {}).get("augment", "none"))
-        sigma = aug.noise_sd if isinstance(aug, NoisyAugmentation) and aug.noise_sd > 0 else 0.25
+        sigma = checkpoint_sigma(checkpoint_meta) or 0.25
     return SmoothingConfig(sigma=sigma, n0=params.get("n0", 100), n=params.get("samples", 1000),
                            alpha=params.get("alpha", 0.001), cells=params.get("cells"), substeps=params.get("substeps"),
                            batch_size=params.get("batch_size", 1000), seed=seed)
