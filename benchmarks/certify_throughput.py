@@ -50,7 +50,7 @@ def main():
            "load_before": os.getloadavg()[0]}
     net = tss.inference_model(model, tss.probe_batch(image, 0.5, cpu)) if hasattr(tss, "inference_model") else model
     for name, m in (("eager", model), ("sampling_model", net)):
-        s = _best(lambda: tss.sample_counts(m, image, args.samples, 0.5, tss._generator(cpu, 0, 0), args.batch_size),
+        s = _best(lambda: tss.sample_counts(m, image, args.samples, 0.5, tss.image_generator(cpu, 0, 0), args.batch_size),
                   args.reps)
         out[f"forwards_per_s_{name}"] = round(args.samples / s)
     for fam, kw, cells in (("rotation", {"max_angle_deg": 30}, 120), ("scaling", {"min_scale": 0.8, "max_scale": 1.2}, 100)):

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from robustbench_geo.attacks.image.search import by_size, grid_search
 from robustbench_geo.smoothing.families import Family, make_family
-from robustbench_geo.smoothing.tss import _device, _generator, inference_model, probe_batch, sample_counts
+from robustbench_geo.models.predict import model_device
+from robustbench_geo.smoothing.tss import image_generator, inference_model, probe_batch, sample_counts
 from robustbench_geo.check import check_shape
 
 
@@ -78,7 +79,7 @@ def grid_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tr
     check_shape(labels, [images.shape[0]], "labels")
     family = make_family(transform, **family_kwargs)
     grid = grid_points(family, points)
-    dev = _device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     net = inference_model(model, probe_batch(images, sigma, dev))  # the certificate's base classifier
@@ -87,7 +88,7 @@ def grid_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tr
     def predict(i: int) -> torch.Tensor:  # image i's (smoothed) prediction at every grid point
         warped = family.warp(images[i:i + 1].float().cpu(), grid).to(dev)
         if sigma > 0:
-            return sample_counts(net, warped, n, sigma, _generator(dev, seed, i), batch_size).argmax(1)
+            return sample_counts(net, warped, n, sigma, image_generator(dev, seed, i), batch_size).argmax(1)
         return torch.cat([net(warped[s:s + batch_size]).argmax(1).cpu() for s in range(0, t_total, batch_size)])
 
     def evaluate(t, c, active):

@@ -17,11 +17,12 @@ from robustbench_geo.data.base import ImageDataset
 from robustbench_geo.evaluation.outcome import AttackOutcome
 from robustbench_geo.results_schema import ci_key, flat_intervals
 from robustbench_geo.geometry import NoisyAugmentation, get_augmentation
+from robustbench_geo.models.predict import model_device
 from robustbench_geo.smoothing.attack import grid_attack, grid_points
 from robustbench_geo.smoothing.families import Family, interpolation_bound, make_family
 from robustbench_geo.smoothing.binomial import proportion_interval
 from robustbench_geo.smoothing.tss import (
-    SmoothingConfig, _device, _generator, certify, check_certify_cost, inference_model, probe_batch, sample_counts,
+    SmoothingConfig, certify, check_certify_cost, image_generator, inference_model, probe_batch, sample_counts,
 )
 
 
@@ -71,7 +72,7 @@ def evaluate_certification(model: nn.Module, dataset: ImageDataset, transform: s
     check_certify_cost(family, cfg, images.shape, len(labels), attack_points=attack_points if attack else 0,
                        attack_samples=attack_samples)
     t0 = time.perf_counter()
-    dev = _device(model)
+    dev = model_device(model)
     cert = certify(model, images, labels, family, config=cfg, progress=progress)
     metrics = {"n": int(labels.shape[0]), **{k: v for k, v in cert.summary().items() if k != "n"}}
     rows = cert.rows()
@@ -106,7 +107,7 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
     family = make_family(transform, **family_kwargs)
     cfg = (config or SmoothingConfig()).resolved(family)
     check_certify_cost(family, cfg, image.shape, 1)  # the dry run itself builds one image's bound
-    dev = _device(model)
+    dev = model_device(model)
     k = cfg.cells ** family.dims
     warps = k * (cfg.substeps + 1) ** family.dims + k
     forwards = cfg.n0 + k * cfg.n
@@ -114,7 +115,7 @@ def estimate_cost(model: nn.Module, image: torch.Tensor, transform: str | Family
     model.eval()
     net = inference_model(model, probe_batch(image[None], cfg.sigma, dev))
     t0 = time.perf_counter()
-    sample_counts(net, image[None].to(dev), cfg.batch_size, cfg.sigma, _generator(dev, 0, 0), cfg.batch_size)
+    sample_counts(net, image[None].to(dev), cfg.batch_size, cfg.sigma, image_generator(dev, 0, 0), cfg.batch_size)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     per_forward = (time.perf_counter() - t0) / cfg.batch_size

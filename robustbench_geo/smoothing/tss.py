@@ -48,6 +48,7 @@ from robustbench_geo.smoothing.families import (
 from robustbench_geo.smoothing.binomial import (
     ABSTAIN, clopper_pearson_lower, gaussian_radius, predict_top, proportion_interval,
 )
+from robustbench_geo.models.predict import model_device
 from robustbench_geo.check import check_cost, check_images, check_labels, check_number, check_seed
 from robustbench_geo.results_schema import ci_key
 
@@ -155,11 +156,6 @@ class Certificate:
         return [{"index": i, **{k: lists[k][i] for k in lists}} for i in range(self.labels.shape[0])]
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @torch.inference_mode()
 def sample_counts(model: nn.Module, images: torch.Tensor, n: int, sigma: float, generator: torch.Generator,
                   batch_size: int, num_classes: int | None = None) -> torch.Tensor:
@@ -230,7 +226,9 @@ def inference_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return fast if same else model
 
 
-def _generator(device: torch.device, seed: int, index: int) -> torch.Generator:
+def image_generator(device: torch.device, seed: int, index: int) -> torch.Generator:
+    """The noise stream of image ``index`` under ``seed``: a certificate and its grid attack draw image ``i``'s
+    noise from it, so an image's numbers do not depend on which other images are certified beside it."""
     g = torch.Generator(device=device)
     g.manual_seed((int(seed) * 1_000_003 + int(index)) % (2 ** 63))
     return g
@@ -290,7 +288,7 @@ def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transf
     family = make_family(transform, **family_kwargs)
     cfg = (config or SmoothingConfig()).resolved(family)
     check_certify_cost(family, cfg, images.shape, images.shape[0])
-    dev = _device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     net = inference_model(model, probe_batch(images, cfg.sigma, dev))
@@ -305,7 +303,7 @@ def certify(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transf
     t0 = time.perf_counter()
     try:
         for i in tqdm(range(b), desc=f"certify {family.name}", unit="image", disable=not progress):
-            out = _certify_one(net, images[i], family, cfg, _generator(dev, cfg.seed, i), dev)
+            out = _certify_one(net, images[i], family, cfg, image_generator(dev, cfg.seed, i), dev)
             pred[i], cert[i], radius[i], margin[i], m_err[i], p_low[i], passes[i] = out
     finally:
         model.train(was_training)

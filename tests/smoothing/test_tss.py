@@ -206,14 +206,14 @@ class Unscriptable(nn.Module):
 
 def test_inference_model_scripts_cnns_and_keeps_their_counts():
     from robustbench_geo.models import create_model
-    from robustbench_geo.smoothing.tss import _generator, inference_model, probe_batch, sample_counts
+    from robustbench_geo.smoothing.tss import image_generator, inference_model, probe_batch, sample_counts
 
     torch.manual_seed(0)
     model = create_model("small_cnn").eval()
     images = torch.rand(3, 1, SIZE, SIZE)
     fast = inference_model(model, probe_batch(images, 0.5, torch.device("cpu")))
     assert isinstance(fast, torch.jit.ScriptModule)
-    gen = lambda: _generator(torch.device("cpu"), 0, 0)  # noqa: E731
+    gen = lambda: image_generator(torch.device("cpu"), 0, 0)  # noqa: E731
     eager = sample_counts(model, images, 300, 0.5, gen(), 128)
     assert torch.equal(sample_counts(fast, images, 300, 0.5, gen(), 1000), eager)
     assert type(inference_model(Unscriptable(), images)) is Unscriptable  # hasattr: no TorchScript, falls back
