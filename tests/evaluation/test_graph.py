@@ -90,10 +90,10 @@ def test_targeted_protocol_rows_and_poisoning(small_graph, small_gcn):
 def test_prognn_track(cora):
     from robustbench_geo.attacks import create_attack
 
-    res = create_attack("prognn", None, rate=0.05)(cora)
+    res = create_attack("prognn_perturbed", None, rate=0.05)(cora)
     assert res.flips == res.budget == 253 and res.insertions.shape[1] == 253
     with pytest.raises(ValueError, match="exist for"):
-        create_attack("prognn", None, rate=0.07)
+        create_attack("prognn_perturbed", None, rate=0.07)
 
 
 class _StaleModel(torch.nn.Module):

@@ -1,9 +1,11 @@
 """The fixed Pro-GNN track: the published pre-attacked graphs as a (pseudo-)attack.
 
 Pro-GNN (Jin et al. 2020) released Metattack and Nettack perturbations of the Cora LCC with its
-fixed split; our LCC matches them flip for flip. Running ``prognn`` through the same runner gives
+fixed split; our LCC matches them flip for flip. Running it through the same runner gives
 evasion (evaluate the model on the pre-attacked graph) and poisoning (retrain on it) numbers that
-any model can be compared on. ``rate`` is the fraction of edges for ``meta`` (0.05-0.25) and the
+any model can be compared on. It is named ``prognn_perturbed`` (after
+:func:`~robustbench_geo.data.load_prognn_perturbed`, which reads the graphs) so that it is not taken for the
+``prognn`` defense. ``rate`` is the fraction of edges for ``meta`` (0.05-0.25) and the
 perturbations per target for ``nettack`` (1.0-5.0; accuracy is then over all test nodes, the
 attacked targets are in ``work["targets"]``).
 """
@@ -17,7 +19,7 @@ from robustbench_geo.attacks.graph.base import GraphAttack, GraphPerturbation, f
 from robustbench_geo.data.base import GraphDataset
 
 
-@register_attack("prognn", domain="graph")
+@register_attack("prognn_perturbed", domain="graph")
 class ProGNNTrack(GraphAttack):
     """Pro-GNN's pre-attacked graphs (Metattack 5-25 %, Nettack 1-5 per target) as a fixed track."""
 
