@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 
-from robustbench_geo.results_schema import model_entry, result_row
+from robustbench_geo.results_schema import ci_bounds, model_entry, result_row
 from robustbench_geo.stats import accuracy_interval, estimate
 from robustbench_geo.train_defenses import get_defense
 
@@ -126,7 +126,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     An empty or all-failed frame gives an empty frame with these columns.
     """
     done = frame[frame["status"] == "done"] if len(frame) else frame
-    cols = SUMMARY_KEYS + ["seeds", "n"] + [f"{m}{s}" for m in SUMMARY_METRICS for s in ("", "_std", "_ci_low", "_ci_high")]
+    cols = SUMMARY_KEYS + ["seeds", "n"] + [k for m in SUMMARY_METRICS for k in (m, f"{m}_std", *ci_bounds(m))]
     out = []
     for key, g in done.groupby(SUMMARY_KEYS, sort=False, dropna=False) if len(done) else []:
         row = dict(zip(SUMMARY_KEYS, key))
@@ -139,8 +139,9 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
             ok = est is not None and not math.isnan(est.mean)
             row[m] = est.mean if ok else None
             row[f"{m}_std"] = est.std if ok else None
-            row[f"{m}_ci_low"] = est.low if ok and not math.isnan(est.low) else None
-            row[f"{m}_ci_high"] = est.high if ok and not math.isnan(est.high) else None
+            low, high = ci_bounds(m)
+            row[low] = est.low if ok and not math.isnan(est.low) else None
+            row[high] = est.high if ok and not math.isnan(est.high) else None
             if m == "robust_accuracy":
                 row["n"] = est.n if est is not None and not math.isnan(est.n) else None
         row["seconds"] = float(g["seconds"].sum())
@@ -162,8 +163,8 @@ def fmt_pct(mean, std=None, seeds: int = 1, low=None, high=None) -> str:
 
 def fmt_metric(row: dict, metric: str) -> str:
     """A summary row's accuracy with its std over seeds and 95 % interval."""
-    return fmt_pct(row[metric], row.get(f"{metric}_std"), row["seeds"], row.get(f"{metric}_ci_low"),
-                   row.get(f"{metric}_ci_high"))
+    low, high = ci_bounds(metric)
+    return fmt_pct(row[metric], row.get(f"{metric}_std"), row["seeds"], row.get(low), row.get(high))
 
 
 def md_escape(text) -> str:
@@ -213,9 +214,9 @@ def model_json(frame: pd.DataFrame, summary: pd.DataFrame, model: str, sweep: st
     clean = [r for r in rows.to_dict("records") if r["attack_name"] == "none"]
     results = [result_row(dataset=r["dataset"], attack=r["attack"], attack_name=r["attack_name"], setting=r["setting"],
                           seeds=r["seeds"], n=r["n"], clean_acc=r["clean_accuracy"], clean_std=r["clean_accuracy_std"],
-                          clean_ci=(r["clean_accuracy_ci_low"], r["clean_accuracy_ci_high"]),
+                          clean_ci=tuple(r[k] for k in ci_bounds("clean_accuracy")),
                           robust_acc=r["robust_accuracy"], robust_std=r["robust_accuracy_std"],
-                          robust_ci=(r["robust_accuracy_ci_low"], r["robust_accuracy_ci_high"]),
+                          robust_ci=tuple(r[k] for k in ci_bounds("robust_accuracy")),
                           success_rate=r["success_rate"])
                for r in rows.to_dict("records")]
     info = first["info"] if first is not None else {}
