@@ -36,7 +36,7 @@ export RBGEO_DATA=${RBGEO_DATA:-$PWD/.gpudata} RBGEO_CACHE=${RBGEO_CACHE:-/tmp/r
 mkdir -p "$RBGEO_CACHE"
 budget=${GPU_BUDGET_S:-540}
 steps=${*:-env tests bench sweep tune scaled}
-bg=()
+bg=() bg_pids=()  # a bare `wait` would also wait for the tee above, which only ends with the script
 
 step() {  # step NAME CAP COMMAND...: run with the smaller of CAP and the time left, report rc and seconds
     local name=$1 cap=$2 t0=$SECONDS left
@@ -87,15 +87,16 @@ PY
         step scaled 600 sh -c "python3 benchmarks/scaled_mnist.py --device cuda --json ${SCALED_ARGS:-} > '$OUT/scaled_mnist.json'"
         ;;
     wo10)
-        local d=/tmp/wo10 m
+        local d=/tmp/wo10 m pids=()
         mkdir -p $d
         for m in cnn deform_cnn p4cnn; do
             ( OMP_NUM_THREADS=2 step "wo10 train $m" 420 python3 -m robustbench_geo train $m mnist --defense worst_of_k:k=10 \
                   --epochs 5 --schedule cosine --seed 0 --test-subset 10000 --device cuda --quiet --out $d/${m}_wo10
               [ -f $d/${m}_wo10.json ] && OMP_NUM_THREADS=2 step "wo10 grid $m" 240 python3 -m robustbench_geo attack \
                   $d/${m}_wo10 mnist --attack grid --n "${WO10_N:-2000}" --device cuda --quiet --out $d/grid_$m ) &
+            pids+=($!)
         done
-        wait
+        wait "${pids[@]}"
         local runs=()
         for m in cnn deform_cnn p4cnn; do [ -d $d/grid_$m ] && runs+=(--run $d/${m}_wo10 $d/grid_$m); done
         (( ${#runs[@]} )) && python3 benchmarks/spatial_defenses.py "${runs[@]}" --train-images 60000
@@ -103,8 +104,9 @@ PY
         ;;
     wait)
         echo "=== waiting for the background steps: ${bg[*]:-none}"
-        wait
-        bg=()
+        (( ${#bg_pids[@]} )) && wait "${bg_pids[@]}"
+        echo "=== background steps done (session ${SECONDS} s)"
+        bg=() bg_pids=()
         ;;
     *)
         echo "unknown step '$s'; expected some of: env tests bench sweep tune scaled wo10 wait (+NAME: in the background)"
@@ -116,10 +118,10 @@ PY
 for s in $steps; do
     if [[ $s == +* ]]; then
         run_step "${s#+}" > "$OUT/${s#+}.log" 2>&1 &
-        bg+=("${s#+}")
+        bg+=("${s#+}") bg_pids+=($!)
     else
         run_step "$s"
     fi
 done
-wait
+(( ${#bg_pids[@]} )) && wait "${bg_pids[@]}"
 echo "=== done in ${SECONDS} s"
