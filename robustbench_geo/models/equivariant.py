@@ -18,7 +18,11 @@ Batch normalisation shares its statistics and affine parameters over the 4 rotat
 average pool whose sampling grid is mapped onto itself by a 90-degree rotation: 2x2/stride 2 on
 even sizes, 3x3/stride 2/padding 1 on odd sizes (a strided 3x3 convolution on an even size is not
 equivariant). The head max-pools over rotations and averages over space, so logits are *invariant*
-to 90-degree rotations of the input, for odd and even image sizes.
+to 90-degree rotations of the input, for odd and even image sizes. On digits that invariance is a
+blind spot: a 6 rotated by 180 degrees is a 9, and both get the same logits. ``p4cnn_eq`` keeps the
+rotation axis into the head instead (``rotation_pool="none"``: space is averaged, the four rotations of
+each channel go to the linear layer as separate features), so its features stay equivariant while its
+logits can tell orientations apart.
 
 ``p4cnn`` keeps the layout of ``cnn`` (4 convolutions, 2 downsamplings, global pooling, linear head)
 with half the channels (16-32-64-64): a p4 filter has 4 times the weights of a Z2 filter with the
@@ -113,13 +117,21 @@ class P4CNN(nn.Module):
         in_channels, num_classes, image_size: the image-model protocol (``image_size`` unused: global pooling).
         channels: per-layer p4 channels (each carries 4 rotations).
         downsample: per layer, whether to downsample 2x before its convolution.
+        rotation_pool: ``"max"`` (logits invariant to 90-degree rotations) or ``"none"`` (the head sees
+            every rotation of every channel: orientation-aware logits).
     """
 
+    ROTATION_POOLS = ("max", "none")
+
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size=(28, 28),
-                 channels: Sequence[int] = P4_CHANNELS, downsample: Sequence[bool] = P4_DOWNSAMPLE):
+                 channels: Sequence[int] = P4_CHANNELS, downsample: Sequence[bool] = P4_DOWNSAMPLE,
+                 rotation_pool: str = "max"):
         super().__init__()
         if len(channels) != len(downsample) or not channels:
             raise ValueError(f"channels and downsample: expected equal non-zero lengths, got {len(channels)} and {len(downsample)}")
+        if rotation_pool not in self.ROTATION_POOLS:
+            raise ValueError(f"rotation_pool: expected one of {', '.join(self.ROTATION_POOLS)}, got {rotation_pool!r}")
+        self.rotation_pool = rotation_pool
         self.downsample = tuple(bool(d) for d in downsample)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -128,7 +140,7 @@ class P4CNN(nn.Module):
             self.convs.append(P4Conv2d(cin, cout, 3, padding=1, lifting=(i == 0)))
             self.norms.append(nn.BatchNorm3d(cout))
             cin = cout
-        self.head = nn.Linear(cin, num_classes)
+        self.head = nn.Linear(cin * (4 if rotation_pool == "none" else 1), num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """p4 feature maps ``(B, C, 4, H', W')`` of the last layer."""
@@ -141,11 +153,19 @@ class P4CNN(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
-        return self.head(f.amax(dim=2).mean(dim=(2, 3)))
+        f = self.features(x)  # (B, C, 4, H', W')
+        if self.rotation_pool == "max":  # per position, the strongest rotation; then space
+            return self.head(f.amax(dim=2).mean(dim=(2, 3)))
+        return self.head(f.mean(dim=(3, 4)).flatten(1))  # (B, C * 4): channel-major, rotation-minor
 
 
 @register_model("p4cnn", task="image")
 def p4cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=P4_CHANNELS, downsample=P4_DOWNSAMPLE) -> P4CNN:
     """Rotation-equivariant p4 CNN (Cohen & Welling 2016), 16-32-64-64 p4 channels: cnn's parameter budget."""
     return P4CNN(in_channels, num_classes, image_size, channels, downsample)
+
+
+@register_model("p4cnn_eq", task="image")
+def p4cnn_eq(in_channels=1, num_classes=10, image_size=(28, 28), channels=P4_CHANNELS, downsample=P4_DOWNSAMPLE) -> P4CNN:
+    """``p4cnn`` whose head keeps the rotation axis: equivariant features, orientation-aware logits (6 is not 9)."""
+    return P4CNN(in_channels, num_classes, image_size, channels, downsample, rotation_pool="none")

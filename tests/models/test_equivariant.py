@@ -78,3 +78,42 @@ def test_dynamic_filters_depend_on_the_input():
     assert (f[0] - f[1]).abs().max() > 1e-4 and (f[0, :, 0, 0] - f[0, :, 3, 3]).abs().max() > 1e-4
     with pytest.raises(ValueError, match="expected a number of groups dividing the 4 input channels"):
         dynamic_local_filter(x, torch.rand(2, 27, 6, 7))
+
+
+def test_p4cnn_eq_features_are_equivariant_and_its_logits_see_orientation():
+    """``p4cnn_eq``: a 90-degree turn of the input shifts the head's per-rotation features cyclically (so the
+    features stay equivariant), and the logits change, so a 6 and a 9 rotated by 180 degrees can differ."""
+    torch.manual_seed(0)
+    model = create_model("p4cnn_eq", in_channels=1, num_classes=10, image_size=(28, 28)).double()
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 1, 28, 28, dtype=torch.float64))
+    model.eval()
+    x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        pooled = model.features(x).mean(dim=(3, 4))  # (B, C, 4)
+        turned = model.features(torch.rot90(x, 1, dims=(2, 3))).mean(dim=(3, 4))
+        torch.testing.assert_close(turned, torch.roll(pooled, 1, dims=2), atol=1e-10, rtol=1e-8)
+        y, y180 = model(x), model(torch.rot90(x, 2, dims=(2, 3)))
+    assert (y180 - y).abs().max() > 1e-4
+    # the head reads the same features as p4cnn's: with a head that averages the 4 rotations of a channel,
+    # the logits are invariant again (the layout is channel-major, rotation-minor)
+    with torch.no_grad():
+        w = model.head.weight.view(10, -1, 4).mean(dim=2, keepdim=True).expand(-1, -1, 4).reshape(10, -1)
+        model.head.weight.copy_(w)
+        torch.testing.assert_close(model(torch.rot90(x, 2, dims=(2, 3))), model(x), atol=1e-10, rtol=1e-8)
+
+
+def test_p4cnn_keeps_its_function_and_refuses_an_unknown_pool():
+    """The rotation_pool option leaves p4cnn's logits as they were: max over rotations per position, then space."""
+    from robustbench_geo.models.equivariant import P4CNN
+
+    torch.manual_seed(0)
+    model = create_model("p4cnn").double().eval()
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        want = model.head(model.features(x).amax(dim=2).mean(dim=(2, 3)))
+        torch.testing.assert_close(model(x), want)
+    assert _n_params(create_model("p4cnn_eq")) - _n_params(create_model("p4cnn")) == 64 * 3 * 10
+    with pytest.raises(ValueError, match="rotation_pool: expected one of max, none, got 'mean'"):
+        P4CNN(rotation_pool="mean")
