@@ -13,8 +13,8 @@
 #   tune    the issue shapes with --tf32, then triton alone on the two large shapes with a few tile sizes
 #   scaled  benchmarks/scaled_mnist.py --device cuda --json (60k images, 10 epochs, full test sets); SCALED_ARGS adds
 #           arguments, e.g. "--protocols fair --seeds 1,2 --jobs 2 --runs-dir $OUT/scaled" (each seed kept as it ends)
-#   wo10    worst-of-10 training (5 epochs x 60k, cosine, seed 0) of cnn, deform_cnn and p4cnn side by side, each
-#           attacked with the 775-point grid on WO10_N (2000) test images; the table and the runs in $OUT/wo10.tgz
+#   wo10    worst-of-10 training (5 epochs x 60k, cosine, seed 0) of WO10_MODELS (cnn deform_cnn p4cnn p4cnn_eq) side
+#           by side, each attacked with the 775-point grid on WO10_N (2000) test images; table and runs in $OUT/wo10.tgz
 #   wait    wait for the steps started in the background
 # A step written +NAME runs in the background (its output in $OUT/NAME.log) while the next steps run; `wait`
 # (or the end of the script) waits for it. Steps that time kernels (bench, tune) belong after a `wait`.
@@ -89,7 +89,7 @@ PY
     wo10)
         local d=/tmp/wo10 m pids=()
         mkdir -p $d
-        for m in cnn deform_cnn p4cnn; do
+        for m in ${WO10_MODELS:-cnn deform_cnn p4cnn p4cnn_eq}; do
             ( OMP_NUM_THREADS=2 step "wo10 train $m" 420 python3 -m robustbench_geo train $m mnist --defense worst_of_k:k=10 \
                   --epochs 5 --schedule cosine --seed 0 --test-subset 10000 --device cuda --quiet --out $d/${m}_wo10
               [ -f $d/${m}_wo10.json ] && OMP_NUM_THREADS=2 step "wo10 grid $m" 240 python3 -m robustbench_geo attack \
@@ -98,7 +98,7 @@ PY
         done
         wait "${pids[@]}"
         local runs=()
-        for m in cnn deform_cnn p4cnn; do [ -d $d/grid_$m ] && runs+=(--run $d/${m}_wo10 $d/grid_$m); done
+        for m in ${WO10_MODELS:-cnn deform_cnn p4cnn p4cnn_eq}; do [ -d $d/grid_$m ] && runs+=(--run $d/${m}_wo10 $d/grid_$m); done
         (( ${#runs[@]} )) && python3 benchmarks/spatial_defenses.py "${runs[@]}" --train-images 60000
         tar czf "$OUT/wo10.tgz" -C /tmp wo10
         ;;
