@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results_file import print_table, write_results  # noqa: E402
 
-from robustbench_geo.checkpoint import load_checkpoint  # noqa: E402
+from robustbench_geo.checkpoint import load_checkpoint, trained_label  # noqa: E402
 from robustbench_geo.data import load_dataset  # noqa: E402
 from robustbench_geo.models.predict import predict_logits  # noqa: E402
 from robustbench_geo.stats import accuracy_interval  # noqa: E402
@@ -68,8 +68,7 @@ def main(argv=None) -> None:
         acc = 1 - c["errors"] / c["n"]
         low, high = accuracy_interval(acc, c["n"])
         paired = sum(c["pairs"].values())
-        label = meta["model"] + (f"+{meta['defense']['label']}" if meta.get("defense") else "")
-        rows.append([Path(stem).name, label, f"{100 * acc:.2f} [{100 * low:.1f}, {100 * high:.1f}] (n={c['n']})",
+        rows.append([Path(stem).name, trained_label(meta), f"{100 * acc:.2f} [{100 * low:.1f}, {100 * high:.1f}] (n={c['n']})",
                      str(c["errors"]), *(str(v) for v in c["pairs"].values()),
                      f"{100 * (1 - (c['errors'] - paired) / c['n']):.2f}"])
         raw.append({"checkpoint": stem, "model": meta["model"], "train": meta.get("train"),

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results_file import print_table, write_results  # noqa: E402
 
-from robustbench_geo.checkpoint import read_metadata, weights_sha256  # noqa: E402
+from robustbench_geo.checkpoint import read_metadata, trained_label, weights_sha256  # noqa: E402
 from robustbench_geo.data import load_dataset  # noqa: E402
 from robustbench_geo.stats import accuracy_interval  # noqa: E402
 
@@ -50,8 +50,7 @@ def row(checkpoint: str, attack_dir: str, target: float, min_clean: float,
     test_n = meta.get("test_images") or meta["dataset_meta"].get("subset")
     if not test_n:  # no subset recorded: the checkpoint was evaluated on the whole test split
         test_n = len(load_dataset(meta["dataset"], split="test"))
-    defense = (meta.get("defense") or {}).get("label")
-    name = f"`{meta['model']}+{defense}`" if defense else f"`{meta['model']}`"
+    name = f"`{trained_label(meta)}`"
     train = meta["train"]
     images = meta.get("train_images") or train_images
     if images is None:

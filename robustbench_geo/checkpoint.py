@@ -68,6 +68,19 @@ def check_plugin_allowed(meta: dict, plugin: str | None, where: str = "checkpoin
         f"(sweep file)")
 
 
+def trained_label(meta: dict, name: str | None = None) -> str:
+    """A checkpoint's model as reports name it: the architecture and its training defense's label.
+
+    >>> trained_label({"model": "cnn", "defense": {"name": "worst_of_k", "label": "wo10"}})
+    'cnn+wo10'
+    >>> trained_label({"model": "p4cnn"}, name="my_models.py:net")
+    'my_models.py:net'
+    """
+    defense = (meta.get("defense") or {}).get("label")
+    name = name or meta["model"]
+    return f"{name}+{defense}" if defense else name
+
+
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p

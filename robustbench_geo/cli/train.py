@@ -50,6 +50,7 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
       rbgeo train gcn cora --seed 1
       rbgeo train my_models.py:make_net mnist --epochs 1
     """
+    from robustbench_geo.checkpoint import trained_label
     from robustbench_geo.data import dataset_info
     from robustbench_geo.train_defenses import get_defense
     from robustbench_geo.training import fit
@@ -72,8 +73,7 @@ def train(model, dataset, epochs, lr, batch_size, seed, augment, device, out, su
                  trainable=trainable, init_from=init_from, model_kwargs=model_kwargs, schedule=schedule,
                  defense=defense, progress=not quiet)
     m = result.meta
-    tag = f"+{m['defense']['label']}" if m.get("defense") else ""
-    click.echo(f"{model}{tag} on {dataset}: clean accuracy {100 * m['clean_accuracy']:.2f} % "
+    click.echo(f"{trained_label(m, model)} on {dataset}: clean accuracy {100 * m['clean_accuracy']:.2f} % "
                f"({m['epochs_run']} epochs, {m['train_seconds']:.1f} s, seed {seed})")
     click.echo(f"checkpoint: {result.checkpoint}")
 
