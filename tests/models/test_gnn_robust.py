@@ -412,3 +412,28 @@ def test_dense_forward_through_the_non_zeros_equals_the_dense_products(name, mon
         results.append((out, *torch.autograd.grad((out * probe).sum(), adj)))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-10)
+
+
+def test_soft_median_cost_surrogate_is_the_mean_over_the_ppr_diffusion():
+    """benchmarks/soft_median_cost.py's surrogate converges to ``alpha (I - (1 - alpha) A_hat)^-1 H`` (weighted graph)
+    and shares the model's weights, so its transfer numbers are about the aggregation, not other weights."""
+    import sys
+    from pathlib import Path
+
+    from robustbench_geo.models.gnn import dense_gcn_norm
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from soft_median_cost import MeanPPRSurrogate
+
+    ei, adj = _random_binary_graph(30, 0.2, seed=7)
+    g = torch.Generator().manual_seed(8)
+    w = torch.rand(ei.shape[1], generator=g, dtype=torch.float64)
+    w = (w + torch.sparse_coo_tensor(ei, w, (30, 30)).to_dense().T[ei[0], ei[1]]) / 2  # symmetric weights
+    model, _ = build_model("soft_median_gdc", sbm_graph(seed=3))
+    sur = MeanPPRSurrogate(model.double(), iters=300)
+    h = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    weighted = torch.sparse_coo_tensor(ei, w, (30, 30)).to_dense()
+    exact = 0.15 * torch.linalg.solve(torch.eye(30, dtype=torch.float64) - 0.85 * dense_gcn_norm(weighted), h)
+    assert torch.allclose(sur.propagate(h, ei, w), exact, atol=1e-10)
+    assert not torch.allclose(MeanPPRSurrogate(model, iters=2).propagate(h, ei, w), exact, atol=1e-3)
+    assert sur.model is model
