@@ -9,7 +9,9 @@ Backbone (the reference Keras model of the deformable-convolution Scaled MNIST e
     global average pooling -> linear (num_classes)
 
 ``deform_cnn`` replaces the last ``num_deform`` convolutions (default 3, as the reference
-placed offset layers before conv12, conv21 and conv22) by deformable ones; ``atrous_cnn`` uses
+placed offset layers before conv12, conv21 and conv22) by deformable ones (``offset_style="dcn"``,
+Dai et al.'s deformable convolution; or ``"channel"``, the reference's own offset layer: each input
+channel resampled at its own predicted offsets before the ordinary conv); ``atrous_cnn`` uses
 dilation 2 in those layers instead (the fixed-receptive-field baseline of the deformable
 ConvNets paper, Table 3).
 """
@@ -21,11 +23,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from robustbench_geo.models.deformable import DeformableConv
+from robustbench_geo.models.deformable import ChannelOffsetConv, DeformableConv
 from robustbench_geo.models.registry import register_model
 
 CHANNELS = (32, 64, 128, 128)
 STRIDES = (1, 2, 1, 2)
+OFFSET_STYLES = ("dcn", "channel")
 
 
 class ConvNet(nn.Module):
@@ -38,12 +41,17 @@ class ConvNet(nn.Module):
         kinds: per-layer kind.
         deform: ``"v1"`` (offsets only) or ``"v2"`` (modulated, with a mask).
         offset_groups: offset groups of the deformable layers.
+        offset_style: ``"dcn"`` (:class:`DeformableConv`) or ``"channel"`` (:class:`ChannelOffsetConv`;
+            ``deform`` and ``offset_groups`` do not apply to it).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size=(28, 28),
                  channels: Sequence[int] = CHANNELS, strides: Sequence[int] = STRIDES,
-                 kinds: Sequence[str] = ("conv",) * 4, deform: str = "v1", offset_groups: int = 1):
+                 kinds: Sequence[str] = ("conv",) * 4, deform: str = "v1", offset_groups: int = 1,
+                 offset_style: str = "dcn"):
         super().__init__()
+        if offset_style not in OFFSET_STYLES:
+            raise ValueError(f"offset_style: expected one of {list(OFFSET_STYLES)}, got {offset_style!r}")
         if not len(channels) == len(strides) == len(kinds):
             raise ValueError(f"channels, strides and kinds must have equal lengths, got {len(channels)}, {len(strides)}, {len(kinds)}")
         layers, cin = [], in_channels
@@ -52,6 +60,8 @@ class ConvNet(nn.Module):
                 conv = nn.Conv2d(cin, cout, 3, stride, padding=1)
             elif kind == "atrous":
                 conv = nn.Conv2d(cin, cout, 3, stride, padding=2, dilation=2)
+            elif kind == "deform" and offset_style == "channel":
+                conv = ChannelOffsetConv(cin, cout, 3, stride, padding=1)
             elif kind == "deform":
                 conv = DeformableConv(cin, cout, 3, stride, padding=1, version=deform, offset_groups=offset_groups)
             else:
@@ -87,11 +97,16 @@ def cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, s
 
 @register_model("deform_cnn", task="image")
 def deform_cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES,
-               num_deform: int = 3, deform: str = "v1", offset_groups: int = 1) -> ConvNet:
-    """``cnn`` with the last ``num_deform`` convs deformable (v1, or modulated v2); offsets start at zero."""
+               num_deform: int = 3, deform: str = "v1", offset_groups: int = 1, offset_style: str = "dcn") -> ConvNet:
+    """``cnn`` with the last ``num_deform`` convs deformable (v1, or modulated v2); offsets start at zero.
+
+    ``offset_style="channel"`` uses the reference experiment's offset layer instead (one offset per
+    input channel and pixel, resampling before an ordinary conv, Gaussian-initialised predictor).
+    """
     if deform not in ("v1", "v2"):
         raise ValueError(f"deform: expected 'v1' or 'v2', got {deform!r}")
-    return ConvNet(in_channels, num_classes, image_size, channels, strides, _kinds(num_deform, "deform"), deform, offset_groups)
+    return ConvNet(in_channels, num_classes, image_size, channels, strides, _kinds(num_deform, "deform"), deform,
+                   offset_groups, offset_style)
 
 
 @register_model("atrous_cnn", task="image")

@@ -5,6 +5,11 @@ per-pixel, per-tap offsets ``(dy, dx)`` in pixels (and, for DCNv2, a modulation 
 :func:`robustbench_geo.ops.deform_conv2d` samples the input at the shifted taps. The offset and
 mask predictors are zero-initialised and the mask is ``2 * sigmoid(.)`` so that a fresh layer
 computes exactly the regular convolution (offset 0, mask 1); training starts from there.
+
+:class:`ChannelOffsetConv` is the other offset layer, that of the Keras deformable-convolution
+Scaled MNIST experiment (its ``ConvOffset2D``): one ``(dy, dx)`` per input channel and pixel,
+every channel resampled (:func:`robustbench_geo.ops.shift_channels`) before an ordinary convolution,
+the offset predictor (3x3, no bias) initialised from a Gaussian (std 0.01) rather than zeros.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-from robustbench_geo.ops import DeformConv2d, resolve_backend
+from robustbench_geo.ops import DeformConv2d, resolve_backend, shift_channels
 
 
 class DeformableConv(nn.Module):
@@ -83,6 +88,50 @@ class DeformableConv(nn.Module):
         return base.unsqueeze(0).unsqueeze(0) + off
 
 
+class ChannelOffsetConv(nn.Module):
+    """Per-channel offset predictor + resampling + ordinary convolution (the reference's ``ConvOffset2D`` + conv).
+
+    A 3x3 convolution (no bias) of the input predicts ``2 * in_channels`` offset channels, ``(dy, dx)``
+    in pixels for each input channel and pixel; each channel is resampled bilinearly at its shifted grid
+    (:func:`~robustbench_geo.ops.shift_channels`, clamped to the map) and ``conv``, an ``nn.Conv2d``,
+    runs on the result. With zero offset weights it computes exactly ``conv``; the default
+    initialisation is the reference's Gaussian (``init_std`` 0.01), so a fresh layer is close to,
+    not equal to, the plain convolution.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv2d``.
+        init_std: standard deviation of the offset predictor's initial weights (0: zeros).
+
+    Attributes:
+        record: when True, ``last_offset`` keeps the latest offsets ``(B, 2 * C_in, H, W)``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
+                 bias=True, init_std: float = 0.01):
+        super().__init__()
+        if not init_std >= 0:
+            raise ValueError(f"init_std: expected a standard deviation >= 0, got {init_std!r}")
+        self.offset_conv = nn.Conv2d(in_channels, 2 * in_channels, 3, padding=1, bias=False)
+        if init_std > 0:
+            nn.init.normal_(self.offset_conv.weight, 0.0, init_std)
+        else:
+            nn.init.zeros_(self.offset_conv.weight)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self.record = False
+        self.last_offset: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = self.offset_conv(x)
+        if self.record:
+            self.last_offset = offset.detach()
+        return self.conv(shift_channels(x, offset))
+
+
+def offset_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every layer with an offset predictor (``DeformableConv`` or ``ChannelOffsetConv``), with its name."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (DeformableConv, ChannelOffsetConv))]
+
+
 def deformable_layers(model: nn.Module) -> list[tuple[str, DeformableConv]]:
     """All deformable layers of a model, with their qualified names."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, DeformableConv)]
@@ -105,13 +154,14 @@ def set_deform_backend(model: nn.Module, backend: str, device: torch.device | st
 def load_regular_weights(deform_model: nn.Module, regular_state: dict) -> list[str]:
     """Copy a regular model's weights into its deformable twin (same backbone, some convs deformable).
 
-    A regular conv ``features.3.weight`` maps to the deformable layer's ``features.3.conv.weight``;
-    every other tensor maps by name. The offset/mask predictors keep their (zero) initialisation,
-    so the deformable model starts out computing exactly the regular one. Returns the keys of
-    ``deform_model`` left untouched (the offset/mask predictors).
+    A regular conv ``features.3.weight`` maps to the offset layer's ``features.3.conv.weight``
+    (``DeformableConv`` or ``ChannelOffsetConv``); every other tensor maps by name. The offset/mask
+    predictors keep their initialisation: zeros for ``DeformableConv``, so the deformable model starts
+    out computing exactly the regular one; ``ChannelOffsetConv``'s small Gaussian, close to it. Returns
+    the keys of ``deform_model`` left untouched (the offset/mask predictors).
     """
     own = deform_model.state_dict()
-    layers = {name for name, _ in deformable_layers(deform_model)}
+    layers = {name for name, _ in offset_layers(deform_model)}
     mapped = {}
     for key, value in regular_state.items():
         prefix, _, leaf = key.rpartition(".")

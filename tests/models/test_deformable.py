@@ -1,0 +1,83 @@
+"""ChannelOffsetConv (the reference experiment's offset layer) and deform_cnn(offset_style="channel")."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from robustbench_geo.models import create_model
+from robustbench_geo.models.deformable import ChannelOffsetConv, load_regular_weights, offset_layers
+from robustbench_geo.training import _trainable_parameters
+
+
+class ConstantOffset(nn.Module):
+    """Stands in for the offset predictor: the same ``(dy, dx)`` for every channel and pixel."""
+
+    def __init__(self, dy: float, dx: float):
+        super().__init__()
+        self.dy, self.dx = dy, dx
+
+    def forward(self, x):
+        off = torch.empty(x.shape[0], 2 * x.shape[1], *x.shape[2:], dtype=x.dtype)
+        off[:, 0::2], off[:, 1::2] = self.dy, self.dx
+        return off
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_zero_offsets_compute_exactly_the_plain_conv(stride):
+    torch.manual_seed(0)
+    layer = ChannelOffsetConv(3, 5, 3, stride=stride, padding=1, init_std=0.0)
+    assert not layer.offset_conv.weight.any() and layer.offset_conv.bias is None
+    x = torch.randn(2, 3, 9, 8)
+    assert torch.equal(layer(x), layer.conv(x))
+
+
+def test_default_offset_predictor_is_the_references_gaussian():
+    torch.manual_seed(0)
+    layer = ChannelOffsetConv(64, 128)
+    w = layer.offset_conv.weight
+    assert w.shape == (128, 64, 3, 3)  # 2 offsets per input channel, from a 3x3 window
+    assert abs(w.std().item() - 0.01) < 1e-3 and abs(w.mean().item()) < 1e-3
+    with pytest.raises(ValueError, match="init_std: expected"):
+        ChannelOffsetConv(3, 5, init_std=-1.0)
+
+
+def test_constant_offset_shifts_the_feature_map_before_the_conv():
+    torch.manual_seed(0)
+    layer = ChannelOffsetConv(2, 4, 3, padding=1).double()
+    layer.offset_conv = ConstantOffset(dy=2.0, dx=-1.0)
+    x = torch.randn(3, 2, 8, 7, dtype=torch.float64)
+    # independently: pad by repeating the border, then crop the window moved 2 rows down, 1 column left
+    padded = F.pad(x, (1, 0, 0, 2), mode="replicate")  # (left 1, right 0, top 0, bottom 2)
+    shifted = padded[:, :, 2:, :7]
+    torch.testing.assert_close(layer(x), layer.conv(shifted), rtol=0, atol=1e-12)
+
+
+def test_gradients_reach_the_offset_predictor_only_through_the_sampling():
+    torch.manual_seed(0)
+    model = create_model("deform_cnn", offset_style="channel")
+    params = _trainable_parameters(model, "offsets")
+    names = [n for n, _ in model.named_parameters() if "offset_conv" in n]
+    assert len(params) == len(names) == 3  # one weight per offset layer, no bias
+    F.cross_entropy(model(torch.rand(4, 1, 28, 28)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+def test_regular_weights_load_into_the_channel_offset_twin():
+    torch.manual_seed(0)
+    reg = create_model("cnn").eval()
+    twin = create_model("deform_cnn", offset_style="channel").eval()
+    assert [n for n, _ in offset_layers(twin)] == ["features.3", "features.6", "features.9"]
+    untouched = load_regular_weights(twin, reg.state_dict())
+    assert untouched == [f"features.{i}.offset_conv.weight" for i in (3, 6, 9)]
+    x = torch.rand(4, 1, 28, 28)
+    # the Gaussian offsets (std 0.01 weights) move samples by a fraction of a pixel: close, not equal
+    assert (twin(x) - reg(x)).abs().max() < 0.5
+    for _, layer in offset_layers(twin):
+        nn.init.zeros_(layer.offset_conv.weight)
+    torch.testing.assert_close(twin(x), reg(x), rtol=0, atol=1e-5)
+
+
+def test_unknown_offset_style_lists_the_choices():
+    with pytest.raises(ValueError, match=r"offset_style: expected one of \['dcn', 'channel'\], got 'tap'"):
+        create_model("deform_cnn", offset_style="tap")
