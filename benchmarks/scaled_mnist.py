@@ -29,10 +29,19 @@ Usage::
     python benchmarks/scaled_mnist.py --protocols original --seeds 0 --runs-dir /tmp/scaled-mnist
     python benchmarks/scaled_mnist.py --table --runs-dir /tmp/scaled-mnist --results benchmarks/results/benchmarks/scaled-mnist-original.json
 
+    # the ablation of the original protocol: the regular CNN trained once per seed and kept, then
+    # fine-tuned with the reference's offset layer and/or its schedule (20 epochs, Adam 5e-4, batch 32)
+    python benchmarks/scaled_mnist.py --protocols original --seeds 0 --regular-cache /tmp/regular --runs-dir /tmp/ablation --offset-style channel --curve
+    python benchmarks/scaled_mnist.py --protocols original --seeds 0 --regular-cache /tmp/regular --runs-dir /tmp/ablation --finetune-epochs 20 --finetune-lr 5e-4 --finetune-batch-size 32
+    python benchmarks/scaled_mnist.py --protocols original --table --runs-dir /tmp/ablation --results benchmarks/results/benchmarks/scaled-mnist-ablation.json
+
 Each seed is an independent run (initialisation, batch order, augmentation and the Scaled MNIST test
 variant all follow the seed); ``--jobs`` runs seeds in that many worker processes, one torch thread
 each. The table gives, per variant, the mean over seeds with the 95 % Wilson interval of the pooled
-test images, and the standard deviation over seeds.
+test images, and the standard deviation over seeds. A run whose fine-tuning differs from ours
+(``--offset-style``, ``--finetune-epochs/-lr/-batch-size``) names the difference in its row's variant
+label and in its file name under ``--runs-dir``; ``--table`` puts every run of the protocols in that
+folder in one table, one row per variant.
 """
 
 from __future__ import annotations
@@ -64,49 +73,112 @@ from robustbench_geo.training import TrainConfig, seed_everything, train_image_m
 
 REFERENCE = {"regular": (98.74, 57.01), "deformable": (97.27, 92.55)}
 PROTOCOLS = ("original", "fair")
+OFFSET_STYLES = ("dcn", "channel")
 
 
 def one_seed(args, seed: int) -> dict:
     """Every variant of the chosen protocols for one seed: rows of accuracies (%) and the test sizes."""
     if args.jobs > 1:
         torch.set_num_threads(1)
+    train, tests = _data(args, seed)
+    rows = []
+    regular, row = regular_cnn(args, seed, train, tests)
+    rows.append({"protocol": "both", "variant": "regular, plain MNIST", **row})
+    if "original" in args.protocol_list:
+        _, row = _train(args, seed, train, tests, "deform_cnn", "scale", _ft_epochs(args), init=regular,
+                        trainable="offsets", lr=args.finetune_lr, batch_size=args.finetune_batch_size)
+        rows.append({"protocol": "original", "variant": original_variant(args), **row})
+    if "fair" in args.protocol_list:
+        _, row = _train(args, seed, train, tests, "deform_cnn", "none", args.epochs)
+        rows.append({"protocol": "fair", "variant": _with_style(args, "deformable, plain MNIST"), **row})
+        for name, label in (("cnn", "regular"), ("deform_cnn", "deformable")):
+            _, row = _train(args, seed, train, tests, name, "scale", args.epochs)
+            label = f"{label}, scale-augmented MNIST"
+            rows.append({"protocol": "fair", "variant": _with_style(args, label) if name == "deform_cnn" else label, **row})
+    return {"seed": seed, "rows": rows, "train_size": len(train), "test_size": len(tests["mnist"]),
+            "scaled_transform": tests["mnist-scaled"].meta["transform"]}
+
+
+def _data(args, seed: int):
     kw = dict(root=args.data_root, seed=seed)
     train = load_dataset("mnist", split="train", subset=args.train_subset, **kw)
     tests = {"mnist": load_dataset("mnist", split="test", subset=args.test_subset, **kw),
              "mnist-scaled": load_dataset("mnist-scaled", split="test", subset=args.test_subset, **kw)}
-    rows = []
-    progress = not args.json and args.jobs == 1
+    return train, tests
 
-    def run(name, augment, epochs, init=None, trainable="all"):
-        seed_everything(seed)
-        model, _ = build_model(name, train)
-        backend = set_deform_backend(model, args.deform_backend, args.device)
-        model.to(args.device)
-        if init is not None:
-            load_regular_weights(model, init.state_dict())
-        cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, trainable=trainable)
-        t0 = time.perf_counter()
-        train_image_model(model, train, cfg, device=args.device, progress=progress)
-        secs = time.perf_counter() - t0
-        accs = {k: 100 * image_accuracy(model, ds) for k, ds in tests.items()}
-        return model, {"model": name, "augment": augment, "trainable": trainable, "epochs": epochs, "seed": seed,
-                       "mnist": accs["mnist"], "mnist_scaled": accs["mnist-scaled"], "train_s": secs,
-                       "deform_backend": backend}
 
-    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else args.epochs
-    regular, row = run("cnn", "none", args.epochs)
-    rows.append({"protocol": "both", "variant": "regular, plain MNIST", **row})
-    if "original" in args.protocol_list:
-        _, row = run("deform_cnn", "scale", ft_epochs, init=regular, trainable="offsets")
-        rows.append({"protocol": "original", "variant": "deformable: regular weights, offsets tuned on scaled", **row})
-    if "fair" in args.protocol_list:
-        _, row = run("deform_cnn", "none", args.epochs)
-        rows.append({"protocol": "fair", "variant": "deformable, plain MNIST", **row})
-        for name, label in (("cnn", "regular"), ("deform_cnn", "deformable")):
-            _, row = run(name, "scale", args.epochs)
-            rows.append({"protocol": "fair", "variant": f"{label}, scale-augmented MNIST", **row})
-    return {"seed": seed, "rows": rows, "train_size": len(train), "test_size": len(tests["mnist"]),
-            "scaled_transform": tests["mnist-scaled"].meta["transform"]}
+def _ft_epochs(args) -> int:
+    return args.finetune_epochs if args.finetune_epochs is not None else args.epochs
+
+
+def _with_style(args, label: str) -> str:
+    return label if args.offset_style == "dcn" else f"{label} [{args.offset_style} offsets]"
+
+
+def original_variant(args) -> str:
+    """The original protocol's deformable row label; settings that differ from ours are named in it."""
+    label = "deformable: regular weights, offsets tuned on scaled"
+    extra = [f"{args.offset_style} offsets"] if args.offset_style != "dcn" else []
+    if (_ft_epochs(args), args.finetune_lr, args.finetune_batch_size) != (args.epochs, 1e-3, 128):
+        extra.append(f"{_ft_epochs(args)} ep, Adam {args.finetune_lr:g}, batch {args.finetune_batch_size}")
+    return f"{label} [{'; '.join(extra)}]" if extra else label
+
+
+def _train(args, seed, train, tests, name, augment, epochs, init=None, trainable="all", lr=1e-3, batch_size=128):
+    """Train one variant from its seed; returns the model and its row (accuracies in %)."""
+    seed_everything(seed)
+    kwargs = {"offset_style": args.offset_style} if name == "deform_cnn" and args.offset_style != "dcn" else {}
+    model, _ = build_model(name, train, **kwargs)
+    backend = set_deform_backend(model, args.deform_backend, args.device)
+    model.to(args.device)
+    if init is not None:
+        load_regular_weights(model, init.state_dict())
+    cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, trainable=trainable, lr=lr, batch_size=batch_size)
+    curve, eval_s = [], 0.0
+
+    def after_epoch(epoch: int, rec: dict) -> None:  # --curve: Scaled MNIST test accuracy after every epoch
+        nonlocal eval_s
+        t = time.perf_counter()
+        curve.append(100 * image_accuracy(model, tests["mnist-scaled"]))
+        eval_s += time.perf_counter() - t
+        print(f"[{name} seed {seed}] epoch {epoch + 1}/{epochs}: train acc {100 * rec['train_accuracy']:.2f} %, "
+              f"Scaled MNIST test {curve[-1]:.2f} %", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    train_image_model(model, train, cfg, device=args.device, progress=not args.json and args.jobs == 1,
+                      on_epoch=after_epoch if args.curve else None)
+    secs = time.perf_counter() - t0 - eval_s
+    accs = {k: 100 * image_accuracy(model, ds) for k, ds in tests.items()}
+    row = {"model": name, "augment": augment, "trainable": trainable, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+           "seed": seed, "mnist": accs["mnist"], "mnist_scaled": accs["mnist-scaled"], "train_s": secs,
+           "deform_backend": backend}
+    if name == "deform_cnn":
+        row["offset_style"] = args.offset_style
+    if args.curve:
+        row["scaled_curve"] = curve
+    return model, row
+
+
+def regular_cnn(args, seed, train, tests):
+    """The regular CNN of ``seed`` trained on plain MNIST, and its row.
+
+    With ``--regular-cache DIR`` it is read from ``DIR/cnn-seed<S>-e<E>-n<N>.pt`` when a previous run
+    saved it there (its row keeps the accuracies and seconds of the run that trained it), else trained
+    and saved, so that several fine-tuning variants of one seed start from the same regular weights.
+    """
+    path = None
+    if args.regular_cache:
+        path = Path(args.regular_cache) / f"cnn-seed{seed}-e{args.epochs}-n{len(train)}.pt"
+        if path.exists():
+            saved = torch.load(path, map_location="cpu")
+            model, _ = build_model("cnn", train)
+            model.load_state_dict(saved["state_dict"])
+            return model.to(args.device).eval(), {**saved["row"], "cached": str(path)}
+    model, row = _train(args, seed, train, tests, "cnn", "none", args.epochs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "row": row}, path)
+    return model, row
 
 
 def _cell(values: list[float], n: int) -> str:
@@ -119,14 +191,26 @@ def _cell(values: list[float], n: int) -> str:
 
 
 def table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """One row per variant over all seeds, then the reference's two rows."""
+    """One row per variant over all seeds (variants in order of first appearance), then the reference's rows.
+
+    A seed's row of one variant may appear in several runs (the regular CNN reused from
+    ``--regular-cache`` by each fine-tuning variant); it is counted once, and must agree.
+    """
     n = runs[0]["test_size"]
     columns = ["protocol", "variant", "MNIST", "Scaled MNIST", "train s (mean)"]
+    groups: dict[tuple[str, str], dict[int, dict]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            per_seed = groups.setdefault((r["protocol"], r["variant"]), {})
+            old = per_seed.setdefault(r["seed"], r)
+            if (old["mnist"], old["mnist_scaled"]) != (r["mnist"], r["mnist_scaled"]):
+                raise ValueError(f"runs disagree on {r['variant']!r}, seed {r['seed']}: expected one trained model, got "
+                                 f"{old['mnist']:.2f}/{old['mnist_scaled']:.2f} and {r['mnist']:.2f}/{r['mnist_scaled']:.2f} %")
     rows = []
-    for i, first in enumerate(runs[0]["rows"]):
-        per_seed = [r["rows"][i] for r in runs]
-        rows.append([first["protocol"], first["variant"], _cell([r["mnist"] for r in per_seed], n),
-                     _cell([r["mnist_scaled"] for r in per_seed], n), f"{sum(r['train_s'] for r in per_seed) / len(per_seed):.0f}"])
+    for (protocol, variant), per_seed in groups.items():
+        rs = [per_seed[s] for s in sorted(per_seed)]
+        rows.append([protocol, variant, _cell([r["mnist"] for r in rs], n), _cell([r["mnist_scaled"] for r in rs], n),
+                     f"{sum(r['train_s'] for r in rs) / len(rs):.0f}"])
     for k, (a, b) in REFERENCE.items():
         rows.append(["reference", f"{k} (Keras experiment)", f"{a:.2f}", f"{b:.2f}", ""])
     return columns, rows
@@ -136,6 +220,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="training epochs on MNIST (reference: 10)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="offset fine-tuning epochs (default: --epochs)")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="offset fine-tuning Adam learning rate (reference: 5e-4)")
+    p.add_argument("--finetune-batch-size", type=int, default=128, help="offset fine-tuning batch size (reference: 32)")
+    p.add_argument("--offset-style", default="dcn", choices=OFFSET_STYLES,
+                   help="deform_cnn's offset layers: dcn (one offset per kernel tap, ours) or channel (one per input "
+                        "channel, resampling before a plain conv, as the reference's ConvOffset2D)")
+    p.add_argument("--regular-cache", default=None,
+                   help="folder keeping each seed's trained regular CNN: reused when there, saved when trained")
+    p.add_argument("--curve", action="store_true",
+                   help="also measure Scaled MNIST test accuracy after every epoch (kept as each row's scaled_curve)")
     p.add_argument("--train-subset", type=int, default=None, help="seeded subset of the 60k training images")
     p.add_argument("--test-subset", type=int, default=None, help="seeded subset of the 10k test images")
     p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds SEED)")
@@ -186,7 +279,9 @@ def _meta(args, seeds, runs, *, wall_s) -> dict:
     return {"seeds": seeds, "epochs": args.epochs, "finetune_epochs": ft_epochs, "train_size": runs[0]["train_size"],
             "test_size": runs[0]["test_size"], "wall_s": wall_s, "jobs": args.jobs,
             "threads": 1 if args.jobs > 1 else torch.get_num_threads(), "device": args.device, "versions": versions(),
-            "scaled_transform": runs[0]["scaled_transform"], "protocols": args.protocol_list}
+            "scaled_transform": runs[0]["scaled_transform"], "protocols": args.protocol_list,
+            "finetune_lr": args.finetune_lr, "finetune_batch_size": args.finetune_batch_size,
+            "offset_style": args.offset_style, "regular_cache": args.regular_cache}
 
 
 def _kept_run(args, seed: int) -> dict:
@@ -196,24 +291,33 @@ def _kept_run(args, seed: int) -> dict:
     run["meta"] = _meta(args, [seed], [run], wall_s=time.perf_counter() - t0)
     out = Path(args.runs_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"seed{seed}-{'+'.join(args.protocol_list)}.json").write_text(json.dumps(run, indent=1))
+    (out / f"seed{seed}-{'+'.join(args.protocol_list)}{_variant_tag(args)}.json").write_text(json.dumps(run, indent=1))
     return run
+
+
+def _variant_tag(args) -> str:
+    """The run file's suffix naming the fine-tuning settings that differ from ours ('' for ours)."""
+    parts = [args.offset_style] if args.offset_style != "dcn" else []
+    if (_ft_epochs(args), args.finetune_lr, args.finetune_batch_size) != (args.epochs, 1e-3, 128):
+        parts.append(f"ft{_ft_epochs(args)}-lr{args.finetune_lr:g}-b{args.finetune_batch_size}")
+    return "".join(f"-{p}" for p in parts)
 
 
 def _table_from_runs(args) -> int:
     """The table over every kept run in ``--runs-dir`` of the chosen protocols, seeds in order."""
     tag = "+".join(args.protocol_list)
-    files = sorted(Path(args.runs_dir).glob(f"seed*-{tag}.json"), key=lambda f: int(f.name[4:].split("-")[0]))
+    found = [*Path(args.runs_dir).glob(f"seed*-{tag}.json"), *Path(args.runs_dir).glob(f"seed*-{tag}-*.json")]
+    files = sorted(found, key=lambda f: (int(f.name[4:].split("-")[0]), not f.name.endswith(f"-{tag}.json"), f.name))
     if not files:
         raise SystemExit(f"--table: no runs of protocols {tag!r} in {args.runs_dir} (expected seed<S>-{tag}.json)")
     runs = [json.loads(f.read_text()) for f in files]
     first = runs[0]["meta"]
-    for key in ("epochs", "finetune_epochs", "train_size", "test_size"):
+    for key in ("epochs", "train_size", "test_size"):
         if any(r["meta"][key] != first[key] for r in runs):
             raise SystemExit(f"--table: the runs in {args.runs_dir} differ in {key}; keep one protocol per folder")
-    seeds = [r["seed"] for r in runs]
+    seeds = sorted({r["seed"] for r in runs})
     meta = {**first, "seeds": seeds, "wall_s": sum(r["meta"]["wall_s"] for r in runs),
-            "per_seed": {str(r["seed"]): r["meta"] for r in runs}}
+            "per_run": {f.name: r["meta"] for f, r in zip(files, runs)}}
     args.epochs, args.finetune_epochs, args.jobs = first["epochs"], first["finetune_epochs"], first["jobs"]
     _report(args, runs, meta)
     return 0
