@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
 from robustbench_geo.ops import DeformConv2d, resolve_backend, shift_channels
+from robustbench_geo.ops.channel_shift import IMPLS as SHIFT_IMPLS
 
 
 class DeformableConv(nn.Module):
@@ -94,21 +95,26 @@ class ChannelOffsetConv(nn.Module):
     A 3x3 convolution (no bias) of the input predicts ``2 * in_channels`` offset channels, ``(dy, dx)``
     in pixels for each input channel and pixel; each channel is resampled bilinearly at its shifted grid
     (:func:`~robustbench_geo.ops.shift_channels`, clamped to the map) and ``conv``, an ``nn.Conv2d``,
-    runs on the result. With zero offset weights it computes exactly ``conv``; the default
+    runs on the result. With zero offset weights it computes ``conv`` (exactly with
+    ``impl="gather"``, to float rounding with the default, faster ``"grid_sample"``); the default
     initialisation is the reference's Gaussian (``init_std`` 0.01), so a fresh layer is close to,
     not equal to, the plain convolution.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv2d``.
         init_std: standard deviation of the offset predictor's initial weights (0: zeros).
+        impl: :func:`~robustbench_geo.ops.shift_channels` implementation, ``grid_sample`` or ``gather``.
 
     Attributes:
         record: when True, ``last_offset`` keeps the latest offsets ``(B, 2 * C_in, H, W)``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
-                 bias=True, init_std: float = 0.01):
+                 bias=True, init_std: float = 0.01, impl: str = "grid_sample"):
         super().__init__()
+        if impl not in SHIFT_IMPLS:
+            raise ValueError(f"impl: expected one of {list(SHIFT_IMPLS)}, got {impl!r}")
+        self.impl = impl
         if not init_std >= 0:
             raise ValueError(f"init_std: expected a standard deviation >= 0, got {init_std!r}")
         self.offset_conv = nn.Conv2d(in_channels, 2 * in_channels, 3, padding=1, bias=False)
@@ -124,7 +130,7 @@ class ChannelOffsetConv(nn.Module):
         offset = self.offset_conv(x)
         if self.record:
             self.last_offset = offset.detach()
-        return self.conv(shift_channels(x, offset))
+        return self.conv(shift_channels(x, offset, self.impl))
 
 
 def offset_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -26,10 +26,12 @@ class ConstantOffset(nn.Module):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_zero_offsets_compute_exactly_the_plain_conv(stride):
     torch.manual_seed(0)
-    layer = ChannelOffsetConv(3, 5, 3, stride=stride, padding=1, init_std=0.0)
+    layer = ChannelOffsetConv(3, 5, 3, stride=stride, padding=1, init_std=0.0, impl="gather")
     assert not layer.offset_conv.weight.any() and layer.offset_conv.bias is None
     x = torch.randn(2, 3, 9, 8)
     assert torch.equal(layer(x), layer.conv(x))
+    layer.impl = "grid_sample"  # the default: the same to float rounding
+    torch.testing.assert_close(layer(x), layer.conv(x), rtol=0, atol=1e-5)
 
 
 def test_default_offset_predictor_is_the_references_gaussian():
@@ -40,11 +42,14 @@ def test_default_offset_predictor_is_the_references_gaussian():
     assert abs(w.std().item() - 0.01) < 1e-3 and abs(w.mean().item()) < 1e-3
     with pytest.raises(ValueError, match="init_std: expected"):
         ChannelOffsetConv(3, 5, init_std=-1.0)
+    with pytest.raises(ValueError, match="impl: expected one of"):
+        ChannelOffsetConv(3, 5, impl="nearest")
 
 
-def test_constant_offset_shifts_the_feature_map_before_the_conv():
+@pytest.mark.parametrize("impl", ["grid_sample", "gather"])
+def test_constant_offset_shifts_the_feature_map_before_the_conv(impl):
     torch.manual_seed(0)
-    layer = ChannelOffsetConv(2, 4, 3, padding=1).double()
+    layer = ChannelOffsetConv(2, 4, 3, padding=1, impl=impl).double()
     layer.offset_conv = ConstantOffset(dy=2.0, dx=-1.0)
     x = torch.randn(3, 2, 8, 7, dtype=torch.float64)
     # independently: pad by repeating the border, then crop the window moved 2 rows down, 1 column left
