@@ -23,6 +23,36 @@ def test_augmented_training_and_offset_finetuning(mnist_root, tmp_path):
     changed = {k for k, v in ft.model.state_dict().items() if not torch.equal(v, base.model.state_dict()[k])}
     assert changed and all("offset_conv" in k for k in changed)
     assert ft.meta["train"]["augment"] == "scale"
+    assert all(p.requires_grad for p in ft.model.parameters())  # the frozen weights are given back their gradients
+
+
+def test_offset_finetuning_takes_the_steps_of_a_loop_that_computes_every_gradient(mnist_test):
+    """``trainable="offsets"`` freezes the other weights while it trains, which only skips work: the
+    offsets' gradients, hence the Adam steps, are those of a loop that computes every gradient."""
+    from robustbench_geo.data.base import ImageDataset
+    from robustbench_geo.models import create_model
+    from robustbench_geo.training import TrainConfig, train_image_model
+
+    n, cfg = 64, TrainConfig(epochs=1, batch_size=32, seed=0, trainable="offsets")
+    data = ImageDataset("mnist", mnist_test.images[:n], mnist_test.labels[:n], mnist_test.classes, {})
+    torch.manual_seed(0)
+    model = create_model("deform_cnn", offset_style="channel")
+    twin = create_model("deform_cnn", offset_style="channel")
+    twin.load_state_dict(model.state_dict())
+    train_image_model(model, data, cfg, progress=False)
+    twin.train()
+    for m in twin.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    opt = torch.optim.Adam([p for name, p in twin.named_parameters() if "offset_conv" in name], lr=cfg.lr)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    for i in range(0, n, cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(twin(data.images[idx]), data.labels[idx]).backward()
+        opt.step()
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_graph_training_reaches_published_accuracy(cora_root):
