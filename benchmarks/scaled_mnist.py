@@ -73,7 +73,7 @@ from robustbench_geo.training import TrainConfig, seed_everything, train_image_m
 
 REFERENCE = {"regular": (98.74, 57.01), "deformable": (97.27, 92.55)}
 PROTOCOLS = ("original", "fair")
-OFFSET_STYLES = ("dcn", "channel")
+OFFSET_STYLES = ("dcn", "channel", "keras")
 
 
 def one_seed(args, seed: int) -> dict:
@@ -223,8 +223,9 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="offset fine-tuning Adam learning rate (reference: 5e-4)")
     p.add_argument("--finetune-batch-size", type=int, default=128, help="offset fine-tuning batch size (reference: 32)")
     p.add_argument("--offset-style", default="dcn", choices=OFFSET_STYLES,
-                   help="deform_cnn's offset layers: dcn (one offset per kernel tap, ours) or channel (one per input "
-                        "channel, resampling before a plain conv, as the reference's ConvOffset2D)")
+                   help="deform_cnn's offset layers: dcn (one offset per kernel tap, ours), channel (one per input "
+                        "channel, resampling before a plain conv, as the reference's ConvOffset2D) or keras (channel "
+                        "with the reference code's reshaping of the predicted offsets)")
     p.add_argument("--regular-cache", default=None,
                    help="folder keeping each seed's trained regular CNN: reused when there, saved when trained")
     p.add_argument("--curve", action="store_true",

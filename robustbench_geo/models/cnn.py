@@ -28,7 +28,7 @@ from robustbench_geo.models.registry import register_model
 
 CHANNELS = (32, 64, 128, 128)
 STRIDES = (1, 2, 1, 2)
-OFFSET_STYLES = ("dcn", "channel")
+OFFSET_STYLES = ("dcn", "channel", "keras")
 
 
 class ConvNet(nn.Module):
@@ -41,8 +41,9 @@ class ConvNet(nn.Module):
         kinds: per-layer kind.
         deform: ``"v1"`` (offsets only) or ``"v2"`` (modulated, with a mask).
         offset_groups: offset groups of the deformable layers.
-        offset_style: ``"dcn"`` (:class:`DeformableConv`) or ``"channel"`` (:class:`ChannelOffsetConv`;
-            ``deform`` and ``offset_groups`` do not apply to it).
+        offset_style: ``"dcn"`` (:class:`DeformableConv`), ``"channel"`` (:class:`ChannelOffsetConv`;
+            ``deform`` and ``offset_groups`` do not apply to it) or ``"keras"`` (``ChannelOffsetConv``
+            with the reference's own reshaping of the predicted offsets, ``layout="keras"``).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size=(28, 28),
@@ -60,8 +61,9 @@ class ConvNet(nn.Module):
                 conv = nn.Conv2d(cin, cout, 3, stride, padding=1)
             elif kind == "atrous":
                 conv = nn.Conv2d(cin, cout, 3, stride, padding=2, dilation=2)
-            elif kind == "deform" and offset_style == "channel":
-                conv = ChannelOffsetConv(cin, cout, 3, stride, padding=1)
+            elif kind == "deform" and offset_style != "dcn":
+                layout = "keras" if offset_style == "keras" else "paired"
+                conv = ChannelOffsetConv(cin, cout, 3, stride, padding=1, layout=layout)
             elif kind == "deform":
                 conv = DeformableConv(cin, cout, 3, stride, padding=1, version=deform, offset_groups=offset_groups)
             else:
@@ -101,7 +103,9 @@ def deform_cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHAN
     """``cnn`` with the last ``num_deform`` convs deformable (v1, or modulated v2); offsets start at zero.
 
     ``offset_style="channel"`` uses the reference experiment's offset layer instead (one offset per
-    input channel and pixel, resampling before an ordinary conv, Gaussian-initialised predictor).
+    input channel and pixel, resampling before an ordinary conv, Gaussian-initialised predictor);
+    ``"keras"`` the same with the reference code's reshaping of the predicted offsets (see
+    :class:`~robustbench_geo.models.deformable.ChannelOffsetConv`, ``layout``).
     """
     if deform not in ("v1", "v2"):
         raise ValueError(f"deform: expected 'v1' or 'v2', got {deform!r}")

@@ -104,14 +104,23 @@ class ChannelOffsetConv(nn.Module):
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv2d``.
         init_std: standard deviation of the offset predictor's initial weights (0: zeros).
         impl: :func:`~robustbench_geo.ops.shift_channels` implementation, ``grid_sample`` or ``gather``.
+        layout: how the predictor's ``2 * C`` output channels become per-channel offsets. ``"paired"``:
+            channels ``(2c, 2c + 1)`` are ``(dy, dx)`` of channel ``c`` at the same pixel. ``"keras"``:
+            the reference's reshaping, which reads the ``(B, 2C, H, W)`` prediction in memory order
+            as ``(B * C, H, W, 2)``, so pixel ``p`` of channel ``c`` takes its ``(dy, dx)`` from
+            prediction channel ``2c + (2p // HW)`` at flat positions ``2p mod HW`` and ``2p + 1 mod
+            HW``: offsets computed at other pixels (than ``p``), as the reference's code does.
 
     Attributes:
         record: when True, ``last_offset`` keeps the latest offsets ``(B, 2 * C_in, H, W)``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, groups=1,
-                 bias=True, init_std: float = 0.01, impl: str = "grid_sample"):
+                 bias=True, init_std: float = 0.01, impl: str = "grid_sample", layout: str = "paired"):
         super().__init__()
+        if layout not in ("paired", "keras"):
+            raise ValueError(f"layout: expected 'paired' or 'keras', got {layout!r}")
+        self.layout = layout
         if impl not in SHIFT_IMPLS:
             raise ValueError(f"impl: expected one of {list(SHIFT_IMPLS)}, got {impl!r}")
         self.impl = impl
@@ -128,6 +137,9 @@ class ChannelOffsetConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset = self.offset_conv(x)
+        if self.layout == "keras":  # memory order (B, 2C, H, W) read as (B, C, H, W, 2), then paired again
+            b, c2, h, w = offset.shape
+            offset = offset.reshape(b, c2 // 2, h, w, 2).permute(0, 1, 4, 2, 3).reshape(b, c2, h, w)
         if self.record:
             self.last_offset = offset.detach()
         return self.conv(shift_channels(x, offset, self.impl))

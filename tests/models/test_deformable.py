@@ -23,6 +23,17 @@ class ConstantOffset(nn.Module):
         return off
 
 
+class FixedPrediction(nn.Module):
+    """Stands in for the offset predictor: returns a given prediction whatever the input."""
+
+    def __init__(self, pred: torch.Tensor):
+        super().__init__()
+        self.pred = pred
+
+    def forward(self, x):
+        return self.pred
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_zero_offsets_compute_exactly_the_plain_conv(stride):
     torch.manual_seed(0)
@@ -68,10 +79,11 @@ def test_gradients_reach_the_offset_predictor_only_through_the_sampling():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
 
 
-def test_regular_weights_load_into_the_channel_offset_twin():
+@pytest.mark.parametrize("style", ["channel", "keras"])
+def test_regular_weights_load_into_the_channel_offset_twin(style):
     torch.manual_seed(0)
     reg = create_model("cnn").eval()
-    twin = create_model("deform_cnn", offset_style="channel").eval()
+    twin = create_model("deform_cnn", offset_style=style).eval()
     assert [n for n, _ in offset_layers(twin)] == ["features.3", "features.6", "features.9"]
     untouched = load_regular_weights(twin, reg.state_dict())
     assert untouched == [f"features.{i}.offset_conv.weight" for i in (3, 6, 9)]
@@ -83,6 +95,29 @@ def test_regular_weights_load_into_the_channel_offset_twin():
     torch.testing.assert_close(twin(x), reg(x), rtol=0, atol=1e-5)
 
 
+def test_keras_layout_reads_the_prediction_in_memory_order():
+    """layout="keras": the (B, 2C, H, W) prediction read as (B*C, H, W, 2), as the reference reshapes it."""
+    torch.manual_seed(0)
+    b, c, h, w = 2, 3, 4, 5
+    pred = torch.randn(b, 2 * c, h, w, dtype=torch.float64)
+    x = torch.randn(b, c, h, w, dtype=torch.float64)
+    layer = ChannelOffsetConv(c, 4, layout="keras").double()
+    layer.offset_conv = FixedPrediction(pred)
+    layer.record = True
+    layer(x)
+    flat = pred.reshape(b * c, h * w * 2)  # per channel c of image n: prediction channels 2c and 2c + 1, flattened
+    for n in range(b):
+        for ch in range(c):
+            for i in range(h):
+                for j in range(w):
+                    k = 2 * (i * w + j)  # the reference's (dy, dx) of pixel (i, j): flat entries k and k + 1
+                    got = layer.last_offset[n, 2 * ch:2 * ch + 2, i, j]
+                    assert torch.equal(got, flat[n * c + ch, k:k + 2]), (n, ch, i, j)
+    assert not torch.equal(layer.last_offset, pred)  # not the paired layout
+    with pytest.raises(ValueError, match="layout: expected 'paired' or 'keras'"):
+        ChannelOffsetConv(3, 5, layout="nhwc")
+
+
 def test_unknown_offset_style_lists_the_choices():
-    with pytest.raises(ValueError, match=r"offset_style: expected one of \['dcn', 'channel'\], got 'tap'"):
+    with pytest.raises(ValueError, match=r"offset_style: expected one of \['dcn', 'channel', 'keras'\], got 'tap'"):
         create_model("deform_cnn", offset_style="tap")
