@@ -57,6 +57,9 @@ class ImageDataset(Dataset):
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(self), generator=g)[:n].sort().values
         meta = {**self.meta, "subset": n, "subset_seed": seed}
+        if isinstance(meta.get("params"), dict):  # per-sample transforms follow their samples
+            meta["params"] = {k: v[idx] if torch.is_tensor(v) and v.shape[:1] == (len(self),) else v
+                              for k, v in meta["params"].items()}
         return ImageDataset(self.name, self.images[idx], self.labels[idx], self.classes, meta)
 
     def __repr__(self) -> str:

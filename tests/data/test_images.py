@@ -68,3 +68,11 @@ def test_unknown_dataset_lists_valid_names():
 def test_bad_split():
     with pytest.raises(ValueError, match="expected 'train' or 'test'"):
         load_dataset("mnist", split="val")
+
+
+def test_a_subset_keeps_the_transform_of_each_of_its_samples(mnist_root):
+    full = load_dataset("mnist-scaled", split="test", root=mnist_root, seed=3)
+    part = load_dataset("mnist-scaled", split="test", root=mnist_root, seed=3, subset=50)
+    rows = [int((full.images == img).flatten(1).all(1).nonzero()[0]) for img in part.images]
+    for k, v in part.meta["params"].items():
+        assert v.shape == (50,) and torch.equal(v, full.meta["params"][k][rows]), k
