@@ -29,6 +29,9 @@ from robustbench_geo.check import check_interval, check_shape
 
 #: Interpolation and border settings used by every warp unless overridden; recorded in results.
 WARP_DEFAULTS = {"mode": "bilinear", "padding_mode": "zeros", "align_corners": True}
+#: Keras 2.0's resampling in ``ImageDataGenerator`` (``scipy.ndimage.affine_transform(order=0,
+#: mode='nearest')``): nearest-neighbour sampling, out-of-image pixels take the nearest edge pixel
+KERAS_WARP = {"mode": "nearest", "padding_mode": "border", "align_corners": True}
 
 
 def affine_matrix(
@@ -263,6 +266,9 @@ AUGMENTATIONS: dict[str, AffineSampler | None] = {
     "none": None,
     # the Scaled MNIST transform: Keras zoom_range=[1.0, 2.5], width/height_shift_range=0.2
     "scale": AffineSampler(shift_frac=0.2, keras_zoom=(1.0, 2.5)),
+    # the same draws resampled as Keras 2.0's ImageDataGenerator did (scipy order 0, fill_mode='nearest'):
+    # nearest neighbour, edges repeated; shrinking a digit this way drops pixels instead of averaging them
+    "scale-nearest": AffineSampler(shift_frac=0.2, keras_zoom=(1.0, 2.5), warp_kwargs=dict(KERAS_WARP)),
     "rotate": AffineSampler(angle_deg=(-45.0, 45.0)),
     "affine": AffineSampler(angle_deg=(-30.0, 30.0), shift_frac=0.1, keras_zoom=(0.9, 1.5), shear_deg=(-10.0, 10.0)),
 }

@@ -17,7 +17,7 @@ from robustbench_geo.cli.options import (
 @click.option("--lr", type=float, default=None, help="Learning rate (images: 1e-3; graphs: 0.01).")
 @click.option("--batch-size", type=int, default=None, help="Batch size for images (128).")
 @seed_option
-@click.option("--augment", default="none", show_default=True, help="Augmentation: none, scale, rotate, affine, or for smoothing noise, rotate-noise, scale-noise, "
+@click.option("--augment", default="none", show_default=True, help="Augmentation: none, scale, scale-nearest, rotate, affine, or for smoothing noise, rotate-noise, scale-noise, "
               "translate-noise with key=value options (e.g. rotate-noise:angle_deg=35,sigma=0.5).")
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False), default=None,

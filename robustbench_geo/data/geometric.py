@@ -7,7 +7,9 @@ so the same call always returns the same images. The per-sample parameters are k
 * ``mnist-scaled``: the "Scaled MNIST" of the deformable-convolution reference experiment. Keras
   ``zoom_range=[1.0, 2.5]`` (the sampling grid is stretched, so the digit shrinks to 40-100 % of its
   size; x and y drawn independently as Keras does, ``isotropic=True`` for one factor) and
-  ``width/height_shift_range=0.2`` (shift up to 20 % of width/height).
+  ``width/height_shift_range=0.2`` (shift up to 20 % of width/height). Bilinear resampling by default;
+  ``interpolation="nearest"`` resamples as the reference's Keras 2.0 generator did (nearest neighbour,
+  edges repeated), which makes the shrunken digits harder (``--augment scale-nearest`` trains on it).
 * ``mnist-rotated``: uniform rotation in ``[-max_angle_deg, max_angle_deg]`` (default 45).
 
 The samplers are the ones ``--augment scale`` / ``--augment rotate`` use during training
@@ -41,10 +43,18 @@ def apply_sampler(base: ImageDataset, name: str, sampler: AffineSampler, seed: i
     return ImageDataset(name, out, base.labels, base.classes, meta)
 
 
-def load_mnist_scaled(split="train", root=None, download=True, seed: int = 0, isotropic: bool = False) -> ImageDataset:
+#: resampling of ``mnist-scaled``: ours (bilinear, zeros outside) or the reference's Keras 2.0 generator's
+SCALED_INTERPOLATIONS = {"bilinear": "scale", "nearest": "scale-nearest"}
+
+
+def load_mnist_scaled(split="train", root=None, download=True, seed: int = 0, isotropic: bool = False,
+                      interpolation: str = "bilinear") -> ImageDataset:
+    from robustbench_geo.check import unknown_name_error
     from robustbench_geo.data.images import load_mnist
 
-    sampler = dataclasses.replace(AUGMENTATIONS["scale"], isotropic=isotropic)
+    if interpolation not in SCALED_INTERPOLATIONS:
+        raise unknown_name_error("mnist-scaled interpolation", interpolation, SCALED_INTERPOLATIONS)
+    sampler = dataclasses.replace(AUGMENTATIONS[SCALED_INTERPOLATIONS[interpolation]], isotropic=isotropic)
     return apply_sampler(load_mnist(split, root, download), "mnist-scaled", sampler, seed)
 
 

@@ -70,6 +70,39 @@ def test_bad_split():
         load_dataset("mnist", split="val")
 
 
+def test_scaled_mnist_nearest_resamples_the_same_draws_as_keras_did(mnist_root):
+    """``interpolation=nearest`` keeps the seed's transforms and resamples as Keras 2.0's generator
+    (nearest neighbour, edges repeated): every pixel is read from the source pixel that an independent
+    inverse mapping of the recorded matrix lands nearest to."""
+    from robustbench_geo.geometry import AffineParams
+
+    kw = dict(split="test", root=mnist_root, seed=3, subset=64)
+    near = load_dataset("mnist-scaled:interpolation=nearest", **kw)
+    bil = load_dataset("mnist-scaled", **kw)
+    base = load_dataset("mnist", split="test", root=mnist_root, seed=3, subset=64)
+    for k, v in near.meta["params"].items():
+        assert torch.equal(v, bil.meta["params"][k]), k
+    assert near.meta["transform"]["mode"] == "nearest" and near.meta["transform"]["padding_mode"] == "border"
+
+    m = AffineParams(**near.meta["params"]).matrix((28, 28)).double()  # source pixel -> output pixel
+    inv = torch.linalg.inv(m)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten(), torch.ones(784)]).double()
+    src = inv @ grid  # (n, 3, 784): where each output pixel reads from
+    sx = src[:, 0].round().clamp(0, 27).long()
+    sy = src[:, 1].round().clamp(0, 27).long()
+    expected = torch.stack([base.images[i, 0][sy[i], sx[i]] for i in range(len(base))]).view(-1, 1, 28, 28)
+    ink = (expected > 0) | (near.images > 0) | (bil.images > 0)
+    # the rest: source coordinates within float rounding of a half pixel
+    assert (near.images == expected)[ink].float().mean() > 0.98
+    assert (bil.images == expected)[ink].float().mean() < 0.5  # bilinear averages neighbours instead
+
+
+def test_scaled_mnist_unknown_interpolation_lists_the_valid_ones(mnist_root):
+    with pytest.raises(KeyError, match="bilinear, nearest"):
+        load_dataset("mnist-scaled:interpolation=cubic", split="test", root=mnist_root, subset=8)
+
+
 def test_a_subset_keeps_the_transform_of_each_of_its_samples(mnist_root):
     full = load_dataset("mnist-scaled", split="test", root=mnist_root, seed=3)
     part = load_dataset("mnist-scaled", split="test", root=mnist_root, seed=3, subset=50)
