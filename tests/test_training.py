@@ -55,6 +55,40 @@ def test_offset_finetuning_takes_the_steps_of_a_loop_that_computes_every_gradien
         assert torch.equal(a, b), k
 
 
+def test_offsets_plus_bn_trains_batch_norm_and_its_statistics_and_nothing_else(mnist_test):
+    """``offsets+bn`` (the Keras reference's fine-tuning) moves the offsets, the batch-norm scales, shifts
+    and running statistics, and leaves every convolution and the head as loaded; ``offsets`` moves no
+    batch-norm tensor at all."""
+    from robustbench_geo.data.base import ImageDataset
+    from robustbench_geo.models import create_model
+    from robustbench_geo.training import TrainConfig, train_image_model
+
+    data = ImageDataset("mnist", mnist_test.images[:64], mnist_test.labels[:64], mnist_test.classes, {})
+    torch.manual_seed(0)
+    start = create_model("deform_cnn", offset_style="channel")
+    bn_names = {f"{n}.{t}" for n, m in start.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+                for t in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+    for which in ("offsets", "offsets+bn"):
+        model = create_model("deform_cnn", offset_style="channel")
+        model.load_state_dict(start.state_dict())
+        train_image_model(model, data, TrainConfig(epochs=1, batch_size=32, seed=0, trainable=which), progress=False)
+        changed = {k for k, v in model.state_dict().items() if not torch.equal(v, start.state_dict()[k])}
+        offsets = {k for k in changed if "offset_conv" in k}
+        assert offsets, which
+        assert changed - offsets == (bn_names if which == "offsets+bn" else set()), which
+        assert all(p.requires_grad for p in model.parameters())
+
+
+def test_trainable_names_agree_between_the_cli_and_the_training_loop():
+    from robustbench_geo.cli.train import train
+    from robustbench_geo.training import TRAINABLE, TrainConfig
+
+    choice = next(o for o in train.params if o.name == "trainable").type.choices
+    assert tuple(choice) == TRAINABLE
+    with pytest.raises(KeyError, match="offsets\\+bn"):
+        TrainConfig(trainable="bn")
+
+
 def test_graph_training_reaches_published_accuracy(cora_root):
     r = fit("gcn", "cora", seed=0, progress=False, data_root=cora_root)
     assert 0.81 <= r.meta["clean_accuracy"] <= 0.86  # Pro-GNN Table 2: 83.50

@@ -31,8 +31,9 @@ from robustbench_geo.cli.options import (
                    "options (e.g. worst_of_k:k=10,max_angle_deg=30,max_shift_px=3); see rbgeo list defenses.")
 @click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
               help="Learning-rate schedule for images (cosine: annealed to 0 over all steps).")
-@click.option("--trainable", type=click.Choice(["all", "offsets"]), default="all", show_default=True,
-              help="Train all parameters, or only the deformable offset predictors.")
+@click.option("--trainable", type=click.Choice(["all", "offsets", "offsets+bn"]), default="all", show_default=True,
+              help="Train all parameters, only the deformable offset predictors (batch norm frozen), or the "
+                   "offsets and the batch-norm layers.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None, help="Start from this checkpoint.")
 @deform_backend_option
 @data_root_option
