@@ -8,6 +8,8 @@ Backbone (the reference Keras model of the deformable-convolution Scaled MNIST e
     conv22  3x3, 128, stride 2 -> BN -> ReLU
     global average pooling -> linear (num_classes)
 
+(the reference puts ReLU before BN in every block: ``block_order="relu-bn"``).
+
 ``deform_cnn`` replaces the last ``num_deform`` convolutions (default 3, as the reference
 placed offset layers before conv12, conv21 and conv22) by deformable ones (``offset_style="dcn"``,
 Dai et al.'s deformable convolution; or ``"channel"``, the reference's own offset layer: each input
@@ -29,6 +31,8 @@ from robustbench_geo.models.registry import register_model
 CHANNELS = (32, 64, 128, 128)
 STRIDES = (1, 2, 1, 2)
 OFFSET_STYLES = ("dcn", "channel", "keras")
+#: a block's order after its convolution: ours, or the Keras reference's (ReLU, then batch norm)
+BLOCK_ORDERS = ("bn-relu", "relu-bn")
 
 
 class ConvNet(nn.Module):
@@ -44,15 +48,19 @@ class ConvNet(nn.Module):
         offset_style: ``"dcn"`` (:class:`DeformableConv`), ``"channel"`` (:class:`ChannelOffsetConv`;
             ``deform`` and ``offset_groups`` do not apply to it) or ``"keras"`` (``ChannelOffsetConv``
             with the reference's own reshaping of the predicted offsets, ``layout="keras"``).
+        block_order: ``"bn-relu"`` (conv, BN, ReLU) or ``"relu-bn"`` (conv, ReLU, BN: the reference
+            Keras model's order).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size=(28, 28),
                  channels: Sequence[int] = CHANNELS, strides: Sequence[int] = STRIDES,
                  kinds: Sequence[str] = ("conv",) * 4, deform: str = "v1", offset_groups: int = 1,
-                 offset_style: str = "dcn"):
+                 offset_style: str = "dcn", block_order: str = "bn-relu"):
         super().__init__()
         if offset_style not in OFFSET_STYLES:
             raise ValueError(f"offset_style: expected one of {list(OFFSET_STYLES)}, got {offset_style!r}")
+        if block_order not in BLOCK_ORDERS:
+            raise ValueError(f"block_order: expected one of {list(BLOCK_ORDERS)}, got {block_order!r}")
         if not len(channels) == len(strides) == len(kinds):
             raise ValueError(f"channels, strides and kinds must have equal lengths, got {len(channels)}, {len(strides)}, {len(kinds)}")
         layers, cin = [], in_channels
@@ -68,7 +76,8 @@ class ConvNet(nn.Module):
                 conv = DeformableConv(cin, cout, 3, stride, padding=1, version=deform, offset_groups=offset_groups)
             else:
                 raise ValueError(f"kinds: expected 'conv', 'atrous' or 'deform', got {kind!r}")
-            layers += [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            bn, relu = nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+            layers += [conv, bn, relu] if block_order == "bn-relu" else [conv, relu, bn]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, num_classes)
@@ -92,14 +101,16 @@ def _kinds(num_special: int, kind: str, n: int = 4) -> tuple[str, ...]:
 
 
 @register_model("cnn", task="image")
-def cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES) -> ConvNet:
+def cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES,
+        block_order: str = "bn-relu") -> ConvNet:
     """4-conv CNN (32-64-128-128, 3x3, ReLU/BN, global pooling) of the Scaled MNIST experiment."""
-    return ConvNet(in_channels, num_classes, image_size, channels, strides)
+    return ConvNet(in_channels, num_classes, image_size, channels, strides, block_order=block_order)
 
 
 @register_model("deform_cnn", task="image")
 def deform_cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHANNELS, strides=STRIDES,
-               num_deform: int = 3, deform: str = "v1", offset_groups: int = 1, offset_style: str = "dcn") -> ConvNet:
+               num_deform: int = 3, deform: str = "v1", offset_groups: int = 1, offset_style: str = "dcn",
+               block_order: str = "bn-relu") -> ConvNet:
     """``cnn`` with the last ``num_deform`` convs deformable (v1, or modulated v2); offsets start at zero.
 
     ``offset_style="channel"`` uses the reference experiment's offset layer instead (one offset per
@@ -110,7 +121,7 @@ def deform_cnn(in_channels=1, num_classes=10, image_size=(28, 28), channels=CHAN
     if deform not in ("v1", "v2"):
         raise ValueError(f"deform: expected 'v1' or 'v2', got {deform!r}")
     return ConvNet(in_channels, num_classes, image_size, channels, strides, _kinds(num_deform, "deform"), deform,
-                   offset_groups, offset_style)
+                   offset_groups, offset_style, block_order)
 
 
 @register_model("atrous_cnn", task="image")

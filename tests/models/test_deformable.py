@@ -121,3 +121,25 @@ def test_keras_layout_reads_the_prediction_in_memory_order():
 def test_unknown_offset_style_lists_the_choices():
     with pytest.raises(ValueError, match=r"offset_style: expected one of \['dcn', 'channel', 'keras'\], got 'tap'"):
         create_model("deform_cnn", offset_style="tap")
+
+
+def test_relu_before_bn_blocks_load_into_their_deformable_twin_and_compute_the_same():
+    """``block_order="relu-bn"`` (the reference's Keras blocks): ReLU runs before batch norm, so the
+    output can be negative after a block, and the deformable twin with zero offsets still computes the
+    regular model exactly; a twin of the other order refuses the weights."""
+    torch.manual_seed(0)
+    reg = create_model("cnn", block_order="relu-bn").eval()
+    for m in reg.modules():  # non-trivial statistics, so that the order matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(0.5, 1.0)
+            m.running_var.uniform_(0.5, 2.0)
+    assert [type(m).__name__ for m in reg.features[:3]] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    x = torch.rand(4, 1, 28, 28)
+    assert reg.features[:3](x).min() < 0  # BN after ReLU: shifted below zero
+    twin = create_model("deform_cnn", block_order="relu-bn").eval()
+    load_regular_weights(twin, reg.state_dict())
+    torch.testing.assert_close(twin(x), reg(x), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="no counterpart"):
+        load_regular_weights(create_model("deform_cnn"), reg.state_dict())
+    with pytest.raises(ValueError, match="bn-relu"):
+        create_model("cnn", block_order="bn-first")
