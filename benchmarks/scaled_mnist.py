@@ -33,13 +33,17 @@ Usage::
     # fine-tuned with the reference's offset layer and/or its schedule (20 epochs, Adam 5e-4, batch 32)
     python benchmarks/scaled_mnist.py --protocols original --seeds 0 --regular-cache /tmp/regular --runs-dir /tmp/ablation --offset-style channel --curve
     python benchmarks/scaled_mnist.py --protocols original --seeds 0 --regular-cache /tmp/regular --runs-dir /tmp/ablation --finetune-epochs 20 --finetune-lr 5e-4 --finetune-batch-size 32
+    # ... and the reference's other differences: batch norm trained during the fine-tuning, Keras 2.0's
+    # nearest-neighbour resampling of the scaled data (train and test), ReLU before batch norm
+    python benchmarks/scaled_mnist.py --protocols original --seeds 0 --regular-cache /tmp/regular --runs-dir /tmp/ablation --offset-style keras --finetune-trainable offsets+bn --interpolation nearest --block-order relu-bn
     python benchmarks/scaled_mnist.py --protocols original --table --runs-dir /tmp/ablation --results benchmarks/results/benchmarks/scaled-mnist-ablation.json
 
 Each seed is an independent run (initialisation, batch order, augmentation and the Scaled MNIST test
 variant all follow the seed); ``--jobs`` runs seeds in that many worker processes, one torch thread
 each. The table gives, per variant, the mean over seeds with the 95 % Wilson interval of the pooled
 test images, and the standard deviation over seeds. A run whose fine-tuning differs from ours
-(``--offset-style``, ``--finetune-epochs/-lr/-batch-size``) names the difference in its row's variant
+(``--offset-style``, ``--finetune-epochs/-lr/-batch-size``, ``--finetune-trainable``, ``--interpolation``,
+``--block-order``) names the difference in its row's variant
 label and in its file name under ``--runs-dir``; ``--table`` puts every run of the protocols in that
 folder in one table, one row per variant.
 """
@@ -84,18 +88,20 @@ def one_seed(args, seed: int) -> dict:
     train, tests = _data(args, seed)
     rows = []
     regular, row = regular_cnn(args, seed, train, tests)
-    rows.append({"protocol": "both", "variant": "regular, plain MNIST", **row})
+    rows.append({"protocol": "both", "variant": _sampled(args, "regular, plain MNIST"), **row})
+    scale = _scale_augment(args)
     if "original" in args.protocol_list:
-        _, row = _train(args, seed, train, tests, "deform_cnn", "scale", _ft_epochs(args), init=regular,
-                        trainable="offsets", lr=args.finetune_lr, batch_size=args.finetune_batch_size)
+        _, row = _train(args, seed, train, tests, "deform_cnn", scale, _ft_epochs(args), init=regular,
+                        trainable=args.finetune_trainable, lr=args.finetune_lr, batch_size=args.finetune_batch_size)
         rows.append({"protocol": "original", "variant": original_variant(args), **row})
     if "fair" in args.protocol_list:
         _, row = _train(args, seed, train, tests, "deform_cnn", "none", args.epochs)
-        rows.append({"protocol": "fair", "variant": _with_style(args, "deformable, plain MNIST"), **row})
+        rows.append({"protocol": "fair", "variant": _sampled(args, _with_style(args, "deformable, plain MNIST")), **row})
         for name, label in (("cnn", "regular"), ("deform_cnn", "deformable")):
-            _, row = _train(args, seed, train, tests, name, "scale", args.epochs)
+            _, row = _train(args, seed, train, tests, name, scale, args.epochs)
             label = f"{label}, scale-augmented MNIST"
-            rows.append({"protocol": "fair", "variant": _with_style(args, label) if name == "deform_cnn" else label, **row})
+            label = _with_style(args, label) if name == "deform_cnn" else label
+            rows.append({"protocol": "fair", "variant": _sampled(args, label), **row})
     return {"seed": seed, "rows": rows, "train_size": len(train), "test_size": len(tests["mnist"]),
             "scaled_transform": tests["mnist-scaled"].meta["transform"]}
 
@@ -104,8 +110,22 @@ def _data(args, seed: int):
     kw = dict(root=args.data_root, seed=seed)
     train = load_dataset("mnist", split="train", subset=args.train_subset, **kw)
     tests = {"mnist": load_dataset("mnist", split="test", subset=args.test_subset, **kw),
-             "mnist-scaled": load_dataset("mnist-scaled", split="test", subset=args.test_subset, **kw)}
+             "mnist-scaled": load_dataset("mnist-scaled", split="test", subset=args.test_subset,
+                                          interpolation=args.interpolation, **kw)}
     return train, tests
+
+
+def _scale_augment(args) -> str:
+    """The training augmentation that draws Scaled MNIST's transforms, resampled like its test set."""
+    return "scale-nearest" if args.interpolation == "nearest" else "scale"
+
+
+def _sampled(args, label: str) -> str:
+    """A row label naming what differs from ours for every model of the run: Keras 2.0's nearest-neighbour
+    resampling of the scaled data (train and test), the reference's ReLU-before-BN blocks."""
+    extra = [*(["nearest sampling"] if args.interpolation != "bilinear" else []),
+             *(["ReLU before BN"] if args.block_order != "bn-relu" else [])]
+    return f"{label} [{'; '.join(extra)}]" if extra else label
 
 
 def _ft_epochs(args) -> int:
@@ -127,6 +147,12 @@ def original_variant(args) -> str:
     extra = [f"{args.offset_style} offsets"] if args.offset_style != "dcn" else []
     if _schedule_differs(args):
         extra.append(f"{_ft_epochs(args)} ep, Adam {args.finetune_lr:g}, batch {args.finetune_batch_size}")
+    if args.finetune_trainable != "offsets":
+        extra.append("batch norm trained too")
+    if args.interpolation != "bilinear":
+        extra.append("nearest sampling")
+    if args.block_order != "bn-relu":
+        extra.append("ReLU before BN")
     return f"{label} [{'; '.join(extra)}]" if extra else label
 
 
@@ -134,6 +160,8 @@ def _train(args, seed, train, tests, name, augment, epochs, init=None, trainable
     """Train one variant from its seed; returns the model and its row (accuracies in %)."""
     seed_everything(seed)
     kwargs = {"offset_style": args.offset_style} if name == "deform_cnn" and args.offset_style != "dcn" else {}
+    if args.block_order != "bn-relu":
+        kwargs["block_order"] = args.block_order
     model, _ = build_model(name, train, **kwargs)
     backend = set_deform_backend(model, args.deform_backend, args.device)
     model.to(args.device)
@@ -175,10 +203,11 @@ def regular_cnn(args, seed, train, tests):
     """
     path = None
     if args.regular_cache:
-        path = Path(args.regular_cache) / f"cnn-seed{seed}-e{args.epochs}-n{len(train)}.pt"
+        order = "" if args.block_order == "bn-relu" else f"-{args.block_order}"
+        path = Path(args.regular_cache) / f"cnn{order}-seed{seed}-e{args.epochs}-n{len(train)}.pt"
         if path.exists():
             saved = torch.load(path, map_location="cpu")
-            model, _ = build_model("cnn", train)
+            model, _ = build_model("cnn", train, block_order=args.block_order)
             model.load_state_dict(saved["state_dict"])
             model.to(args.device).eval()
             accs = {k: 100 * image_accuracy(model, ds) for k, ds in tests.items()}
@@ -236,6 +265,14 @@ def main(argv=None) -> int:
                    help="deform_cnn's offset layers: dcn (one offset per kernel tap, ours), channel (one per input "
                         "channel, resampling before a plain conv, as the reference's ConvOffset2D) or keras (channel "
                         "with the reference code's reshaping of the predicted offsets)")
+    p.add_argument("--finetune-trainable", default="offsets", choices=("offsets", "offsets+bn"),
+                   help="what the offset fine-tuning trains: the offsets with batch norm frozen (ours), or the offsets "
+                        "and the batch-norm layers, statistics included (the reference)")
+    p.add_argument("--interpolation", default="bilinear", choices=("bilinear", "nearest"),
+                   help="resampling of the scaled data, training and test alike: bilinear (ours) or nearest "
+                        "neighbour with edges repeated (the reference's Keras 2.0 ImageDataGenerator)")
+    p.add_argument("--block-order", default="bn-relu", choices=("bn-relu", "relu-bn"),
+                   help="every model's blocks: conv, BN, ReLU (ours) or conv, ReLU, BN (the reference's Keras model)")
     p.add_argument("--regular-cache", default=None,
                    help="folder keeping each seed's trained regular CNN: reused when there, saved when trained")
     p.add_argument("--curve", action="store_true",
@@ -292,7 +329,9 @@ def _meta(args, seeds, runs, *, wall_s) -> dict:
             "threads": 1 if args.jobs > 1 else torch.get_num_threads(), "device": args.device, "versions": versions(),
             "scaled_transform": runs[0]["scaled_transform"], "protocols": args.protocol_list,
             "finetune_lr": args.finetune_lr, "finetune_batch_size": args.finetune_batch_size,
-            "offset_style": args.offset_style, "regular_cache": args.regular_cache}
+            "offset_style": args.offset_style, "regular_cache": args.regular_cache,
+            "finetune_trainable": args.finetune_trainable, "interpolation": args.interpolation,
+            "block_order": args.block_order}
 
 
 def _kept_run(args, seed: int) -> dict:
@@ -311,6 +350,12 @@ def _variant_tag(args) -> str:
     parts = [args.offset_style] if args.offset_style != "dcn" else []
     if _schedule_differs(args):
         parts.append(f"ft{_ft_epochs(args)}-lr{args.finetune_lr:g}-b{args.finetune_batch_size}")
+    if args.finetune_trainable != "offsets":
+        parts.append("bn")
+    if args.interpolation != "bilinear":
+        parts.append("nearest")
+    if args.block_order != "bn-relu":
+        parts.append(args.block_order)
     return "".join(f"-{p}" for p in parts)
 
 
