@@ -252,6 +252,11 @@ def table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
                      f"{sum(r['train_s'] for r in rs) / len(rs):.0f}"])
     for k, (a, b) in REFERENCE.items():
         rows.append(["reference", f"{k} (Keras experiment)", f"{a:.2f}", f"{b:.2f}", ""])
+    seed_sets = [sorted(per_seed) for per_seed in groups.values()]
+    if any(s != seed_sets[0] for s in seed_sets):  # variants run with different seeds: say which, row by row
+        columns.insert(2, "seeds")
+        for row, seeds in zip(rows, seed_sets + [[]] * len(REFERENCE)):
+            row.insert(2, ",".join(map(str, seeds)))
     return columns, rows
 
 
