@@ -149,6 +149,8 @@ def original_variant(args) -> str:
         extra.append(f"{_ft_epochs(args)} ep, Adam {args.finetune_lr:g}, batch {args.finetune_batch_size}")
     if args.finetune_trainable != "offsets":
         extra.append("batch norm trained too")
+    if args.finetune_bn_momentum is not None:
+        extra.append(f"BN momentum {args.finetune_bn_momentum:g}")
     if args.interpolation != "bilinear":
         extra.append("nearest sampling")
     if args.block_order != "bn-relu":
@@ -167,6 +169,10 @@ def _train(args, seed, train, tests, name, augment, epochs, init=None, trainable
     model.to(args.device)
     if init is not None:
         load_regular_weights(model, init.state_dict())
+        if args.finetune_bn_momentum is not None:  # Keras' BatchNormalization(momentum=0.99) is torch's 0.01
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = args.finetune_bn_momentum
     cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, trainable=trainable, lr=lr, batch_size=batch_size)
     curve, eval_s = [], 0.0
 
@@ -273,6 +279,9 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-trainable", default="offsets", choices=("offsets", "offsets+bn"),
                    help="what the offset fine-tuning trains: the offsets with batch norm frozen (ours), or the offsets "
                         "and the batch-norm layers, statistics included (the reference)")
+    p.add_argument("--finetune-bn-momentum", type=float, default=None,
+                   help="batch-norm momentum while the offsets+bn fine-tuning updates the statistics (torch "
+                        "convention; default torch's 0.1; Keras' default momentum=0.99 is 0.01 here)")
     p.add_argument("--interpolation", default="bilinear", choices=("bilinear", "nearest"),
                    help="resampling of the scaled data, training and test alike: bilinear (ours) or nearest "
                         "neighbour with edges repeated (the reference's Keras 2.0 ImageDataGenerator)")
@@ -298,6 +307,9 @@ def main(argv=None) -> int:
                    help="write each seed's run here as it finishes (seed<S>-<protocols>.json); with --table, read them")
     p.add_argument("--table", action="store_true", help="build the table from the runs in --runs-dir; train nothing")
     args = p.parse_args(argv)
+    if args.finetune_bn_momentum is not None and (args.finetune_trainable != "offsets+bn" or not 0 < args.finetune_bn_momentum <= 1):
+        p.error(f"--finetune-bn-momentum: expected a number in (0, 1] with --finetune-trainable offsets+bn (frozen batch "
+                f"norm keeps its statistics), got {args.finetune_bn_momentum} with {args.finetune_trainable}")
     args.protocol_list = args.protocols.split(",")
     unknown = set(args.protocol_list) - set(PROTOCOLS)
     if unknown:
@@ -336,6 +348,7 @@ def _meta(args, seeds, runs, *, wall_s) -> dict:
             "finetune_lr": args.finetune_lr, "finetune_batch_size": args.finetune_batch_size,
             "offset_style": args.offset_style, "regular_cache": args.regular_cache,
             "finetune_trainable": args.finetune_trainable, "interpolation": args.interpolation,
+            "finetune_bn_momentum": args.finetune_bn_momentum,
             "block_order": args.block_order}
 
 
@@ -357,6 +370,8 @@ def _variant_tag(args) -> str:
         parts.append(f"ft{_ft_epochs(args)}-lr{args.finetune_lr:g}-b{args.finetune_batch_size}")
     if args.finetune_trainable != "offsets":
         parts.append("bn")
+    if args.finetune_bn_momentum is not None:
+        parts.append(f"bnm{args.finetune_bn_momentum:g}")
     if args.interpolation != "bilinear":
         parts.append("nearest")
     if args.block_order != "bn-relu":

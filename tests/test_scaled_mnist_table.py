@@ -38,11 +38,19 @@ def test_runs_that_disagree_on_one_seeds_model_are_refused():
 def test_every_reference_difference_is_named_in_the_label_and_the_run_file():
     args = argparse.Namespace(
         offset_style="keras", finetune_epochs=2, epochs=10, finetune_lr=5e-4, finetune_batch_size=32,
-        finetune_trainable="offsets+bn", interpolation="nearest", block_order="relu-bn")
+        finetune_trainable="offsets+bn", interpolation="nearest", block_order="relu-bn",
+        finetune_bn_momentum=0.01)
     label = scaled_mnist.original_variant(args)
-    for words in ("keras offsets", "2 ep, Adam 0.0005, batch 32", "batch norm trained too", "nearest sampling",
+    for words in ("keras offsets", "2 ep, Adam 0.0005, batch 32", "batch norm trained too", "BN momentum 0.01",
+                  "nearest sampling",
                   "ReLU before BN"):
         assert words in label
-    assert scaled_mnist._variant_tag(args) == "-keras-ft2-lr0.0005-b32-bn-nearest-relu-bn"
+    assert scaled_mnist._variant_tag(args) == "-keras-ft2-lr0.0005-b32-bn-bnm0.01-nearest-relu-bn"
     assert scaled_mnist._sampled(args, "regular, plain MNIST") == "regular, plain MNIST [nearest sampling; ReLU before BN]"
     assert scaled_mnist._scale_augment(args) == "scale-nearest"
+
+
+def test_a_batch_norm_momentum_without_trained_batch_norm_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        scaled_mnist.main(["--finetune-bn-momentum", "0.01", "--protocols", "original"])
+    assert "offsets+bn" in capsys.readouterr().err
