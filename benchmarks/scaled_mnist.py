@@ -144,18 +144,25 @@ def _with_style(args, label: str) -> str:
 def original_variant(args) -> str:
     """The original protocol's deformable row label; settings that differ from ours are named in it."""
     label = "deformable: regular weights, offsets tuned on scaled"
-    extra = [f"{args.offset_style} offsets"] if args.offset_style != "dcn" else []
-    if _schedule_differs(args):
-        extra.append(f"{_ft_epochs(args)} ep, Adam {args.finetune_lr:g}, batch {args.finetune_batch_size}")
-    if args.finetune_trainable != "offsets":
-        extra.append("batch norm trained too")
-    if args.finetune_bn_momentum is not None:
-        extra.append(f"BN momentum {args.finetune_bn_momentum:g}")
-    if args.interpolation != "bilinear":
-        extra.append("nearest sampling")
-    if args.block_order != "bn-relu":
-        extra.append("ReLU before BN")
+    extra = [words for words, _ in _differences(args)]
     return f"{label} [{'; '.join(extra)}]" if extra else label
+
+
+def _differences(args) -> list[tuple[str, str]]:
+    """Each fine-tuning setting that differs from ours: (words for the row label, part of the run file's name)."""
+    out = [(f"{args.offset_style} offsets", args.offset_style)] if args.offset_style != "dcn" else []
+    if _schedule_differs(args):
+        out.append((f"{_ft_epochs(args)} ep, Adam {args.finetune_lr:g}, batch {args.finetune_batch_size}",
+                    f"ft{_ft_epochs(args)}-lr{args.finetune_lr:g}-b{args.finetune_batch_size}"))
+    if args.finetune_trainable != "offsets":
+        out.append(("batch norm trained too", "bn"))
+    if args.finetune_bn_momentum is not None:
+        out.append((f"BN momentum {args.finetune_bn_momentum:g}", f"bnm{args.finetune_bn_momentum:g}"))
+    if args.interpolation != "bilinear":
+        out.append(("nearest sampling", "nearest"))
+    if args.block_order != "bn-relu":
+        out.append(("ReLU before BN", args.block_order))
+    return out
 
 
 def _train(args, seed, train, tests, name, augment, epochs, init=None, trainable="all", lr=1e-3, batch_size=128):
@@ -365,18 +372,7 @@ def _kept_run(args, seed: int) -> dict:
 
 def _variant_tag(args) -> str:
     """The run file's suffix naming the fine-tuning settings that differ from ours ('' for ours)."""
-    parts = [args.offset_style] if args.offset_style != "dcn" else []
-    if _schedule_differs(args):
-        parts.append(f"ft{_ft_epochs(args)}-lr{args.finetune_lr:g}-b{args.finetune_batch_size}")
-    if args.finetune_trainable != "offsets":
-        parts.append("bn")
-    if args.finetune_bn_momentum is not None:
-        parts.append(f"bnm{args.finetune_bn_momentum:g}")
-    if args.interpolation != "bilinear":
-        parts.append("nearest")
-    if args.block_order != "bn-relu":
-        parts.append(args.block_order)
-    return "".join(f"-{p}" for p in parts)
+    return "".join(f"-{tag}" for _, tag in _differences(args))
 
 
 def _table_from_runs(args) -> int:
