@@ -1,4 +1,5 @@
-"""benchmarks/scaled_mnist.py: the table over kept runs, and how a run names what differs from ours."""
+"""benchmarks/scaled_mnist.py, the training protocol of the Scaled MNIST table: the table over kept
+runs, and how a run names what differs from ours."""
 
 import argparse
 import sys
