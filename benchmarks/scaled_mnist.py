@@ -121,11 +121,19 @@ def _scale_augment(args) -> str:
 
 
 def _sampled(args, label: str) -> str:
-    """A row label naming what differs from ours for every model of the run: Keras 2.0's nearest-neighbour
-    resampling of the scaled data (train and test), the reference's ReLU-before-BN blocks."""
-    extra = [*(["nearest sampling"] if args.interpolation != "bilinear" else []),
-             *(["ReLU before BN"] if args.block_order != "bn-relu" else [])]
+    """A row label naming what differs from ours for every model of the run (see :func:`_run_wide`)."""
+    extra = [words for words, _ in _run_wide(args)]
     return f"{label} [{'; '.join(extra)}]" if extra else label
+
+
+def _run_wide(args) -> list[tuple[str, str]]:
+    """The settings that differ from ours for every model of the run, regular included: Keras 2.0's
+    nearest-neighbour resampling of the scaled data (train and test), the reference's ReLU-before-BN
+    blocks; as (words for a row label, part of the run file's name)."""
+    out = [("nearest sampling", "nearest")] if args.interpolation != "bilinear" else []
+    if args.block_order != "bn-relu":
+        out.append(("ReLU before BN", args.block_order))
+    return out
 
 
 def _ft_epochs(args) -> int:
@@ -149,7 +157,8 @@ def original_variant(args) -> str:
 
 
 def _differences(args) -> list[tuple[str, str]]:
-    """Each fine-tuning setting that differs from ours: (words for the row label, part of the run file's name)."""
+    """Each setting of the fine-tuning that differs from ours, the run-wide ones last: (words for the row
+    label, part of the run file's name)."""
     out = [(f"{args.offset_style} offsets", args.offset_style)] if args.offset_style != "dcn" else []
     if _schedule_differs(args):
         out.append((f"{_ft_epochs(args)} ep, Adam {args.finetune_lr:g}, batch {args.finetune_batch_size}",
@@ -158,11 +167,7 @@ def _differences(args) -> list[tuple[str, str]]:
         out.append(("batch norm trained too", "bn"))
     if args.finetune_bn_momentum is not None:
         out.append((f"BN momentum {args.finetune_bn_momentum:g}", f"bnm{args.finetune_bn_momentum:g}"))
-    if args.interpolation != "bilinear":
-        out.append(("nearest sampling", "nearest"))
-    if args.block_order != "bn-relu":
-        out.append(("ReLU before BN", args.block_order))
-    return out
+    return out + _run_wide(args)
 
 
 def _train(args, seed, train, tests, name, augment, epochs, init=None, trainable="all", lr=1e-3, batch_size=128):
